@@ -1,0 +1,447 @@
+"""The `vrooli` command: parse, call, print, exit code — nothing else.
+
+Heavy imports (anyio, the docker SDK, httpx) happen inside the commands that need them, so
+`vrooli --help` and `vrooli status` start fast.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from orchestrator import __version__, config, paths
+from orchestrator.errors import ConfigError, SupervisorUnavailable, UsageError, VrooliError
+from orchestrator.spec import ProjectSpec
+
+app = typer.Typer(
+    name="vrooli",
+    help="Bring up a whole backing stack (Postgres, Redis, Qdrant, n8n, Ollama) fast, and keep it healthy.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+FilesOpt = Annotated[list[str] | None, typer.Option(
+    "--file", "-f", help="resources.toml to use; repeat to merge overrides (later wins).",
+    envvar="VROOLI_FILE")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+NamesArg = Annotated[list[str] | None, typer.Argument(help="Resource names (default: all).", show_default=False)]
+LogFormatOpt = Annotated[str, typer.Option("--log-format", help="auto | console | json")]
+
+SPAWN_TIMEOUT = 20.0
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
+
+
+def _fail(error: VrooliError, as_json: bool = False) -> NoReturn:
+    if as_json:
+        print(json.dumps({"ok": False, "errors": error.lines(), "exit_code": error.exit_code}))
+    else:
+        for text in error.lines():
+            print(text if isinstance(error, ConfigError) else f"vrooli: {text}", file=sys.stderr)
+    raise typer.Exit(error.exit_code)
+
+
+def _load(files: list[str] | None) -> ProjectSpec:
+    return config.load(config.find_files(files))
+
+
+def _client(project: ProjectSpec, timeout: float | None = 5.0) -> Any:
+    from orchestrator.control import Client
+
+    return Client(paths.control_socket(project.state_dir), timeout=timeout)
+
+
+def _supervisor_env() -> dict[str, str]:
+    env = dict(os.environ)
+    for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID"):
+        env.pop(key, None)
+    return env
+
+
+def _ensure_supervisor(project: ProjectSpec) -> Any:
+    """Reuse the project's supervisor or start one, detached; never two of them."""
+    client = _client(project)
+    if client.alive():
+        return client
+    paths.ensure_state_dir(project.state_dir)
+    with (project.state_dir / "spawn.lock").open("a") as spawn_lock:
+        fcntl.flock(spawn_lock, fcntl.LOCK_EX)  # a second `up` waits here for the first
+        if client.alive():
+            return client
+        log_path = paths.supervisor_log(project.state_dir)
+        offset = log_path.stat().st_size if log_path.exists() else 0
+        cmd = [sys.executable, "-m", "orchestrator", "supervise"]
+        for file in project.files:
+            cmd += ["-f", str(file)]
+        with log_path.open("ab") as log_file:
+            proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                start_new_session=True, env=_supervisor_env(), cwd=str(project.project_dir),
+                close_fds=True,
+            )
+        deadline = time.monotonic() + SPAWN_TIMEOUT
+        while time.monotonic() < deadline:
+            if client.alive():
+                return client
+            if proc.poll() is not None:
+                tail = _read_from(log_path, offset).strip().splitlines()[-3:]
+                detail = "; ".join(_message_of(line) for line in tail) or f"exit code {proc.returncode}"
+                raise VrooliError(f"the supervisor did not start: {detail} (see {log_path})")
+            time.sleep(0.01)
+        raise VrooliError(f"the supervisor did not answer within {SPAWN_TIMEOUT:g}s (see {log_path})")
+
+
+def _read_from(path: Path, offset: int) -> str:
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        return handle.read().decode(errors="replace")
+
+
+def _message_of(line: str) -> str:
+    try:
+        event = json.loads(line)
+        return str(event.get("event", line))
+    except ValueError:
+        return line
+
+
+# ------------------------------------------------------------------------ commands
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        print(f"vrooli {__version__}")
+        raise typer.Exit(0)
+
+
+@app.command()
+def up(
+    names: NamesArg = None,
+    files: FilesOpt = None,
+    no_deps: Annotated[bool, typer.Option("--no-deps", help="Do not start dependencies of NAMES.")] = False,
+    foreground: Annotated[bool, typer.Option("--foreground", help="Keep the supervisor attached; Ctrl-C stops everything.")] = False,
+    json_out: JsonOpt = False,
+    log_format: LogFormatOpt = "auto",
+) -> None:
+    """Start resources (and their dependencies); return when they are ready."""
+    try:
+        project = _load(files)
+        unknown = [n for n in names or [] if n not in project.resources]
+        if unknown:
+            raise UsageError(f"unknown resource '{unknown[0]}' (known: {', '.join(project.resources)})")
+        if foreground:
+            from orchestrator import service
+            from orchestrator.logging import configure
+
+            configure(log_format, sys.stderr)
+            code = service.run(service.Options(files=list(project.files), mode="foreground",
+                                               names=names or [], no_deps=no_deps))
+            raise typer.Exit(code)
+        client = _ensure_supervisor(project)
+        code = _follow_up(client, {"op": "up", "names": names or [], "no_deps": no_deps,
+                                   "files": [str(f) for f in project.files],
+                                   "environ": dict(os.environ)}, json_out)
+    except VrooliError as exc:
+        _fail(exc, json_out)
+    raise typer.Exit(code)
+
+
+def _follow_up(client: Any, request: dict[str, Any], json_out: bool) -> int:
+    from orchestrator.progress import Progress
+
+    progress = None if json_out else Progress(sys.stderr)
+    started = time.monotonic()
+    final: dict[str, Any] = {}
+    for message in client.stream(request, timeout=0.1):
+        if message.get("tick"):
+            if progress:
+                progress.tick()
+            continue
+        if message.get("event") == "config" and progress:
+            for key in ("added", "removed", "restarted"):
+                if message.get(key):
+                    print(f" config: {key} {', '.join(message[key])}", file=sys.stderr)
+        if message.get("event") == "progress" and progress:
+            progress.update(message["resources"])
+        if "exit_code" in message:
+            final = message
+    if not final:
+        raise SupervisorUnavailable("the supervisor closed the connection; see its log")
+    if final.get("errors") and not final.get("resources"):
+        if final.get("exit_code") == EXIT_USAGE and all(":" in e for e in final["errors"]):
+            raise ConfigError(final["errors"])
+        raise VrooliError("; ".join(final["errors"]))
+    rows = final.get("resources", [])
+    if json_out:
+        print(json.dumps({"ok": final.get("ok", False), "resources": rows,
+                          "seconds": round(time.monotonic() - started, 4)}, indent=2))
+    elif progress:
+        progress.update(rows)
+        ready = [r for r in rows if r["state"] in ("ready", "completed")]
+        print(f"{len(ready)}/{len(rows)} ready in {time.monotonic() - started:.2f}s", file=sys.stderr)
+        for row in rows:
+            if row["state"] not in ("ready", "completed"):
+                print(f"vrooli: {row['name']}: {row['state']}: {row['message']}", file=sys.stderr)
+    return int(final.get("exit_code", EXIT_FAILED))
+
+
+@app.command()
+def down(
+    names: NamesArg = None,
+    files: FilesOpt = None,
+    volumes: Annotated[bool, typer.Option("--volumes", "-v", help="Also remove named volumes.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Stop resources in reverse dependency order; with no names, also end the supervisor."""
+    try:
+        project = _load(files)
+        client = _client(project, timeout=None)
+        if not client.alive():
+            if not _has_leftovers(project):
+                if json_out:
+                    print(json.dumps({"ok": True, "stopped": [], "running": False}))
+                else:
+                    print("nothing is running", file=sys.stderr)
+                raise typer.Exit(0)
+            client = _ensure_supervisor(project)  # it adopts what was left, then stops it
+        reply = client.call({"op": "down", "names": names or [], "volumes": volumes})
+        if not reply.get("ok"):
+            raise VrooliError(reply.get("error", "down failed"))
+        if not names:
+            _wait_supervisor_gone(project)
+    except VrooliError as exc:
+        _fail(exc, json_out)
+    if json_out:
+        print(json.dumps({"ok": True, "stopped": reply["stopped"]}))
+    else:
+        print(f"stopped {', '.join(reply['stopped']) or 'nothing'}", file=sys.stderr)
+
+
+def _has_leftovers(project: ProjectSpec) -> bool:
+    try:
+        return bool(json.loads((project.state_dir / "running.json").read_text()))
+    except (OSError, ValueError):
+        return False
+
+
+def _wait_supervisor_gone(project: ProjectSpec, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    pid_file = project.state_dir / "supervisor.pid"
+    while pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+@app.command()
+def status(
+    names: NamesArg = None,
+    files: FilesOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show each resource's state; exit 0 all ready, 1 something is not, 3 nothing runs."""
+    try:
+        project = _load(files)
+        unknown = [n for n in names or [] if n not in project.resources]
+        if unknown:
+            raise UsageError(f"unknown resource '{unknown[0]}' (known: {', '.join(project.resources)})")
+        client = _client(project)
+        from orchestrator.control import ControlError
+        try:
+            reply = client.call({"op": "status", "names": names or []})
+        except ControlError:
+            reply = None
+    except VrooliError as exc:
+        _fail(exc, json_out)
+    if reply is None or not reply.get("ok"):
+        rows = [{"name": n, "runtime": r.runtime, "state": "stopped", "pid": None, "started_at": None,
+                 "ready_at": None, "startup_seconds": None, "restarts": 0, "message": "not running"}
+                for n, r in project.resources.items() if not names or n in names]
+        if json_out:
+            print(json.dumps({"project": project.name, "running": False, "resources": rows}, indent=2))
+        else:
+            print(f"{project.name}: not running", file=sys.stderr)
+        raise typer.Exit(EXIT_NOT_RUNNING)
+    rows = reply["resources"]
+    considered = [r for r in rows if r["wanted"] or names]
+    running = [r for r in considered if r["state"] not in ("stopped", "pending")]
+    if not running:
+        code = EXIT_NOT_RUNNING
+    elif all(r["state"] in ("ready", "completed") for r in considered):
+        code = EXIT_OK
+    else:
+        code = EXIT_FAILED
+    if json_out:
+        print(json.dumps({"project": reply["project"], "running": True,
+                          "supervisor_pid": reply["supervisor_pid"], "resources": rows,
+                          **reply.get("extra", {})}, indent=2))
+    else:
+        _print_status(rows, reply.get("extra", {}))
+    raise typer.Exit(code)
+
+
+def _print_status(rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:
+    from orchestrator.progress import elapsed
+
+    width = max([len(r["name"]) for r in rows] + [4])
+    print(f"{'NAME':<{width}}  {'STATE':<9}  {'PID':>7}  {'STARTUP':>8}  {'RESTARTS':>8}  MESSAGE")
+    for row in rows:
+        pid = str(row["pid"] or "-")
+        message = row["message"] or ""
+        if row["name"] == extra.get("models", {}).get("resource"):
+            message = (message + "; " if message else "") + extra["models"]["line"]
+        print(f"{row['name']:<{width}}  {row['state']:<9}  {pid:>7}  {elapsed(row):>8}  "
+              f"{row['restarts']:>8}  {message}")
+
+
+@app.command()
+def restart(
+    names: Annotated[list[str], typer.Argument(help="Resources to restart.")],
+    files: FilesOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Restart resources (and what depends on them); return when they are ready again."""
+    try:
+        project = _load(files)
+        client = _client(project, timeout=None)
+        if not client.alive():
+            raise SupervisorUnavailable(f"{project.name} is not running; use `vrooli up`")
+        code = _follow_up(client, {"op": "restart", "names": names}, json_out)
+    except VrooliError as exc:
+        _fail(exc, json_out)
+    raise typer.Exit(code)
+
+
+@app.command()
+def logs(
+    name: Annotated[str, typer.Argument(help="Resource name.")],
+    files: Annotated[list[str] | None, typer.Option(
+        "--file", help="resources.toml to use; repeat to merge overrides.", envvar="VROOLI_FILE")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new output.")] = False,
+    tail: Annotated[int, typer.Option("--tail", "-n", help="Lines from the end (0: all).")] = 100,
+    json_out: JsonOpt = False,
+) -> None:
+    """Print a resource's output (processes and containers alike)."""
+    from orchestrator.logs import OutputLog
+
+    try:
+        project = _load(files)
+        if name not in project.resources:
+            raise UsageError(f"unknown resource '{name}' (known: {', '.join(project.resources)})")
+    except VrooliError as exc:
+        _fail(exc, json_out)
+    output = OutputLog(paths.resource_log(project.state_dir, name))
+    lines = output.tail(tail) if tail else (output.path.read_text(errors="replace").splitlines()
+                                           if output.path.exists() else [])
+    if json_out and not follow:
+        print(json.dumps({"resource": name, "lines": lines}))
+        return
+    for text in lines:
+        print(text, flush=True)
+    if follow:
+        _follow(output.path, name, json_out)
+
+
+def _follow(path: Path, name: str, json_out: bool) -> None:
+    position = path.stat().st_size if path.exists() else 0
+    pending = b""
+    try:
+        while True:
+            size = path.stat().st_size if path.exists() else 0
+            if size < position:  # rotated by copy-and-truncate
+                position = 0
+            if size > position:
+                with path.open("rb") as handle:
+                    handle.seek(position)
+                    pending += handle.read(size - position)
+                position = size
+                *complete, pending = pending.split(b"\n")
+                for raw in complete:
+                    text = raw.decode(errors="replace")
+                    print(json.dumps({"resource": name, "line": text}) if json_out else text, flush=True)
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        return
+
+
+@app.command()
+def validate(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
+    """Check resources.toml (and overrides) without starting anything."""
+    from orchestrator import graph
+
+    try:
+        project = _load(files)
+    except VrooliError as exc:
+        _fail(exc, json_out)
+    edges = {n: list(r.dependency_names) for n, r in project.resources.items()}
+    waves = graph.waves(edges)
+    if json_out:
+        print(json.dumps({"ok": True, "project": project.name, "resources": list(project.resources),
+                          "waves": waves}))
+    else:
+        print(f"ok: {project.name}: {len(project.resources)} resources in {len(waves)} waves "
+              f"({', '.join(str(f) for f in project.files)})")
+
+
+@app.command("graph")
+def graph_cmd(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
+    """Show the start plan as topological waves (each resource still starts on its own edges)."""
+    from orchestrator import graph
+
+    try:
+        project = _load(files)
+    except VrooliError as exc:
+        _fail(exc, json_out)
+    edges = {n: list(r.dependency_names) for n, r in project.resources.items() if r.enabled}
+    waves = graph.waves(edges)
+    if json_out:
+        print(json.dumps({
+            "project": project.name, "waves": waves,
+            "resources": {n: {"runtime": r.runtime, "enabled": r.enabled,
+                              "depends_on": {d.name: d.condition.value for d in r.depends_on}}
+                          for n, r in project.resources.items()},
+            "shutdown": graph.shutdown_order(edges),
+        }, indent=2))
+        return
+    for index, wave in enumerate(waves, start=1):
+        parts = []
+        for name in wave:
+            deps = project.resources[name].depends_on
+            after = f" (after {', '.join(f'{d.name} {d.condition.value}' for d in deps)})" if deps else ""
+            parts.append(name + after)
+        print(f"wave {index}: {', '.join(parts)}")
+    disabled = [n for n, r in project.resources.items() if not r.enabled]
+    if disabled:
+        print(f"disabled: {', '.join(disabled)}")
+
+
+@app.command(hidden=True)
+def supervise(files: FilesOpt = None, log_format: LogFormatOpt = "json") -> None:
+    """Run the project's supervisor (started by `vrooli up`)."""
+    from orchestrator import service
+    from orchestrator.logging import configure
+
+    configure(log_format, sys.stderr)
+    try:
+        code = service.run(service.Options(files=config.find_files(files), mode="detached"))
+    except VrooliError as exc:
+        _fail(exc)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

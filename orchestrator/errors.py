@@ -1,0 +1,77 @@
+"""Every exception vrooli raises on purpose lives here.
+
+The CLI turns any `VrooliError` into one line per problem and an exit code; anything
+else is a bug and is allowed to show a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class VrooliError(Exception):
+    """Base class: a problem the user can act on. `exit_code` is what the CLI returns."""
+
+    exit_code = 1
+
+    def lines(self) -> list[str]:
+        return [str(self)]
+
+
+class ConfigError(VrooliError):
+    """resources.toml (or an override file) is invalid; every problem is one line."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+    def lines(self) -> list[str]:
+        return list(self.problems)
+
+
+class UsageError(VrooliError):
+    """The command line asked for something that cannot be (unknown resource, bad flag)."""
+
+    exit_code = 2
+
+
+class SupervisorUnavailable(VrooliError):
+    """No supervisor is running for this project, or it cannot be reached."""
+
+    exit_code = 3
+
+
+class StartFailed(VrooliError):
+    """A resource could not be started at all (binary missing, port taken, image missing)."""
+
+
+class RuntimeUnavailable(VrooliError):
+    """The machinery a runtime needs (the Docker engine) cannot be reached."""
+
+
+@contextmanager
+def map_errors(context: str) -> Iterator[None]:
+    """Translate third-party errors at the boundary into our own, with `context` in front.
+
+    The docker SDK and psutil have their own exception trees; callers above the runtime
+    layer should only ever see `VrooliError`s.
+    """
+    try:
+        yield
+    except VrooliError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - this *is* the boundary
+        name = type(exc).__module__.split(".")[0]
+        if name in {"docker", "requests", "urllib3", "psutil"}:
+            raise StartFailed(f"{context}: {_describe(exc)}") from exc
+        raise
+
+
+def _describe(exc: BaseException) -> str:
+    explanation = getattr(exc, "explanation", None)
+    if isinstance(explanation, str) and explanation:
+        return explanation
+    return str(exc) or type(exc).__name__

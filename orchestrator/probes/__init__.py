@@ -1,0 +1,110 @@
+"""Health probes: one small module per kind, all behind the `Probe` protocol.
+
+A probe answers one question once: is the service ready right now? The supervisor owns
+the loop (`until_ready`, `run_once`) so every probe gets the same fast start, the same
+timeout handling and the same reporting, and a hung probe only ever delays itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import anyio
+
+from orchestrator.spec import ProbeSpec
+
+FIRST_INTERVAL = 0.01  # seconds; probing starts here and grows to the configured interval
+GROWTH = 1.5
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    ok: bool
+    message: str
+    duration: float = 0.0
+
+
+class Probe(Protocol):
+    async def check(self) -> ProbeResult: ...
+
+    async def aclose(self) -> None: ...
+
+
+ExecInside = Callable[[tuple[str, ...], float], Awaitable[tuple[int, str]]]
+
+
+class LogWatch(Protocol):
+    def search(self, pattern: str, since: int) -> tuple[bool, int]: ...
+
+
+@dataclass
+class ProbeContext:
+    """What a probe may need from the resource it checks."""
+
+    log: LogWatch | None = None
+    exec_inside: ExecInside | None = None
+    log_start: int = 0  # only lines written after this counter count
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def make_probe(spec: ProbeSpec, context: ProbeContext) -> Probe:
+    # Imported per kind so a resource without an HTTP probe never pays for httpx.
+    if spec.kind == "tcp":
+        from orchestrator.probes.tcp import TcpProbe
+        return TcpProbe(spec)
+    if spec.kind == "http":
+        from orchestrator.probes.http import HttpProbe
+        return HttpProbe(spec)
+    if spec.kind == "exec":
+        from orchestrator.probes.exec import ExecProbe
+        return ExecProbe(spec, context.exec_inside if spec.inside else None)
+    if spec.kind == "postgres":
+        from orchestrator.probes.postgres import PostgresProbe
+        return PostgresProbe(spec)
+    if spec.kind == "redis":
+        from orchestrator.probes.redis import RedisProbe
+        return RedisProbe(spec)
+    if spec.kind == "log":
+        from orchestrator.probes.log import LogProbe
+        return LogProbe(spec, context)
+    raise ValueError(f"unknown probe kind {spec.kind!r}")
+
+
+async def run_once(probe: Probe, timeout: float) -> ProbeResult:
+    """One check, never longer than `timeout`; errors become a failed result."""
+    started = time.monotonic()
+    try:
+        with anyio.fail_after(timeout):
+            result = await probe.check()
+    except TimeoutError:
+        return ProbeResult(False, f"probe timed out after {timeout:g}s", time.monotonic() - started)
+    except OSError as exc:
+        return ProbeResult(False, _os_error(exc), time.monotonic() - started)
+    return ProbeResult(result.ok, result.message, time.monotonic() - started)
+
+
+async def until_ready(probe: Probe, spec: ProbeSpec,
+                      on_result: Callable[[ProbeResult], None]) -> ProbeResult:
+    """Check at once, then every 10 ms growing to `spec.interval`, until a check passes.
+
+    Starting fast and backing off means readiness is noticed within milliseconds for
+    quick services while a slow starter is not hammered.
+    """
+    delay = FIRST_INTERVAL
+    while True:
+        result = await run_once(probe, spec.timeout)
+        on_result(result)
+        if result.ok:
+            return result
+        await anyio.sleep(min(delay, spec.interval))
+        delay *= GROWTH
+
+
+def _os_error(exc: OSError) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return text[0].lower() + text[1:] if text else type(exc).__name__

@@ -1,0 +1,78 @@
+"""Runtimes run one resource: a native process, a Docker container, or a fake for tests.
+
+Each is a small plug-in behind `Runtime`; the supervisor never knows which one it drives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+    from orchestrator.logs import OutputLog
+    from orchestrator.spec import ProjectSpec, ResourceSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    rss_bytes: int
+    cpu_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Adoptable:
+    """What the supervisor records so a restarted supervisor can take a resource back."""
+
+    kind: str  # "process" | "docker"
+    ident: str  # pid, or container id
+    create_time: float  # process start time (psutil), or 0 for containers
+    config_hash: str
+
+
+class Instance(Protocol):
+    """One running incarnation of a resource."""
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def ident(self) -> str: ...
+
+    async def wait(self) -> int:
+        """Wait for the exit and return its code (negative: killed by that signal)."""
+        ...
+
+    async def stop(self, signal_name: str, timeout: float) -> None:
+        """Ask it to stop, escalate to SIGKILL after `timeout`, return when nothing is left."""
+        ...
+
+    async def exec_inside(self, command: tuple[str, ...], timeout: float) -> tuple[int, str]: ...
+
+    async def usage(self) -> Usage | None: ...
+
+    def adoptable(self) -> Adoptable: ...
+
+
+class Runtime(Protocol):
+    async def start(self, spec: ResourceSpec, output: OutputLog, tasks: TaskGroup) -> Instance: ...
+
+    async def adopt(self, spec: ResourceSpec, record: Adoptable, output: OutputLog,
+                    tasks: TaskGroup) -> Instance | None:
+        """Take back a resource left running by an earlier supervisor, if it is still ours."""
+        ...
+
+    async def cleanup(self, project: ProjectSpec, remove_volumes: bool) -> None:
+        """After a full `down`: remove what the runtime made for the project (networks, volumes)."""
+        ...
+
+
+def runtime_for(kind: str, project: ProjectSpec) -> Runtime:
+    if kind == "process":
+        from orchestrator.runtimes.process import ProcessRuntime
+        return ProcessRuntime()
+    if kind == "docker":
+        from orchestrator.runtimes.docker import DockerRuntime
+        return DockerRuntime(project)
+    raise ValueError(f"unknown runtime {kind!r}")

@@ -1,0 +1,180 @@
+"""The validated shape of a project: frozen dataclasses, built only by `config.load`.
+
+Everything downstream (graph, scheduler, supervisor, runtimes) reads these and never the
+raw TOML, so a value that reaches them has already been checked.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+class Condition(str, enum.Enum):
+    """What a dependent waits for, per dependency edge (compose's `condition`)."""
+
+    STARTED = "started"
+    HEALTHY = "healthy"
+    COMPLETED = "completed"
+
+
+class RestartPolicy(str, enum.Enum):
+    NO = "no"
+    ON_FAILURE = "on-failure"
+    ALWAYS = "always"
+
+
+class ModelLoad(str, enum.Enum):
+    LAZY = "lazy"
+    BACKGROUND = "background"
+    EAGER = "eager"
+
+
+@dataclass(frozen=True, slots=True)
+class Dependency:
+    name: str
+    condition: Condition = Condition.HEALTHY
+    # compose's `restart: true`: when the dependency restarts, restart this resource too.
+    restart: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PortSpec:
+    host_port: int
+    container_port: int
+    host_ip: str = "127.0.0.1"
+    protocol: str = "tcp"
+
+    def describe(self) -> str:
+        return f"{self.host_ip}:{self.host_port}->{self.container_port}/{self.protocol}"
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeSpec:
+    source: str  # a named volume, or an absolute host path for a bind mount
+    target: str
+    read_only: bool = False
+
+    @property
+    def is_bind(self) -> bool:
+        return self.source.startswith("/")
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSpec:
+    kind: str  # tcp | http | exec | postgres | redis | log
+    host: str = "127.0.0.1"
+    port: int | None = None
+    url: str | None = None
+    expect_status: tuple[int, ...] = ()
+    command: tuple[str, ...] = ()
+    pattern: str | None = None
+    inside: bool = False  # exec probe: run inside the container
+    user: str = "postgres"  # postgres probe: the role named in the startup packet
+    database: str | None = None
+    password: str | None = None  # redis probe: AUTH before PING
+    interval: float = 0.05  # start-up probing period; probes start at ~10 ms and grow to it
+    timeout: float = 1.0
+    liveness_interval: float = 10.0  # period once ready
+    failure_threshold: int = 3  # consecutive liveness failures before `unhealthy`
+
+    def describe(self) -> str:
+        if self.kind == "http":
+            return f"http {self.url}"
+        if self.kind == "exec":
+            return "exec " + " ".join(self.command)
+        if self.kind == "log":
+            return f"log /{self.pattern}/"
+        return f"{self.kind} {self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelsSpec:
+    """Ollama models declared on a resource (see models.py)."""
+
+    names: tuple[str, ...] = ()
+    load: ModelLoad = ModelLoad.BACKGROUND
+    keep_alive: str = "5m"
+    concurrency: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceSpec:
+    name: str
+    runtime: str  # "process" | "docker"
+    command: tuple[str, ...] = ()
+    cwd: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    ports: tuple[PortSpec, ...] = ()
+    depends_on: tuple[Dependency, ...] = ()
+    start_timeout: float = 60.0
+    stop_signal: str = "SIGTERM"
+    stop_timeout: float = 10.0
+    restart: RestartPolicy = RestartPolicy.NO
+    # Backoff between restarts grows from restart_delay to restart_max_delay (with jitter);
+    # more than restart_burst restarts within restart_window and the resource is `failed`,
+    # as with systemd's StartLimitBurst / StartLimitIntervalSec.
+    restart_delay: float = 0.5
+    restart_max_delay: float = 30.0
+    restart_burst: int = 5
+    restart_window: float = 60.0
+    enabled: bool = True
+    health: ProbeSpec | None = None
+    user: str | None = None
+    # docker only
+    image: str | None = None
+    entrypoint: tuple[str, ...] | None = None
+    volumes: tuple[VolumeSpec, ...] = ()
+    memory_limit: int | None = None  # bytes
+    models: ModelsSpec | None = None
+    description: str = ""
+
+    @property
+    def env_dict(self) -> dict[str, str]:
+        return dict(self.env)
+
+    @property
+    def dependency_names(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.depends_on)
+
+    def config_hash(self) -> str:
+        """A stable digest of everything that decides how the resource runs.
+
+        Used to label containers and to tell, on a second `up` or a reload, whether a
+        running resource still matches its declaration. Fields that only steer the
+        orchestrator (probes, timeouts, dependencies, models) are left out so changing
+        them never restarts a healthy service.
+        """
+        relevant = {
+            "runtime": self.runtime,
+            "command": self.command,
+            "cwd": self.cwd,
+            "env": self.env,
+            "ports": [asdict(p) for p in self.ports],
+            "user": self.user,
+            "image": self.image,
+            "entrypoint": self.entrypoint,
+            "volumes": [asdict(v) for v in self.volumes],
+            "memory_limit": self.memory_limit,
+            "stop_signal": self.stop_signal,
+        }
+        blob = json.dumps(relevant, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectSpec:
+    name: str
+    state_dir: Path
+    project_dir: Path
+    files: tuple[Path, ...]
+    resources: dict[str, ResourceSpec] = field(default_factory=dict)
+    health_listen: str = "127.0.0.1:9500"
+    health_enabled: bool = True
+
+    @property
+    def enabled_names(self) -> list[str]:
+        return [n for n, r in self.resources.items() if r.enabled]

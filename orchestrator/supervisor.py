@@ -1,0 +1,654 @@
+"""The supervisor: carries out the scheduler's decisions, runs probes, restarts, stops.
+
+It owns one task per running resource. Every state change goes through `_set` so the
+scheduler is asked again at once (a dependent starts the moment its dependency is
+ready), watchers (the CLI, systemd notify, the health endpoint) are woken, and the
+adoption record on disk stays current.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup
+
+from orchestrator import graph, scheduler
+from orchestrator.errors import VrooliError
+from orchestrator.logs import OutputLog
+from orchestrator.probes import ProbeContext, ProbeResult, make_probe, run_once, until_ready
+from orchestrator.runtimes import Adoptable, Instance, Runtime, runtime_for
+from orchestrator.scheduler import State, View
+from orchestrator.spec import ProjectSpec, ResourceSpec, RestartPolicy
+
+log = structlog.get_logger("vrooli.supervisor")
+
+RuntimeFactory = Callable[[str, ProjectSpec], Runtime]
+LOG_LIMIT_PERIOD = 5.0  # seconds between log size checks
+EXIT_CLEANUP_TIMEOUT = 2.0  # leftover group members of a process that exited on its own
+
+
+def rfc3339(moment: datetime | None) -> str | None:
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z") if moment else None
+
+
+@dataclass
+class Record:
+    """The supervisor's mutable view of one resource."""
+
+    spec: ResourceSpec
+    state: State = State.PENDING
+    message: str = ""
+    instance: Instance | None = None
+    started_at: datetime | None = None
+    ready_at: datetime | None = None
+    started_mono: float | None = None
+    startup_seconds: float | None = None
+    restarts: int = 0
+    restart_times: deque[float] = field(default_factory=deque)
+    exit_code: int | None = None
+    last_probe: ProbeResult | None = None
+    scope: anyio.CancelScope | None = None
+    done: anyio.Event = field(default_factory=anyio.Event)
+    running_task: bool = False
+    adopt: Instance | None = None  # an instance to take back instead of starting one
+    stop_requested: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.spec.name,
+            "runtime": self.spec.runtime,
+            "state": self.state.value,
+            "pid": self.instance.pid if self.instance else None,
+            "id": self.instance.ident if self.instance else None,
+            "started_at": rfc3339(self.started_at),
+            "ready_at": rfc3339(self.ready_at),
+            "startup_seconds": round(self.startup_seconds, 6) if self.startup_seconds is not None else None,
+            "restarts": self.restarts,
+            "exit_code": self.exit_code,
+            "message": self.message,
+            "depends_on": {d.name: d.condition.value for d in self.spec.depends_on},
+            "ports": [p.host_port for p in self.spec.ports],
+            "probe": self.spec.health.describe() if self.spec.health else None,
+            "probe_seconds": round(self.last_probe.duration, 6) if self.last_probe else None,
+        }
+
+
+class Supervisor:
+    def __init__(self, project: ProjectSpec, runtime_factory: RuntimeFactory = runtime_for) -> None:
+        self.project = project
+        self._runtime_factory = runtime_factory
+        self._runtimes: dict[str, Runtime] = {}
+        self.records: dict[str, Record] = {n: Record(s) for n, s in project.resources.items()}
+        self.wanted: set[str] = set()
+        self.no_deps = False
+        self._tg: TaskGroup | None = None
+        self._change = anyio.Event()
+        self.version = 0
+        self.started_at = datetime.now(UTC)
+        self.loop_heartbeat = time.monotonic()
+        self.shutdown_requested = anyio.Event()
+        self.on_change: list[Callable[[], None]] = []
+
+    def __repr__(self) -> str:
+        states = ", ".join(f"{n}={r.state.value}" for n, r in self.records.items())
+        return f"<Supervisor {self.project.name}: {states}>"
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def state_dir(self) -> Path:
+        return self.project.state_dir
+
+    def output(self, name: str) -> OutputLog:
+        return OutputLog(self.state_dir / "logs" / f"{name}.log")
+
+    def runtime(self, kind: str) -> Runtime:
+        if kind not in self._runtimes:
+            self._runtimes[kind] = self._runtime_factory(kind, self.project)
+        return self._runtimes[kind]
+
+    def views(self) -> dict[str, View]:
+        return {n: View(r.state, r.message) for n, r in self.records.items()}
+
+    def depends(self) -> dict[str, tuple[Any, ...]]:
+        return {n: r.spec.depends_on for n, r in self.records.items()}
+
+    def edges(self) -> dict[str, list[str]]:
+        return {n: list(r.spec.dependency_names) for n, r in self.records.items()}
+
+    async def wait_change(self) -> None:
+        await self._change.wait()
+
+    def _changed(self) -> None:
+        self.version += 1
+        event, self._change = self._change, anyio.Event()
+        event.set()
+        for callback in list(self.on_change):
+            callback()
+
+    def _set(self, rec: Record, state: State, message: str = "", **fields: Any) -> None:
+        previous = rec.state
+        rec.state = state
+        rec.message = message
+        for key, value in fields.items():
+            setattr(rec, key, value)
+        if previous != state:
+            event_log = log.warning if state in (State.FAILED, State.BLOCKED, State.UNHEALTHY) else log.info
+            extra: dict[str, Any] = {}
+            if state is State.READY and rec.startup_seconds is not None:
+                extra["startup_seconds"] = round(rec.startup_seconds, 4)
+            event_log("resource " + state.value, resource=rec.spec.name, reason=message or None, **extra)
+        self._persist()
+        self._reconcile()
+        self._changed()
+
+    def _reconcile(self) -> None:
+        """Ask the scheduler what to do now, and do it (start tasks, mark blocked)."""
+        if self._tg is None:
+            return
+        while True:
+            actions = scheduler.decide(self.depends(), self.views(), frozenset(self.wanted), self.no_deps)
+            if not actions:
+                return
+            for action in actions:
+                rec = self.records[action.name]
+                if isinstance(action, scheduler.Block):
+                    rec.state, rec.message = State.BLOCKED, f"blocked: {action.reason}"
+                    log.warning("resource blocked", resource=action.name, reason=action.reason)
+                else:
+                    rec.state, rec.message = State.STARTING, "starting"
+                    rec.started_at, rec.ready_at, rec.startup_seconds = datetime.now(UTC), None, None
+                    rec.done = anyio.Event()
+                    rec.running_task = True
+                    self._tg.start_soon(self._resource_task, rec, name=f"resource {action.name}")
+
+    def _persist(self) -> None:
+        """Record what runs, so a supervisor killed with SIGKILL can adopt it on restart."""
+        running = {n: vars_of(r.instance.adoptable()) for n, r in self.records.items()
+                   if r.instance is not None and r.state not in (State.STOPPED, State.FAILED, State.COMPLETED)}
+        path = self.state_dir / "running.json"
+        try:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(running))
+            tmp.replace(path)
+        except OSError as exc:
+            log.warning("cannot record running resources", error=str(exc))
+
+    # ------------------------------------------------------------------ main loop
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run until `shutdown_requested`; then stop everything in reverse order."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            await self._adopt_leftovers()
+            tg.start_soon(self._housekeeping)
+            task_status.started()
+            await self.shutdown_requested.wait()
+            await self.stop(list(self.records), remove_wanted=True)
+            await self._cleanup_runtimes(remove_volumes=False)
+            tg.cancel_scope.cancel()
+        self._tg = None
+
+    async def _housekeeping(self) -> None:
+        next_log_check = 0.0
+        while True:
+            self.loop_heartbeat = time.monotonic()
+            if self.loop_heartbeat >= next_log_check:
+                next_log_check = self.loop_heartbeat + LOG_LIMIT_PERIOD
+                for name in self.records:
+                    try:
+                        self.output(name).enforce_limit()
+                    except OSError:
+                        pass
+            await anyio.sleep(0.5)
+
+    async def _cleanup_runtimes(self, remove_volumes: bool) -> None:
+        for rt in self._runtimes.values():
+            try:
+                await rt.cleanup(self.project, remove_volumes)
+            except VrooliError as exc:
+                log.warning("cleanup failed", error=str(exc))
+
+    async def _adopt_leftovers(self) -> None:
+        path = self.state_dir / "running.json"
+        try:
+            recorded: dict[str, dict[str, Any]] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        for name, raw in recorded.items():
+            try:
+                record = Adoptable(**raw)
+            except TypeError:
+                continue
+            rec = self.records.get(name)
+            spec = rec.spec if rec else None
+            if spec is None or spec.runtime != record.kind:
+                await self._stop_stray(name, record)
+                continue
+            try:
+                instance = await self.runtime(spec.runtime).adopt(spec, record, self.output(name), self._tg_required)
+            except VrooliError as exc:
+                log.warning("cannot adopt", resource=name, error=str(exc))
+                continue
+            if instance is None:
+                continue
+            if record.config_hash != spec.config_hash():
+                log.info("stopping a leftover whose config changed", resource=name)
+                await instance.stop(spec.stop_signal, spec.stop_timeout)
+                continue
+            log.info("adopted", resource=name, id=instance.ident)
+            assert rec is not None
+            rec.adopt = instance
+            self.wanted.add(name)
+        self._reconcile()
+        self._changed()
+
+    async def _stop_stray(self, name: str, record: Adoptable) -> None:
+        """A resource left running that the config no longer declares: stop it."""
+        if record.kind != "process":
+            return
+        from orchestrator.runtimes.process import ProcessInstance
+
+        instance = ProcessInstance(int(record.ident), record.create_time, record.config_hash)
+        if instance._same_process_alive():
+            log.info("stopping a leftover that is no longer declared", resource=name)
+            await instance.stop("SIGTERM", 10.0)
+
+    @property
+    def _tg_required(self) -> TaskGroup:
+        assert self._tg is not None, "supervisor is not running"
+        return self._tg
+
+    # ------------------------------------------------------------------ commands
+
+    def request_up(self, names: Iterable[str] | None = None, no_deps: bool = False) -> frozenset[str]:
+        """Mark resources wanted; failed/blocked/stopped ones get another chance."""
+        edges = self.edges()
+        roots = list(names) if names else self.project.enabled_names
+        for name in roots:
+            if name not in self.records:
+                raise VrooliError(f"unknown resource '{name}'")
+        selected = set(roots) if no_deps else graph.closure(edges, roots)
+        self.no_deps = no_deps
+        for name in selected:
+            rec = self.records[name]
+            if not rec.spec.enabled and name not in roots:
+                continue
+            if rec.state in (State.FAILED, State.BLOCKED, State.STOPPED) and not rec.running_task:
+                rec.state, rec.message = State.PENDING, ""
+                rec.restart_times.clear()
+            self.wanted.add(name)
+        self._reconcile()
+        self._changed()
+        return frozenset(selected)
+
+    def settled(self, names: Iterable[str]) -> bool:
+        return scheduler.up_settled(self.views(), frozenset(names))
+
+    async def wait_settled(self, names: Iterable[str]) -> None:
+        names = list(names)
+        while not self.settled(names):
+            await self.wait_change()
+
+    async def stop(self, names: Iterable[str], remove_wanted: bool = True) -> list[str]:
+        """Stop `names` and whatever depends on them, dependents first, branches in parallel."""
+        edges = self.edges()
+        targets = graph.dependents(edges, names)
+        targets = {n for n in targets if n in self.records}
+        if remove_wanted:
+            self.wanted -= targets
+        for name in targets:  # nothing new may start among them while we stop
+            rec = self.records[name]
+            if rec.state in (State.PENDING, State.BLOCKED) and not rec.running_task:
+                rec.state, rec.message = State.STOPPED, ""
+        reverse: dict[str, set[str]] = {n: set() for n in targets}
+        for name in targets:
+            for dep in edges[name]:
+                if dep in reverse:
+                    reverse[dep].add(name)
+        finished = {n: anyio.Event() for n in targets}
+
+        async def stop_one(name: str) -> None:
+            for dependent in reverse[name]:
+                await finished[dependent].wait()
+            await self._stop_resource(self.records[name])
+            finished[name].set()
+
+        async with anyio.create_task_group() as tg:
+            for name in targets:
+                tg.start_soon(stop_one, name)
+        self._changed()
+        return sorted(targets)
+
+    async def _stop_resource(self, rec: Record) -> None:
+        if rec.running_task and rec.scope is not None:
+            rec.stop_requested = True
+            rec.scope.cancel()
+            await rec.done.wait()
+        elif rec.running_task:
+            # The task is scheduled but has not entered its scope yet.
+            rec.stop_requested = True
+            await rec.done.wait()
+        elif rec.state not in (State.STOPPED, State.COMPLETED):
+            self._set(rec, State.STOPPED)
+
+    async def restart(self, names: Iterable[str]) -> frozenset[str]:
+        names = list(names)
+        stopped = await self.stop(names, remove_wanted=False)
+        for name in stopped:
+            rec = self.records[name]
+            rec.state, rec.message = State.PENDING, ""
+        return self.request_up(stopped, no_deps=True)
+
+    async def apply_config(self, project: ProjectSpec) -> dict[str, list[str]]:
+        """Make the running stack match a new declaration; only the difference moves."""
+        old = self.project
+        added = [n for n in project.resources if n not in old.resources]
+        removed = [n for n in old.resources if n not in project.resources]
+        changed = [n for n in project.resources if n in old.resources
+                   and project.resources[n].config_hash() != old.resources[n].config_hash()]
+        running_changed = [n for n in changed if self.records[n].running_task]
+        # Dependents that asked to follow a changed dependency (restart = true).
+        followers = [n for n, r in project.resources.items() if n not in changed
+                     and any(d.restart and d.name in running_changed for d in r.depends_on)
+                     and self.records.get(n) is not None and self.records[n].running_task]
+        if removed:
+            await self.stop(removed)
+        restart_now = running_changed + followers
+        if restart_now:
+            await self.stop(restart_now, remove_wanted=False)
+        self.project = project
+        for name in removed:
+            del self.records[name]
+        for name, spec in project.resources.items():
+            if name in self.records:
+                self.records[name].spec = spec
+                if name in restart_now and self.records[name].state is State.STOPPED:
+                    self.records[name].state = State.PENDING
+            else:
+                self.records[name] = Record(spec)
+        self.wanted &= set(self.records)
+        self._runtimes.clear()
+        self._reconcile()
+        self._changed()
+        return {"added": added, "removed": removed, "restarted": sorted(restart_now),
+                "changed": sorted(changed)}
+
+    # ------------------------------------------------------------------ one resource
+
+    async def _resource_task(self, rec: Record) -> None:
+        try:
+            with anyio.CancelScope() as scope:
+                rec.scope = scope
+                if rec.stop_requested:
+                    scope.cancel()
+                await self._lifecycle(rec)
+        finally:
+            with anyio.CancelScope(shield=True):
+                if rec.instance is not None:  # cancelled while it ran: stop it, in order
+                    if rec.state not in (State.FAILED, State.COMPLETED):
+                        self._set(rec, State.STOPPING, "stopping")
+                    await self._stop_instance(rec)
+                    rec.instance = None
+                    if rec.state is State.STOPPING:
+                        self._set(rec, State.STOPPED, "")
+                    else:
+                        self._persist()
+                elif rec.stop_requested and rec.state not in (State.FAILED, State.COMPLETED):
+                    self._set(rec, State.STOPPED, "")
+                rec.scope = None
+                rec.running_task = False
+                rec.stop_requested = False
+                rec.done.set()
+                self._changed()
+
+    async def _stop_instance(self, rec: Record) -> None:
+        assert rec.instance is not None
+        started = time.monotonic()
+        try:
+            await rec.instance.stop(rec.spec.stop_signal, rec.spec.stop_timeout)
+        except VrooliError as exc:
+            log.warning("stop failed", resource=rec.spec.name, error=str(exc))
+        log.info("resource stop finished", resource=rec.spec.name,
+                 seconds=round(time.monotonic() - started, 4))
+
+    async def _lifecycle(self, rec: Record) -> None:
+        spec = rec.spec
+        while True:
+            ready = await self._start_once(rec)
+            if not ready:
+                return
+            reason, code = await self._watch(rec)
+            rec.exit_code = code
+            restart = spec.restart is RestartPolicy.ALWAYS or (
+                spec.restart is RestartPolicy.ON_FAILURE and (code != 0 or reason == "unhealthy"))
+            if reason == "exit" and rec.instance is not None:
+                await self._stop_instance(rec)  # leftovers of its process group
+                rec.instance = None
+            if not restart:
+                if reason == "exit" and code == 0:
+                    self._set(rec, State.COMPLETED, "exited with code 0")
+                else:
+                    self._set(rec, State.FAILED, self._exit_message(rec, code, reason))
+                return
+            delay = self._next_backoff(rec)
+            why = self._exit_message(rec, code, reason)
+            if delay is None:
+                self._set(rec, State.FAILED,
+                          f"restarted {spec.restart_burst} times within {spec.restart_window:g}s; "
+                          f"giving up ({why})")
+                return
+            if rec.instance is not None:
+                await self._stop_instance(rec)
+                rec.instance = None
+            self._set(rec, State.STARTING, f"{why}; restarting in {delay:.2f}s")
+            await self._restart_followers(rec)
+            await anyio.sleep(delay)
+            rec.restarts += 1
+
+    def _next_backoff(self, rec: Record) -> float | None:
+        """Exponential backoff with jitter, or None when the burst limit is reached."""
+        spec = rec.spec
+        now = time.monotonic()
+        while rec.restart_times and now - rec.restart_times[0] > spec.restart_window:
+            rec.restart_times.popleft()
+        if len(rec.restart_times) >= spec.restart_burst:
+            return None
+        rec.restart_times.append(now)
+        base = spec.restart_delay * (2 ** (len(rec.restart_times) - 1))
+        return min(spec.restart_max_delay, base) * (1 + random.uniform(0, 0.1))  # noqa: S311
+
+    async def _restart_followers(self, rec: Record) -> None:
+        followers = [r.spec.name for r in self.records.values()
+                     if r.running_task and any(d.restart and d.name == rec.spec.name for d in r.spec.depends_on)]
+        if followers:
+            log.info("restarting dependents with their dependency", resource=rec.spec.name,
+                     dependents=followers)
+            await self.stop(followers, remove_wanted=False)
+            for name in followers:
+                self.records[name].state = State.PENDING
+            self._reconcile()
+
+    def _exit_message(self, rec: Record, code: int | None, reason: str) -> str:
+        if reason == "unhealthy":
+            return f"unhealthy: {rec.last_probe.message if rec.last_probe else 'probe failed'}"
+        if code is None or (code == -1 and rec.instance is not None and rec.instance.pid is None):
+            text = "exited"
+        elif code < 0:
+            text = f"killed by signal {-code}"
+        else:
+            text = f"exited with code {code}"
+        last = self.output(rec.spec.name).tail(1) if code != 0 else []
+        return f"{text}; last output: {last[0][:200]}" if last else text
+
+    async def _start_once(self, rec: Record) -> bool:
+        spec = rec.spec
+        output = self.output(spec.name)
+        log_start = output.size()
+        rec.started_mono = time.monotonic()
+        rec.exit_code = None
+        rec.last_probe = None
+        self._set(rec, State.STARTING, "starting", started_at=datetime.now(UTC), ready_at=None,
+                  startup_seconds=None)
+        if rec.adopt is not None:
+            instance, rec.adopt = rec.adopt, None
+        else:
+            try:
+                instance = await self.runtime(spec.runtime).start(spec, output, self._tg_required)
+            except VrooliError as exc:
+                self._set(rec, State.FAILED, str(exc))
+                return False
+        rec.instance = instance
+        self._set(rec, State.STARTING, "started; waiting for " + (spec.health.describe() if spec.health else "nothing"))
+        if spec.health is None:
+            self._mark_ready(rec)
+            return True
+        probe = make_probe(spec.health, ProbeContext(log=output, exec_inside=instance.exec_inside,
+                                                     log_start=log_start))
+        outcome: dict[str, Any] = {}
+        deadline = rec.started_mono + spec.start_timeout
+
+        def on_result(result: ProbeResult) -> None:
+            rec.last_probe = result
+            if not result.ok and rec.message != result.message:
+                rec.message = result.message
+                self._changed()
+
+        async def watch_exit(tg: TaskGroup) -> None:
+            outcome["exit"] = await instance.wait()
+            tg.cancel_scope.cancel()
+
+        async def watch_probe(tg: TaskGroup) -> None:
+            with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
+                await until_ready(probe, spec.health, on_result)  # type: ignore[arg-type]
+                outcome["ready"] = True
+            tg.cancel_scope.cancel()
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch_exit, tg)
+                tg.start_soon(watch_probe, tg)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await probe.aclose()
+        if outcome.get("ready"):
+            self._mark_ready(rec)
+            return True
+        if "exit" in outcome:
+            code = outcome["exit"]
+            rec.exit_code = code
+            await self._stop_instance(rec)
+            rec.instance = None
+            if code == 0:
+                self._set(rec, State.COMPLETED, "exited with code 0")
+            else:
+                self._set(rec, State.FAILED, self._exit_message(rec, code, "exit") + " before it was ready")
+            return False
+        last = rec.last_probe.message if rec.last_probe else "no probe result"
+        await self._stop_instance(rec)
+        rec.instance = None
+        self._set(rec, State.FAILED, f"not ready after {spec.start_timeout:g}s: {last}")
+        return False
+
+    def _mark_ready(self, rec: Record) -> None:
+        assert rec.started_mono is not None
+        rec.startup_seconds = time.monotonic() - rec.started_mono
+        self._set(rec, State.READY, rec.last_probe.message if rec.last_probe else "",
+                  ready_at=datetime.now(UTC))
+
+    async def _watch(self, rec: Record) -> tuple[str, int | None]:
+        """After ready: wait for an exit, probing liveness on the slower period."""
+        assert rec.instance is not None
+        instance, spec = rec.instance, rec.spec
+        outcome: dict[str, Any] = {}
+
+        async def watch_exit(tg: TaskGroup) -> None:
+            outcome["exit"] = await instance.wait()
+            tg.cancel_scope.cancel()
+
+        async def liveness(tg: TaskGroup) -> None:
+            assert spec.health is not None
+            probe = make_probe(spec.health, ProbeContext(log=self.output(spec.name),
+                                                         exec_inside=instance.exec_inside,
+                                                         log_start=0))
+            failures = 0
+            try:
+                while True:
+                    await anyio.sleep(spec.health.liveness_interval)
+                    result = await run_once(probe, spec.health.timeout)
+                    rec.last_probe = result
+                    if result.ok:
+                        failures = 0
+                        if rec.state is State.UNHEALTHY:
+                            self._set(rec, State.READY, result.message)
+                        continue
+                    failures += 1
+                    if failures >= spec.health.failure_threshold and rec.state is State.READY:
+                        self._set(rec, State.UNHEALTHY,
+                                  f"{failures} probes failed in a row: {result.message}")
+                        if spec.restart is not RestartPolicy.NO:
+                            outcome["unhealthy"] = True
+                            tg.cancel_scope.cancel()
+                            return
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await probe.aclose()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch_exit, tg)
+            if spec.health is not None and spec.health.kind != "log":
+                tg.start_soon(liveness, tg)
+        if "exit" in outcome:
+            return "exit", outcome["exit"]
+        return "unhealthy", None
+
+    # ------------------------------------------------------------------ reporting
+
+    def snapshot(self, names: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        chosen = list(names) if names else list(self.records)
+        views, depends = self.views(), self.depends()
+        rows = []
+        for name in chosen:
+            rec = self.records.get(name)
+            if rec is None:
+                continue
+            row = rec.to_json()
+            if rec.state is State.PENDING and name in self.wanted:
+                row["message"] = scheduler.waiting_for(depends, views, name) or rec.message
+            row["enabled"] = rec.spec.enabled
+            row["wanted"] = name in self.wanted
+            rows.append(row)
+        return rows
+
+    def summary(self) -> dict[str, Any]:
+        wanted = [r for n, r in self.records.items() if n in self.wanted]
+        ready = [r for r in wanted if r.state in scheduler.SETTLED_OK]
+        return {"ready": len(ready), "wanted": len(wanted),
+                "not_ready": [(r.spec.name, r.state.value, r.message) for r in wanted
+                              if r.state not in scheduler.SETTLED_OK]}
+
+
+def vars_of(adoptable: Adoptable) -> dict[str, Any]:
+    return {"kind": adoptable.kind, "ident": adoptable.ident,
+            "create_time": adoptable.create_time, "config_hash": adoptable.config_hash}
+
+
+def supervisor_pid_alive(state_dir: Path) -> int | None:
+    try:
+        pid = int((state_dir / "supervisor.pid").read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
