@@ -83,7 +83,7 @@ def _ensure_supervisor(project: ProjectSpec) -> Any:
         for file in project.files:
             cmd += ["-f", str(file)]
         with log_path.open("ab") as log_file:
-            proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
                 start_new_session=True, env=_supervisor_env(), cwd=str(project.project_dir),
                 close_fds=True,
@@ -131,7 +131,8 @@ def up(
     names: NamesArg = None,
     files: FilesOpt = None,
     no_deps: Annotated[bool, typer.Option("--no-deps", help="Do not start dependencies of NAMES.")] = False,
-    foreground: Annotated[bool, typer.Option("--foreground", help="Keep the supervisor attached; Ctrl-C stops everything.")] = False,
+    foreground: Annotated[bool, typer.Option(
+        "--foreground", help="Keep the supervisor attached; Ctrl-C stops everything.")] = False,
     json_out: JsonOpt = False,
     log_format: LogFormatOpt = "auto",
 ) -> None:

@@ -127,7 +127,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         where = re.search(r"\(at line (\d+), column (\d+)\)", message)
-        reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", message)
+        reason = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", message)
+        if where is None and "end of document" in message:
+            lines = text.splitlines() or [""]
+            where = re.search(r"(\d+):(\d+)", f"{len(lines)}:{len(lines[-1]) + 1}")
         if where:
             raise ConfigError(
                 [f"{path}:{where.group(1)}:{where.group(2)}: invalid TOML: {reason}"]
@@ -442,7 +445,8 @@ def _parse_resource(name: str, raw: object, project_dir: Path, variables: Mappin
                     check: _Checker) -> ResourceSpec | None:
     path = ("resources", name)
     if not NAME_RE.match(name):
-        check.fail(path, "a resource name is lowercase letters, digits, '-', '_' or '.', starting with a letter or digit")
+        check.fail(path, "a resource name is lowercase letters, digits, '-', '_' or '.', "
+                         "starting with a letter or digit")
         return None
     if not isinstance(raw, dict):
         check.fail(path, f"expected a table, got {_type_name(raw)}")

@@ -63,7 +63,7 @@ def map_errors(context: str) -> Iterator[None]:
         yield
     except VrooliError:
         raise
-    except Exception as exc:  # noqa: BLE001 - this *is* the boundary
+    except Exception as exc:
         name = type(exc).__module__.split(".")[0]
         if name in {"docker", "requests", "urllib3", "psutil"}:
             raise StartFailed(f"{context}: {_describe(exc)}") from exc

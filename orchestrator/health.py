@@ -21,7 +21,6 @@ from orchestrator import __version__
 from orchestrator.scheduler import SETTLED_OK, State
 
 if TYPE_CHECKING:
-    from prometheus_client.registry import Collector
 
     from orchestrator.runtimes import Usage
     from orchestrator.supervisor import Supervisor
@@ -104,10 +103,8 @@ class HealthApp:
         age = time.monotonic() - self.sup.loop_heartbeat
         ok = age < LIVENESS_STALE
         if "verbose" in query:
-            mark = "+" if ok else "-"
-            body = f"[{mark}]loop ok (beat {age:.2f}s ago)\n" if ok else f"[-]loop stalled for {age:.1f}s\n"
+            body = f"[+]loop ok (beat {age:.2f}s ago)\n" if ok else f"[-]loop stalled for {age:.1f}s\n"
             body += "livez check passed\n" if ok else "livez check failed\n"
-            _ = mark
             return (200 if ok else 503), body
         return (200, "ok") if ok else (503, "loop stalled")
 
@@ -128,8 +125,7 @@ class HealthApp:
                 lines.append(f"[+]{rec.spec.name} ok")
             else:
                 lines.append(f"[-]{rec.spec.name} {rec.state.value}: {rec.message or rec.state.value}")
-        for name in exclude:
-            lines.append(f"[+]{name} excluded: ok")
+        lines.extend(f"[+]{name} excluded: ok" for name in exclude)
         lines.append("readyz check passed" if ok else "readyz check failed")
         return (200 if ok else 503), "\n".join(lines) + "\n"
 
@@ -177,7 +173,7 @@ class HealthApp:
                     found = await instance.usage()
                     if found is not None:
                         usage[name] = found
-            except Exception as exc:  # noqa: BLE001 - a metric must never break a scrape
+            except Exception as exc:
                 log.debug("usage unavailable", resource=name, error=str(exc))
 
         async with anyio.create_task_group() as tg:
@@ -207,7 +203,8 @@ class _StateCollector:
                                        labels=["resource"])
         probe = GaugeMetricFamily("vrooli_probe_duration_seconds", "Duration of the latest probe.",
                                   labels=["resource", "probe"])
-        memory = GaugeMetricFamily("vrooli_resource_memory_bytes", "Resident memory of the whole process tree or container.",
+        memory = GaugeMetricFamily("vrooli_resource_memory_bytes",
+                                   "Resident memory of the whole process tree or container.",
                                    labels=["resource"])
         cpu = CounterMetricFamily("vrooli_resource_cpu_seconds", "CPU time of the whole process tree or container.",
                                   labels=["resource"])

@@ -40,7 +40,7 @@ class Progress:
             return
         width = max((len(r["name"]) for r in rows), default=4)
         for row in rows:
-            key = (row["state"], row["state"] in ("failed", "blocked") and row.get("message") or "")
+            key = (row["state"], (row["state"] in ("failed", "blocked") and row.get("message")) or "")
             seen = row["name"] in self._last
             if self._last.get(row["name"]) != key:
                 self._last[row["name"]] = key
@@ -56,8 +56,7 @@ class Progress:
         out = []
         if self._drawn:
             out.append(f"\x1b[{self._drawn}F")
-        for row in self._rows:
-            out.append("\x1b[2K" + line(row, width)[:200] + "\n")
+        out.extend("\x1b[2K" + line(row, width)[:200] + "\n" for row in self._rows)
         self._drawn = len(self._rows)
         self.stream.write("".join(out))
         self.stream.flush()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from orchestrator.spec import Condition, Dependency
 
 
-class State(str, enum.Enum):
+class State(enum.StrEnum):
     PENDING = "pending"
     STARTING = "starting"
     READY = "ready"

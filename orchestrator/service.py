@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -87,7 +87,7 @@ def run(options: Options) -> int:
 async def _main(project: ProjectSpec, options: Options) -> int:
     sup = Supervisor(project)
     exit_code = 0
-    extras: list[Callable[[Supervisor, Handlers], Awaitable[None]]] = []
+    extras: list[Callable[[Supervisor, Handlers], Coroutine[Any, Any, None]]] = []
     if options.mode == "daemon":
         from orchestrator.notify import systemd_reporter
         extras.append(systemd_reporter)
@@ -127,10 +127,13 @@ async def _foreground_progress(sup: Supervisor, selected: frozenset[str]) -> Non
 
     progress = Progress(sys.stdout)
     started = time.monotonic()
-    while not sup.settled(selected):
+    while True:
+        version = sup.version
+        if sup.settled(selected):
+            break
         progress.update(sup.snapshot(sorted(selected)))
         with anyio.move_on_after(0.1):
-            await sup.wait_change()
+            await sup.wait_change(since=version)
     progress.update(sup.snapshot(sorted(selected)))
     rows = sup.snapshot(sorted(selected))
     ok = sum(1 for r in rows if r["state"] in ("ready", "completed"))
@@ -208,8 +211,18 @@ class Handlers:
             if changes["restarted"] or changes["added"] or changes["removed"]:
                 await reply({"event": "config", **changes})
         self._check_names(names)
+        await self._preflight(names, bool(request.get("no_deps")))
         selected = self.sup.request_up(names, bool(request.get("no_deps")))
         await self._stream_until_settled(sorted(selected), reply)
+
+    async def _preflight(self, names: list[str] | None, no_deps: bool) -> None:
+        """Every runtime the request needs must work before anything starts (no half-started stack)."""
+        from orchestrator import graph
+
+        roots = names or self.sup.project.enabled_names
+        selected = set(roots) if no_deps else graph.closure(self.sup.edges(), roots)
+        for kind in sorted({self.sup.records[n].spec.runtime for n in selected}):
+            await self.sup.runtime(kind).preflight()
 
     def _check_names_in(self, names: list[str] | None, project: ProjectSpec) -> None:
         unknown = [n for n in names or [] if n not in project.resources]
@@ -217,9 +230,12 @@ class Handlers:
             raise VrooliError(f"unknown resource '{unknown[0]}' (known: {', '.join(project.resources)})")
 
     async def _stream_until_settled(self, selected: list[str], reply: Reply) -> None:
-        while not self.sup.settled(selected):
+        while True:
+            version = self.sup.version
+            if self.sup.settled(selected):
+                break
             await reply({"event": "progress", "resources": self.sup.snapshot(selected)})
-            await self.sup.wait_change()
+            await self.sup.wait_change(since=version)
         rows = self.sup.snapshot(selected)
         ok = all(r["state"] in {s.value for s in SETTLED_OK} for r in rows)
         await reply({"ok": ok, "done": True, "resources": rows, "exit_code": 0 if ok else 1})
@@ -229,8 +245,11 @@ class Handlers:
         self._check_names(names)
         stopped = await self.sup.stop(names or list(self.sup.records))
         if not names:
-            for rt in list(self.sup._runtimes.values()):
-                await rt.cleanup(self.sup.project, bool(request.get("volumes")))
+            for kind in sorted({r.runtime for r in self.sup.project.resources.values()}):
+                try:
+                    await self.sup.runtime(kind).cleanup(self.sup.project, bool(request.get("volumes")))
+                except VrooliError as exc:
+                    log.warning("cleanup failed", runtime=kind, error=str(exc))
         await reply({"ok": True, "stopped": stopped, "exit_code": 0,
                      "resources": self.sup.snapshot(stopped)})
         if not names:

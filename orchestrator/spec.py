@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
-class Condition(str, enum.Enum):
+class Condition(enum.StrEnum):
     """What a dependent waits for, per dependency edge (compose's `condition`)."""
 
     STARTED = "started"
@@ -21,13 +21,13 @@ class Condition(str, enum.Enum):
     COMPLETED = "completed"
 
 
-class RestartPolicy(str, enum.Enum):
+class RestartPolicy(enum.StrEnum):
     NO = "no"
     ON_FAILURE = "on-failure"
     ALWAYS = "always"
 
 
-class ModelLoad(str, enum.Enum):
+class ModelLoad(enum.StrEnum):
     LAZY = "lazy"
     BACKGROUND = "background"
     EAGER = "eager"

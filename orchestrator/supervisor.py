@@ -127,7 +127,14 @@ class Supervisor:
     def edges(self) -> dict[str, list[str]]:
         return {n: list(r.spec.dependency_names) for n, r in self.records.items()}
 
-    async def wait_change(self) -> None:
+    async def wait_change(self, since: int | None = None) -> None:
+        """Wait for the next change; with `since`, return at once if one happened after it.
+
+        Callers that yield between checking a condition and waiting (to send a progress
+        line, say) pass the version they checked, so no change is ever missed.
+        """
+        if since is not None and since != self.version:
+            return
         await self._change.wait()
 
     def _changed(self) -> None:
@@ -164,7 +171,7 @@ class Supervisor:
             for action in actions:
                 rec = self.records[action.name]
                 if isinstance(action, scheduler.Block):
-                    rec.state, rec.message = State.BLOCKED, f"blocked: {action.reason}"
+                    rec.state, rec.message = State.BLOCKED, action.reason
                     log.warning("resource blocked", resource=action.name, reason=action.reason)
                 else:
                     rec.state, rec.message = State.STARTING, "starting"
@@ -299,8 +306,11 @@ class Supervisor:
 
     async def wait_settled(self, names: Iterable[str]) -> None:
         names = list(names)
-        while not self.settled(names):
-            await self.wait_change()
+        while True:
+            version = self.version
+            if self.settled(names):
+                return
+            await self.wait_change(since=version)
 
     async def stop(self, names: Iterable[str], remove_wanted: bool = True) -> list[str]:
         """Stop `names` and whatever depends on them, dependents first, branches in parallel."""
@@ -467,7 +477,7 @@ class Supervisor:
         if len(rec.restart_times) >= spec.restart_burst:
             return None
         rec.restart_times.append(now)
-        base = spec.restart_delay * (2 ** (len(rec.restart_times) - 1))
+        base: float = spec.restart_delay * 2.0 ** (len(rec.restart_times) - 1)
         return min(spec.restart_max_delay, base) * (1 + random.uniform(0, 0.1))  # noqa: S311
 
     async def _restart_followers(self, rec: Record) -> None:
@@ -506,7 +516,11 @@ class Supervisor:
             instance, rec.adopt = rec.adopt, None
         else:
             try:
-                instance = await self.runtime(spec.runtime).start(spec, output, self._tg_required)
+                def report(message: str) -> None:
+                    rec.message = message
+                    self._changed()
+
+                instance = await self.runtime(spec.runtime).start(spec, output, self._tg_required, report)
             except VrooliError as exc:
                 self._set(rec, State.FAILED, str(exc))
                 return False

@@ -104,6 +104,13 @@ async def until_ready(probe: Probe, spec: ProbeSpec,
 
 
 def _os_error(exc: OSError) -> str:
+    # anyio wraps per-address failures ("all connection attempts failed"): say the cause.
+    cause = exc.__cause__
+    if isinstance(cause, OSError):
+        return _os_error(cause)
+    inner = [e for e in getattr(exc, "exceptions", []) if isinstance(e, OSError)]
+    if inner:
+        return _os_error(inner[0])
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     text = exc.strerror or str(exc) or type(exc).__name__

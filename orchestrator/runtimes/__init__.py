@@ -5,6 +5,7 @@ Each is a small plug-in behind `Runtime`; the supervisor never knows which one i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -56,7 +57,14 @@ class Instance(Protocol):
 
 
 class Runtime(Protocol):
-    async def start(self, spec: ResourceSpec, output: OutputLog, tasks: TaskGroup) -> Instance: ...
+    async def preflight(self) -> None:
+        """Fail fast, before anything starts, if the runtime cannot work at all."""
+        ...
+
+    async def start(self, spec: ResourceSpec, output: OutputLog, tasks: TaskGroup,
+                    report: Callable[[str], None] | None = None) -> Instance:
+        """Start one instance. `report` shows progress (an image pull) as the resource's message."""
+        ...
 
     async def adopt(self, spec: ResourceSpec, record: Adoptable, output: OutputLog,
                     tasks: TaskGroup) -> Instance | None:

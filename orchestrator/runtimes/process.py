@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -214,7 +215,11 @@ class ProcessInstance:
 
 
 class ProcessRuntime:
-    async def start(self, spec: ResourceSpec, output: OutputLog, tasks: TaskGroup) -> ProcessInstance:
+    async def preflight(self) -> None:
+        return None
+
+    async def start(self, spec: ResourceSpec, output: OutputLog, tasks: TaskGroup,
+                    report: Callable[[str], None] | None = None) -> ProcessInstance:
         check_ports_free(spec.ports)
         env = child_environment(spec)
         executable = shutil.which(spec.command[0], path=env.get("PATH"))

@@ -1,0 +1,419 @@
+"""Docker containers through the Docker SDK; every SDK call runs in a worker thread.
+
+One network per project, so containers reach each other by resource name. Containers
+carry labels (project, resource, config hash) so a later `up` can adopt a matching
+running container instead of restarting it, and `down` can find everything it made.
+"""
+
+from __future__ import annotations
+
+import os
+import signal as signals
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+import structlog
+
+from orchestrator.errors import RuntimeUnavailable, StartFailed
+from orchestrator.runtimes import Adoptable, Usage
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+    from orchestrator.logs import OutputLog
+    from orchestrator.spec import ProjectSpec, ResourceSpec
+
+log = structlog.get_logger("vrooli.docker")
+
+LABEL_PROJECT = "dev.vrooli.project"
+LABEL_RESOURCE = "dev.vrooli.resource"
+LABEL_HASH = "dev.vrooli.config-hash"
+WAIT_SLICE = 30  # seconds per blocking wait call; the SDK's HTTP timeout is longer
+Report = Callable[[str], None]
+
+
+def engine_address() -> str:
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def _is_sdk_error(exc: BaseException) -> bool:
+    module = type(exc).__module__.split(".")[0]
+    return module in {"docker", "requests", "urllib3"} or isinstance(exc, ConnectionError)
+
+
+def _reason(exc: BaseException) -> str:
+    explanation = getattr(exc, "explanation", None)
+    if isinstance(explanation, str) and explanation:
+        return explanation
+    text = str(exc)
+    if "Connection aborted" in text or "No such file or directory" in text or "Connection refused" in text:
+        return "the engine is not running or not reachable"
+    return text or type(exc).__name__
+
+
+@contextmanager
+def sdk_errors(context: str) -> Iterator[None]:
+    """The boundary: docker/requests errors become StartFailed with a readable reason."""
+    try:
+        yield
+    except (StartFailed, RuntimeUnavailable):
+        raise
+    except Exception as exc:
+        if _is_sdk_error(exc):
+            raise StartFailed(f"{context}: {_reason(exc)}") from None
+        raise
+
+
+def container_name(project: str, resource: str) -> str:
+    return f"{project}-{resource}"
+
+
+def network_name(project: str) -> str:
+    return f"{project}_default"
+
+
+def volume_name(project: str, volume: str) -> str:
+    return f"{project}_{volume}"
+
+
+class DockerRuntime:
+    def __init__(self, project: ProjectSpec) -> None:
+        self.project = project
+        self._client: Any = None
+        self._lock = threading.Lock()
+        self._network_lock = threading.Lock()
+
+    # -------------------------------------------------------------- engine
+
+    def client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                import docker
+
+                try:
+                    client = docker.from_env(max_pool_size=64, timeout=60)
+                    client.ping()
+                except Exception as exc:
+                    if _is_sdk_error(exc):
+                        raise RuntimeUnavailable(
+                            f"cannot reach the Docker engine at {engine_address()}: {_reason(exc)}") from None
+                    raise
+                self._client = client
+            return self._client
+
+    async def preflight(self) -> None:
+        await anyio.to_thread.run_sync(self.client)
+
+    # -------------------------------------------------------------- start
+
+    async def start(self, spec: ResourceSpec, output: OutputLog, tasks: TaskGroup,
+                    report: Report | None = None) -> DockerInstance:
+        await self.preflight()
+        show = report or (lambda _: None)
+
+        def from_worker(message: str) -> None:
+            anyio.from_thread.run_sync(show, message)
+
+        container = await anyio.to_thread.run_sync(self._ensure_container, spec, from_worker)
+        instance = DockerInstance(self, container, spec)
+        instance.follow_logs(output, tasks)
+        return instance
+
+    def _ensure_container(self, spec: ResourceSpec, report: Report) -> Any:
+        import docker.errors
+
+        client = self.client()
+        name = container_name(self.project.name, spec.name)
+        wanted_hash = spec.config_hash()
+        with sdk_errors(f"container {name}"):
+            try:
+                existing = client.containers.get(name)
+            except docker.errors.NotFound:
+                existing = None
+            if existing is not None:
+                labels = existing.labels or {}
+                if labels.get(LABEL_HASH) == wanted_hash and labels.get(LABEL_PROJECT) == self.project.name:
+                    if existing.status == "running":
+                        log.info("adopting running container", resource=spec.name, id=existing.short_id)
+                        return existing
+                    existing.start()
+                    existing.reload()
+                    log.info("started existing container", resource=spec.name, id=existing.short_id)
+                    return existing
+                log.info("recreating container: its config changed", resource=spec.name, id=existing.short_id)
+                existing.remove(force=True)
+            self._ensure_image(spec, report)
+            self._ensure_network()
+            for volume in spec.volumes:
+                if not volume.is_bind:
+                    self._ensure_volume(volume.source)
+            container = client.containers.create(**self._create_args(spec))
+            container.start()
+            container.reload()
+            return container
+
+    def _ensure_image(self, spec: ResourceSpec, report: Report) -> None:
+        import docker.errors
+
+        assert spec.image is not None
+        client = self.client()
+        try:
+            client.images.get(spec.image)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        repository, tag = _split_image(spec.image)
+        report(f"pulling {spec.image}")
+        layers: dict[str, tuple[int, int]] = {}
+        last_report = 0.0
+        try:
+            for event in client.api.pull(repository, tag=tag, stream=True, decode=True):
+                if "error" in event:
+                    raise StartFailed(self._pull_failed(spec, str(event["error"])))
+                layer, detail = event.get("id"), event.get("progressDetail") or {}
+                if layer and detail.get("total"):
+                    layers[layer] = (int(detail.get("current", 0)), int(detail["total"]))
+                now = time.monotonic()
+                if now - last_report > 0.2:
+                    last_report = now
+                    done = sum(c for c, _ in layers.values())
+                    total = sum(t for _, t in layers.values())
+                    report(f"pulling {spec.image}: {len(layers)} layers, "
+                           f"{done / 1e6:.1f}/{total / 1e6:.1f} MB")
+        except StartFailed:
+            raise
+        except Exception as exc:
+            if _is_sdk_error(exc):
+                raise StartFailed(self._pull_failed(spec, _reason(exc))) from None
+            raise
+        report(f"pulled {spec.image}")
+
+    def _pull_failed(self, spec: ResourceSpec, reason: str) -> str:
+        return (f"image {spec.image} is not available locally and the pull failed: {reason.strip()}. "
+                f"Load or build it locally (docker load / docker build), or point the resource at a local "
+                f"image in an override file: [resources.{spec.name}] image = \"<local image>\" "
+                f"(vrooli up -f resources.toml -f resources.local.toml)")
+
+    def _labels(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        return {LABEL_PROJECT: self.project.name, **(extra or {})}
+
+    def _ensure_network(self) -> None:
+        # Resources start in parallel threads; the engine would happily create two
+        # networks of the same name, so creation is serialized here.
+        with self._network_lock:
+            client = self.client()
+            name = network_name(self.project.name)
+            if not client.networks.list(names=[name]):
+                client.networks.create(name, driver="bridge", labels=self._labels(), check_duplicate=True)
+
+    def _ensure_volume(self, source: str) -> None:
+        import docker.errors
+
+        client = self.client()
+        name = volume_name(self.project.name, source)
+        try:
+            client.volumes.get(name)
+        except docker.errors.NotFound:
+            client.volumes.create(name, labels=self._labels({"dev.vrooli.volume": source}))
+
+    def _create_args(self, spec: ResourceSpec) -> dict[str, Any]:
+        ports: dict[str, tuple[str, int]] = {}
+        for port in spec.ports:
+            ports[f"{port.container_port}/{port.protocol}"] = (port.host_ip, port.host_port)
+        volumes = {}
+        for volume in spec.volumes:
+            source = volume.source if volume.is_bind else volume_name(self.project.name, volume.source)
+            volumes[source] = {"bind": volume.target, "mode": "ro" if volume.read_only else "rw"}
+        args: dict[str, Any] = {
+            "image": spec.image,
+            "name": container_name(self.project.name, spec.name),
+            "hostname": spec.name,
+            "environment": spec.env_dict,
+            "ports": ports,
+            "volumes": volumes,
+            "labels": self._labels({LABEL_RESOURCE: spec.name, LABEL_HASH: spec.config_hash()}),
+            "network": network_name(self.project.name),
+            "stop_signal": spec.stop_signal,
+            "detach": True,
+        }
+        if spec.command:
+            args["command"] = list(spec.command)
+        if spec.entrypoint is not None:
+            args["entrypoint"] = list(spec.entrypoint)
+        if spec.user:
+            args["user"] = spec.user
+        if spec.memory_limit:
+            args["mem_limit"] = spec.memory_limit
+        if spec.cwd:
+            args["working_dir"] = spec.cwd
+        return args
+
+    # -------------------------------------------------------------- adopt, cleanup
+
+    async def adopt(self, spec: ResourceSpec, record: Adoptable, output: OutputLog,
+                    tasks: TaskGroup) -> DockerInstance | None:
+        if record.kind != "docker":
+            return None
+
+        def find() -> Any:
+            import docker.errors
+
+            try:
+                container = self.client().containers.get(record.ident)
+            except docker.errors.NotFound:
+                return None
+            return container if container.status == "running" else None
+
+        with sdk_errors(f"adopting {spec.name}"):
+            container = await anyio.to_thread.run_sync(find)
+        if container is None:
+            return None
+        instance = DockerInstance(self, container, spec)
+        instance.follow_logs(output, tasks, since=int(time.time()))
+        return instance
+
+    async def cleanup(self, project: ProjectSpec, remove_volumes: bool) -> None:
+        def work() -> None:
+            client = self.client()
+            selector = {"label": f"{LABEL_PROJECT}={project.name}"}
+            for container in client.containers.list(all=True, filters=selector):
+                container.remove(force=True)
+            for network in client.networks.list(filters=selector):
+                network.remove()
+            if remove_volumes:
+                for volume in client.volumes.list(filters=selector):
+                    volume.remove(force=True)
+
+        with sdk_errors("cleaning up"):
+            await anyio.to_thread.run_sync(work)
+
+
+def _split_image(image: str) -> tuple[str, str]:
+    name, _, digest = image.partition("@")
+    if digest:
+        return name, digest
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > slash:
+        return name[:colon], name[colon + 1:]
+    return name, "latest"
+
+
+class DockerInstance:
+    def __init__(self, runtime: DockerRuntime, container: Any, spec: ResourceSpec) -> None:
+        self.runtime = runtime
+        self.container = container
+        self.spec = spec
+        self._exit_code: int | None = None
+
+    def __repr__(self) -> str:
+        return f"<DockerInstance {self.container.name} id={self.container.short_id}>"
+
+    @property
+    def pid(self) -> int | None:
+        pid = (self.container.attrs.get("State") or {}).get("Pid")
+        return int(pid) if pid else None
+
+    @property
+    def ident(self) -> str:
+        return str(self.container.short_id)
+
+    def follow_logs(self, output: OutputLog, tasks: TaskGroup, since: int | None = None) -> None:
+        """Copy the container's output into the resource's log file, as for processes."""
+
+        def pump() -> None:
+            try:
+                kwargs: dict[str, Any] = {"stream": True, "follow": True, "stdout": True, "stderr": True}
+                if since is not None:
+                    kwargs["since"] = since
+                for chunk in self.container.logs(**kwargs):
+                    output.write(chunk)
+            except Exception as exc:
+                if not _is_sdk_error(exc):
+                    raise
+
+        async def run() -> None:
+            await anyio.to_thread.run_sync(pump, abandon_on_cancel=True)
+
+        tasks.start_soon(run, name=f"logs {self.spec.name}")
+
+    async def wait(self) -> int:
+        if self._exit_code is not None:
+            return self._exit_code
+
+        def blocking_wait() -> int | None:
+            try:
+                result = self.container.wait(timeout=WAIT_SLICE)
+                return int(result.get("StatusCode", -1))
+            except Exception as exc:
+                if type(exc).__name__ in ("ReadTimeout", "ConnectionError", "ReadTimeoutError"):
+                    return None
+                if type(exc).__name__ == "NotFound":
+                    return -1
+                raise
+
+        while True:
+            with sdk_errors(f"waiting for {self.spec.name}"):
+                code = await anyio.to_thread.run_sync(blocking_wait, abandon_on_cancel=True)
+            if code is not None:
+                self._exit_code = code
+                return code
+
+    async def stop(self, signal_name: str, timeout: float) -> None:
+        import docker.errors
+
+        def kill(sig: str) -> None:
+            try:
+                self.container.kill(signal=sig)
+            except docker.errors.APIError as exc:
+                # 409: not running any more; 404: already gone. Both mean stopped.
+                if exc.status_code not in (404, 409):
+                    raise
+
+        def remove() -> None:
+            try:
+                self.container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # removal already in progress
+                    raise
+
+        with sdk_errors(f"stopping {self.spec.name}"):
+            await anyio.to_thread.run_sync(kill, signals.Signals[signal_name].name)
+            with anyio.move_on_after(timeout) as scope:
+                await self.wait()
+            if scope.cancelled_caught:
+                await anyio.to_thread.run_sync(kill, "SIGKILL")
+                with anyio.move_on_after(10):
+                    await self.wait()
+            await anyio.to_thread.run_sync(remove)
+
+    async def exec_inside(self, command: tuple[str, ...], timeout: float) -> tuple[int, str]:
+        def run() -> tuple[int, str]:
+            result = self.container.exec_run(list(command), stdout=True, stderr=True)
+            return int(result.exit_code), result.output.decode(errors="replace")
+
+        with sdk_errors(f"exec in {self.spec.name}"):
+            return await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+
+    async def usage(self) -> Usage | None:
+        def stats() -> Usage | None:
+            data = self.container.stats(stream=False, one_shot=True)
+            memory = (data.get("memory_stats") or {}).get("usage")
+            cpu = ((data.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage")
+            if memory is None and cpu is None:
+                return None
+            return Usage(int(memory or 0), float(cpu or 0) / 1e9)
+
+        with sdk_errors(f"stats of {self.spec.name}"):
+            return await anyio.to_thread.run_sync(stats, abandon_on_cancel=True)
+
+    def adoptable(self) -> Adoptable:
+        return Adoptable("docker", str(self.container.id), 0.0, self.spec.config_hash())

@@ -1,0 +1,184 @@
+"""Shared fixtures: real servers on free ports, a project in a temp dir, and leak checks.
+
+Every process a test starts inherits VROOLI_TEST_TOKEN; after each test any process still
+carrying the test's token is a leak: it is killed and the test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def processes_with_token(token: str) -> list[psutil.Process]:
+    found = []
+    me = os.getpid()
+    for proc in psutil.process_iter():
+        if proc.pid == me:
+            continue
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if proc.environ().get("VROOLI_TEST_TOKEN") == token:
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_processes(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    token = uuid.uuid4().hex
+    monkeypatch.setenv("VROOLI_TEST_TOKEN", token)
+    yield token
+    deadline = time.monotonic() + 3
+    leaked = processes_with_token(token)
+    while leaked and time.monotonic() < deadline:
+        time.sleep(0.05)
+        leaked = processes_with_token(token)
+    if leaked:
+        described = [f"{p.pid} {' '.join(p.cmdline())[:80]}" for p in leaked if p.is_running()]
+        for proc in leaked:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+        if described:
+            pytest.fail(f"test left processes running: {described}")
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A temp dir other users can traverse (Postgres refuses to run as root)."""
+    path = Path(tempfile.mkdtemp(prefix="vrooli-test-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+_PG_TEMPLATE: dict[str, Path] = {}
+
+
+def postgres_template() -> Path:
+    """initdb once per session; each test copies the cluster (much faster than initdb)."""
+    if "path" not in _PG_TEMPLATE:
+        base = Path(tempfile.mkdtemp(prefix="vrooli-pgtemplate-", dir="/tmp"))
+        base.chmod(0o755)
+        data = base / "data"
+        data.mkdir()
+        shutil.chown(data, "postgres", "postgres")
+        subprocess.run(["runuser", "-u", "postgres", "--", str(PG_BIN / "initdb"), "-D", str(data),
+                        "-A", "trust", "-U", "postgres", "--no-sync"],
+                       check=True, capture_output=True)
+        _PG_TEMPLATE["path"] = data
+    return _PG_TEMPLATE["path"]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if "path" in _PG_TEMPLATE:
+        shutil.rmtree(_PG_TEMPLATE["path"].parent, ignore_errors=True)
+
+
+def postgres_data_dir(target: Path) -> Path:
+    data = target / "pgdata"
+    subprocess.run(["cp", "-a", str(postgres_template()), str(data)], check=True)
+    sockets = target / "pgsock"
+    sockets.mkdir(exist_ok=True)
+    shutil.chown(sockets, "postgres", "postgres")
+    return data
+
+
+def postgres_command(data: Path, port: int) -> list[str]:
+    return [str(PG_BIN / "postgres"), "-D", str(data), "-p", str(port), "-k", str(data.parent / "pgsock"),
+            "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "shared_buffers=16MB"]
+
+
+@dataclass
+class Project:
+    """A resources.toml in a temp dir, driven through the real `vrooli` CLI."""
+
+    dir: Path
+
+    @property
+    def file(self) -> Path:
+        return self.dir / "resources.toml"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.dir / ".state"
+
+    def write(self, body: str, name: str = "resources.toml") -> Path:
+        text = textwrap.dedent(body)
+        if name == "resources.toml" and "[project]" not in text:
+            text = f'[project]\nname = "t{uuid.uuid4().hex[:8]}"\nstate_dir = ".state"\n' \
+                   f'health_listen = "127.0.0.1:0"\n\n' + text
+        path = self.dir / name
+        path.write_text(text)
+        return path
+
+    def run(self, *args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=self.dir,
+                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        if check and done.returncode != 0:
+            raise AssertionError(f"vrooli {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+        return done
+
+    def status(self, *names: str) -> dict[str, Any]:
+        done = self.run("status", "--json", *names)
+        return json.loads(done.stdout)
+
+    def rows(self) -> dict[str, dict[str, Any]]:
+        return {r["name"]: r for r in self.status()["resources"]}
+
+    def health_url(self) -> str:
+        return "http://" + (self.state_dir / "health.addr").read_text().strip()
+
+
+@pytest.fixture
+def project(shared_tmp: Path) -> Iterator[Project]:
+    proj = Project(shared_tmp)
+    yield proj
+    if (proj.state_dir / "supervisor.pid").exists() or (proj.state_dir / "running.json").exists():
+        proj.run("down", timeout=120)
+
+
+def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def kill_tree(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass

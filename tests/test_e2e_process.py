@@ -1,0 +1,256 @@
+"""The real CLI on real processes: Postgres 15, redis-server, shell scripts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import Project, free_port, postgres_command, postgres_data_dir, wait_for
+
+PG = Path("/usr/lib/postgresql/15/bin/postgres")
+
+
+def ts(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+@pytest.mark.skipif(not PG.exists(), reason="needs Postgres 15")
+def test_real_postgres_and_redis_start_concurrently_and_dependent_waits_for_both(project: Project) -> None:
+    data = postgres_data_dir(project.dir)
+    pg_port, redis_port = free_port(), free_port()
+    project.write(f"""
+        [resources.postgres]
+        command = {json.dumps(postgres_command(data, pg_port))}
+        user = "postgres"
+        ports = [{pg_port}]
+        stop_signal = "SIGINT"
+        health = {{ probe = "postgres" }}
+
+        [resources.redis]
+        command = ["redis-server", "--port", "{redis_port}", "--save", "", "--appendonly", "no"]
+        ports = [{redis_port}]
+        health = {{ probe = "redis" }}
+
+        [resources.app]
+        command = ["sh", "-c", "echo app up; exec sleep 1000"]
+        depends_on = ["postgres", "redis"]
+        health = {{ probe = "log", pattern = "app up" }}
+
+        [resources.slowpoke]
+        command = ["sh", "-c", "sleep 3; echo slow ready; exec sleep 1000"]
+        health = {{ probe = "log", pattern = "slow ready" }}
+    """)
+    done = project.run("up")
+    assert done.returncode == 0, done.stderr
+    assert "4/4 ready" in done.stderr
+    rows = project.rows()
+    assert {r["state"] for r in rows.values()} == {"ready"}
+    pg, redis, app, slow = rows["postgres"], rows["redis"], rows["app"], rows["slowpoke"]
+    # independent resources start together, not one after another
+    assert abs(ts(pg["started_at"]) - ts(redis["started_at"])) < 0.5
+    assert abs(ts(pg["started_at"]) - ts(slow["started_at"])) < 0.5
+    # the dependent starts after both dependencies are ready, and does not wait for slowpoke
+    assert ts(app["started_at"]) >= max(ts(pg["ready_at"]), ts(redis["ready_at"]))
+    assert ts(app["started_at"]) < ts(slow["ready_at"])
+    for row in rows.values():
+        assert psutil.pid_exists(row["pid"])
+        assert row["startup_seconds"] > 0 and row["restarts"] == 0
+        assert row["ready_at"].endswith("Z") and "." in row["ready_at"]
+    assert psutil.Process(pg["pid"]).username() == "postgres"
+    assert project.run("status").returncode == 0
+    pids = [r["pid"] for r in rows.values()]
+    done = project.run("down")
+    assert done.returncode == 0, done.stderr
+    assert not [p for p in pids if psutil.pid_exists(p)]
+    assert project.run("status").returncode == 3
+
+
+def test_failure_propagates_and_independent_branch_carries_on(project: Project) -> None:
+    project.write("""
+        [resources.bad]
+        command = ["sh", "-c", "echo boom >&2; exit 1"]
+        health = { probe = "log", pattern = "never" }
+
+        [resources.dependent]
+        command = ["sleep", "1000"]
+        depends_on = ["bad"]
+
+        [resources.fine]
+        command = ["sh", "-c", "echo ok; exec sleep 1000"]
+        health = { probe = "log", pattern = "ok" }
+    """)
+    done = project.run("up")
+    assert done.returncode == 1
+    assert "bad: failed: exited with code 1; last output: boom before it was ready" in done.stderr
+    assert "dependent: blocked: dependency bad failed: exited with code 1" in done.stderr
+    rows = project.rows()
+    assert rows["fine"]["state"] == "ready"
+    assert rows["dependent"]["pid"] is None
+    assert project.run("status").returncode == 1
+
+
+def test_start_timeout_names_the_last_probe_result(project: Project) -> None:
+    port = free_port()
+    project.write(f"""
+        [resources.never]
+        command = ["sleep", "1000"]
+        start_timeout = "500ms"
+        health = {{ probe = "tcp", port = {port} }}
+    """)
+    done = project.run("up", "--json")
+    assert done.returncode == 1
+    row = json.loads(done.stdout)["resources"][0]
+    assert row["state"] == "failed"
+    assert row["message"] == "not ready after 0.5s: connection refused"
+
+
+def test_process_ignoring_sigterm_is_killed_after_stop_timeout(project: Project) -> None:
+    project.write("""
+        [resources.stubborn]
+        command = ["sh", "-c", "trap '' TERM; echo started; while true; do sleep 0.1; done"]
+        stop_timeout = "700ms"
+        health = { probe = "log", pattern = "started" }
+    """)
+    project.run("up", check=True)
+    pid = project.rows()["stubborn"]["pid"]
+    started = time.monotonic()
+    project.run("down", "stubborn", check=True)
+    took = time.monotonic() - started
+    assert not psutil.pid_exists(pid)
+    assert took >= 0.6
+    assert project.rows()["stubborn"]["state"] == "stopped"
+
+
+def test_grandchildren_are_gone_after_down(project: Project) -> None:
+    project.write("""
+        [resources.forker]
+        command = ["sh", "-c", "(sleep 1001 &); sleep 1002 & echo forked; wait"]
+        health = { probe = "log", pattern = "forked" }
+    """)
+    project.run("up", check=True)
+    leader = psutil.Process(project.rows()["forker"]["pid"])
+    group = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and
+             p.info["cmdline"][:2] in (["sleep", "1001"], ["sleep", "1002"]) and os.getpgid(p.pid) == leader.pid]
+    assert len(group) == 2  # one of them was reparented away from the leader
+    project.run("down", check=True)
+    assert not [p for p in group if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_port_in_use_is_named(project: Project) -> None:
+    port = free_port()
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", port))
+    blocker.listen(1)
+    try:
+        project.write(f"""
+            [resources.redis]
+            command = ["redis-server", "--port", "{port}", "--save", ""]
+            ports = [{port}]
+            health = {{ probe = "redis" }}
+        """)
+        done = project.run("up")
+    finally:
+        blocker.close()
+    assert done.returncode == 1
+    assert f"redis: failed: port {port} is already in use by pid {os.getpid()}" in done.stderr
+
+
+def test_two_concurrent_ups_start_one_of_each(project: Project) -> None:
+    project.write("""
+        [resources.one]
+        command = ["sh", "-c", "sleep 0.5; echo ready; exec sleep 1000"]
+        health = { probe = "log", pattern = "ready" }
+    """)
+    cmd = [sys.executable, "-m", "orchestrator", "up"]
+    first = subprocess.Popen(cmd, cwd=project.dir, stderr=subprocess.PIPE, text=True)
+    second = subprocess.Popen(cmd, cwd=project.dir, stderr=subprocess.PIPE, text=True)
+    assert first.wait(60) == 0 and second.wait(60) == 0
+    first.stderr.close()  # type: ignore[union-attr]
+    second.stderr.close()  # type: ignore[union-attr]
+    supervisors = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and
+                   "supervise" in p.info["cmdline"] and str(project.dir) == p.cwd()]
+    assert len(supervisors) == 1
+    pid = project.rows()["one"]["pid"]
+    shells = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "1000"]
+              and p.environ().get("VROOLI_TEST_TOKEN") == os.environ["VROOLI_TEST_TOKEN"]]
+    assert len(shells) == 1 and shells[0].pid == pid
+
+
+def test_logs_tail_and_json(project: Project) -> None:
+    project.write("""
+        [resources.talker]
+        command = ["sh", "-c", "for i in 1 2 3 4 5; do echo line $i; done; echo done; exec sleep 1000"]
+        health = { probe = "log", pattern = "done" }
+    """)
+    project.run("up", check=True)
+    done = project.run("logs", "talker", "--tail", "2", check=True)
+    assert done.stdout.splitlines() == ["line 5", "done"]
+    payload = json.loads(project.run("logs", "talker", "--json", check=True).stdout)
+    assert payload["lines"][0] == "line 1"
+    assert project.run("logs", "nobody").returncode == 2
+
+
+def test_restart_policy_brings_a_killed_process_back(project: Project) -> None:
+    project.write("""
+        [resources.phoenix]
+        command = ["sh", "-c", "echo alive; exec sleep 1000"]
+        restart = "always"
+        restart_delay = "100ms"
+        health = { probe = "log", pattern = "alive" }
+    """)
+    project.run("up", check=True)
+    first = project.rows()["phoenix"]["pid"]
+    os.kill(first, signal.SIGKILL)
+    row = wait_for(lambda: (r := project.rows()["phoenix"])["state"] == "ready" and r["pid"] != first and r, 10)
+    assert row["restarts"] == 1
+
+
+def test_foreground_stops_everything_on_sigterm(project: Project) -> None:
+    project.write("""
+        [resources.base]
+        command = ["sh", "-c", "echo base; exec sleep 1000"]
+        health = { probe = "log", pattern = "base" }
+        [resources.top]
+        command = ["sh", "-c", "echo top; exec sleep 1000"]
+        depends_on = ["base"]
+        health = { probe = "log", pattern = "top" }
+    """)
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "up", "--foreground", "--log-format", "json"],
+                            cwd=project.dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: project.run("status").returncode == 0, 30)
+        pids = [r["pid"] for r in project.rows().values()]
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert not [p for p in pids if psutil.pid_exists(p)]
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    stops = [e["resource"] for e in events if e.get("event") == "resource stop finished"]
+    assert stops == ["top", "base"]  # reverse dependency order
+
+
+def test_status_exit_code_3_when_nothing_runs(project: Project) -> None:
+    project.write('[resources.x]\ncommand = ["true"]\n')
+    done = project.run("status", "--json")
+    assert done.returncode == 3
+    assert json.loads(done.stdout)["running"] is False
+
+
+def test_unknown_resource_on_up_is_a_usage_error(project: Project) -> None:
+    project.write('[resources.x]\ncommand = ["true"]\n')
+    done = project.run("up", "nope")
+    assert done.returncode == 2
+    assert done.stderr.strip() == "vrooli: unknown resource 'nope' (known: x)"

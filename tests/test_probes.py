@@ -1,0 +1,223 @@
+"""Probes against real servers (redis-server, Postgres 15) and small real sockets."""
+
+from __future__ import annotations
+
+import http.server
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from orchestrator.logs import OutputLog
+from orchestrator.probes import ProbeContext, make_probe, run_once, until_ready
+from orchestrator.spec import ProbeSpec
+from tests.conftest import free_port, postgres_command, postgres_data_dir
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def check(spec: ProbeSpec, context: ProbeContext | None = None) -> tuple[bool, str]:
+    probe = make_probe(spec, context or ProbeContext())
+    try:
+        result = await run_once(probe, spec.timeout)
+    finally:
+        await probe.aclose()
+    return result.ok, result.message
+
+
+@pytest.fixture
+def redis_server() -> Iterator[int]:
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL)
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_redis_probe_waits_for_pong(redis_server: int) -> None:
+    spec = ProbeSpec("redis", port=redis_server)
+    probe = make_probe(spec, ProbeContext())
+    with anyio.fail_after(10):
+        result = await until_ready(probe, spec, lambda r: None)
+    assert result.ok and result.message.endswith("PONG")
+
+
+async def test_redis_probe_refused_when_down() -> None:
+    ok, message = await check(ProbeSpec("redis", port=free_port()))
+    assert not ok and "connection refused" in message
+
+
+class LineServer:
+    """A real TCP server that answers every connection with canned bytes."""
+
+    def __init__(self, reply: bytes) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.reply = reply
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(4096)
+                conn.sendall(self.reply)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def test_redis_loading_is_not_ready() -> None:
+    server = LineServer(b"-LOADING Redis is loading the dataset in memory\r\n")
+    try:
+        ok, message = await check(ProbeSpec("redis", port=server.port))
+    finally:
+        server.close()
+    assert not ok and "LOADING" in message
+
+
+async def test_postgres_starting_up_is_not_ready() -> None:
+    # What Postgres sends while it starts: ErrorResponse with SQLSTATE 57P03.
+    fields = b"SFATAL\0C57P03\0Mthe database system is starting up\0\0"
+    reply = b"E" + (len(fields) + 4).to_bytes(4, "big") + fields
+    server = LineServer(reply)
+    try:
+        ok, message = await check(ProbeSpec("postgres", port=server.port))
+    finally:
+        server.close()
+    assert not ok and "the database system is starting up" in message
+
+
+@pytest.mark.skipif(not Path("/usr/lib/postgresql/15/bin/postgres").exists(), reason="needs Postgres 15")
+async def test_postgres_probe_against_real_postgres(shared_tmp: Path) -> None:
+    data = postgres_data_dir(shared_tmp)
+    port = free_port()
+    spec = ProbeSpec("postgres", port=port, user="postgres")
+    assert not (await check(spec))[0]
+    proc = subprocess.Popen(["runuser", "-u", "postgres", "--", *postgres_command(data, port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        probe = make_probe(spec, ProbeContext())
+        started = time.monotonic()
+        with anyio.fail_after(30):
+            result = await until_ready(probe, spec, lambda r: None)
+        assert result.ok, result.message
+        assert time.monotonic() - started < 30
+        # An unknown role still finds a server taking sessions: ready, as pg_isready agrees.
+        ok, _ = await check(ProbeSpec("postgres", port=port, user="nobody_here"))
+        assert ok
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        code = 503 if self.path == "/busy" else 200
+        self.send_response(code)
+        self.end_headers()
+        self.wfile.write(b"x")
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+async def test_http_probe_status_rules() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert (await check(ProbeSpec("http", url=base + "/ok")))[0]
+        ok, message = await check(ProbeSpec("http", url=base + "/busy"))
+        assert not ok and message.endswith("503")
+        assert (await check(ProbeSpec("http", url=base + "/busy", expect_status=(503,))))[0]
+    finally:
+        server.shutdown()
+        server.server_close()
+    ok, message = await check(ProbeSpec("http", url=base + "/ok"))
+    assert not ok and "connection refused" in message
+
+
+async def test_tcp_probe() -> None:
+    server = LineServer(b"")
+    try:
+        assert (await check(ProbeSpec("tcp", port=server.port)))[0]
+    finally:
+        server.close()
+    assert not (await check(ProbeSpec("tcp", port=server.port)))[0]
+
+
+async def test_exec_probe_reports_exit_and_output(tmp_path: Path) -> None:
+    assert (await check(ProbeSpec("exec", command=("true",))))[0]
+    ok, message = await check(ProbeSpec("exec", command=("sh", "-c", "echo not yet; exit 4")))
+    assert not ok and message == "exec sh exited 4: not yet"
+    ok, message = await check(ProbeSpec("exec", command=("no-such-binary-here",)))
+    assert not ok and "not found" in message
+
+
+async def test_hung_probe_is_cut_at_its_timeout() -> None:
+    started = time.monotonic()
+    ok, message = await check(ProbeSpec("exec", command=("sleep", "10"), timeout=0.2))
+    assert not ok and "timed out after 0.2s" in message
+    assert time.monotonic() - started < 2
+
+
+async def test_log_probe_sees_only_output_after_start(tmp_path: Path) -> None:
+    log = OutputLog(tmp_path / "x.log")
+    log.write(b"old run: ready to accept connections\n")
+    spec = ProbeSpec("log", pattern="ready to accept")
+    context = ProbeContext(log=log, log_start=log.size())
+    probe = make_probe(spec, context)
+    assert not (await run_once(probe, 1)).ok
+    log.write(b"Ready to accept connections partial")  # no newline yet: not a whole line
+    assert not (await run_once(probe, 1)).ok
+    log.write(b"\nready to accept connections tcp\n")
+    assert (await run_once(probe, 1)).ok
+
+
+async def test_first_checks_are_milliseconds_apart() -> None:
+    # A server that appears 100 ms in must be seen within a few tens of milliseconds.
+    port = free_port()
+    spec = ProbeSpec("tcp", port=port, interval=0.05)
+    listener: list[socket.socket] = []
+
+    def open_later() -> None:
+        time.sleep(0.1)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(1)
+        listener.append(sock)
+        opened.append(time.monotonic())
+
+    opened: list[float] = []
+    threading.Thread(target=open_later, daemon=True).start()
+    probe = make_probe(spec, ProbeContext())
+    with anyio.fail_after(5):
+        await until_ready(probe, spec, lambda r: None)
+    seen = time.monotonic()
+    listener[0].close()
+    assert seen - opened[0] < 0.2  # generous for a loaded CI machine; typical is < 0.05
+
+
+def test_redis_binary_present() -> None:
+    assert shutil.which("redis-server"), "redis-server must be installed (.ci/run installs it)"

@@ -1,0 +1,146 @@
+"""Supervisor decisions carried out over time, with the scripted fake runtime (no processes)."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from orchestrator import config
+from orchestrator.runtimes.fake import FakeRuntime, Script
+from orchestrator.scheduler import State
+from orchestrator.supervisor import Supervisor
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def make(tmp_path: Path, body: str, scripts: dict[str, Script]) -> tuple[Supervisor, FakeRuntime]:
+    path = tmp_path / "resources.toml"
+    path.write_text(f'[project]\nname = "fake"\nstate_dir = "state"\n{body}')
+    project = config.load([path], {})
+    fake = FakeRuntime(scripts)
+    return Supervisor(project, runtime_factory=lambda kind, proj: fake), fake
+
+
+def res(name: str, deps: str = "[]", extra: str = "") -> str:
+    return (f'[resources.{name}]\ncommand = ["fake"]\ndepends_on = {deps}\n'
+            f'health = {{ probe = "log", pattern = "ready" }}\n{extra}\n')
+
+
+async def run_until_settled(sup: Supervisor, names: list[str] | None = None, timeout: float = 10) -> None:
+    selected = sup.request_up(names)
+    with anyio.fail_after(timeout):
+        await sup.wait_settled(selected)
+
+
+async def test_dependent_starts_when_its_own_dependency_is_ready_not_the_wave(tmp_path: Path) -> None:
+    sup, fake = make(tmp_path, res("slow") + res("fast") + res("child", '["fast"]'),
+                     {"slow": Script(ready_after=1.0), "fast": Script(ready_after=0.05)})
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        t0 = time.monotonic()
+        await run_until_settled(sup)
+        assert fake.starts["child"][0] - t0 < 0.5  # did not wait for `slow` (1 s)
+        assert fake.starts["child"][0] >= fake.starts["fast"][0] + 0.05
+        assert all(sup.records[n].state is State.READY for n in ("slow", "fast", "child"))
+        sup.shutdown_requested.set()
+
+
+async def test_failure_blocks_dependents_and_independent_branch_carries_on(tmp_path: Path) -> None:
+    sup, fake = make(tmp_path, res("db") + res("app", '["db"]') + res("web", '["app"]') + res("cache"),
+                     {"db": Script(fail_start="command not found: postgres")})
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        await run_until_settled(sup)
+        assert sup.records["db"].state is State.FAILED
+        assert sup.records["app"].message == "dependency db failed: command not found: postgres"
+        assert sup.records["web"].state is State.BLOCKED
+        assert "dependency app failed" in sup.records["web"].message
+        assert sup.records["cache"].state is State.READY
+        assert "app" not in fake.starts
+        sup.shutdown_requested.set()
+
+
+async def test_start_timeout_fails_with_last_probe_message(tmp_path: Path) -> None:
+    sup, fake = make(tmp_path, res("never", extra='start_timeout = "300ms"'), {"never": Script(ready_after=60)})
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        t0 = time.monotonic()
+        await run_until_settled(sup)
+        assert 0.25 < time.monotonic() - t0 < 2
+        rec = sup.records["never"]
+        assert rec.state is State.FAILED
+        assert rec.message == "not ready after 0.3s: log: waiting for /ready/"
+        assert fake.stops["never"]  # the half-started instance was stopped
+        sup.shutdown_requested.set()
+
+
+async def test_exit_before_ready_is_a_failure_and_zero_exit_completes(tmp_path: Path) -> None:
+    body = res("crash") + res("oneshot") + res("after", '{ oneshot = "completed" }')
+    sup, _fake = make(tmp_path, body, {"crash": Script(ready_after=5, exit_after=0.05, exit_code=3),
+                                      "oneshot": Script(ready_after=5, exit_after=0.05, exit_code=0)})
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        await run_until_settled(sup)
+        assert sup.records["crash"].state is State.FAILED
+        assert sup.records["crash"].message.startswith("exited with code 3")
+        assert sup.records["oneshot"].state is State.COMPLETED
+        assert sup.records["after"].state is State.READY
+        sup.shutdown_requested.set()
+
+
+async def test_restart_backoff_grows_then_burst_limit_fails(tmp_path: Path) -> None:
+    extra = 'restart = "on-failure"\nrestart_delay = "50ms"\nrestart_burst = 3\n'
+    sup, fake = make(tmp_path, res("flaky", extra=extra),
+                     {"flaky": Script(ready_after=0.0, exit_after=0.02, exit_code=1)})
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        sup.request_up()
+        with anyio.fail_after(10):
+            while sup.records["flaky"].state is not State.FAILED:
+                await sup.wait_change()
+        starts = fake.starts["flaky"]
+        assert len(starts) == 4  # first start + 3 restarts
+        gaps = [b - a for a, b in itertools.pairwise(starts)]
+        assert gaps[0] < gaps[1] < gaps[2]  # exponential backoff
+        assert sup.records["flaky"].restarts == 3
+        assert "restarted 3 times" in sup.records["flaky"].message
+        sup.shutdown_requested.set()
+
+
+async def test_stop_goes_in_reverse_dependency_order(tmp_path: Path) -> None:
+    sup, fake = make(tmp_path, res("db") + res("cache") + res("app", '["db", "cache"]') + res("web", '["app"]'), {})
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        await run_until_settled(sup)
+        stopped = await sup.stop(["db"])
+        assert stopped == ["app", "db", "web"]  # dependents are stopped with it
+        assert fake.stops["web"][0] <= fake.stops["app"][0] <= fake.stops["db"][0]
+        assert sup.records["cache"].state is State.READY
+        assert {sup.records[n].state for n in stopped} == {State.STOPPED}
+        sup.shutdown_requested.set()
+
+
+async def test_second_up_request_starts_no_duplicates(tmp_path: Path) -> None:
+    sup, fake = make(tmp_path, res("db") + res("app", '["db"]'), {"db": Script(ready_after=0.2)})
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        async with anyio.create_task_group() as both:
+            both.start_soon(run_until_settled, sup)
+            both.start_soon(run_until_settled, sup)
+        await run_until_settled(sup)
+        assert len(fake.starts["db"]) == 1 and len(fake.starts["app"]) == 1
+        sup.shutdown_requested.set()
+
+
+async def test_repr_tells_states(tmp_path: Path) -> None:
+    sup, _ = make(tmp_path, res("db"), {})
+    assert repr(sup) == "<Supervisor fake: db=pending>"
