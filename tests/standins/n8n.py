@@ -26,7 +26,7 @@ def database_reachable() -> bool:
 
 
 class N8n(Handler):
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         path = self.path.split("?")[0]
         if path == "/healthz":
             self.send_json(200, {"status": "ok"})

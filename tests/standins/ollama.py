@@ -59,7 +59,7 @@ def expire() -> None:
 
 
 class Ollama(Handler):
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         path = self.path.split("?")[0]
         if path == "/":
             self.send_text(200, "Ollama is running")
@@ -84,7 +84,7 @@ class Ollama(Handler):
         else:
             self.send_text(404, "404 page not found")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         path = self.path.split("?")[0]
         body = self.read_json()
         if path == "/api/pull":
@@ -102,7 +102,7 @@ class Ollama(Handler):
             if failing:
                 FAILS_LEFT[0] -= 1
         stream = body.get("stream", True)
-        if "nonexistent" in name or not name.strip(":latest"):
+        if "nonexistent" in name or name in ("", ":latest"):
             self.send_json(500, {"error": "pull model manifest: file does not exist"})
             return
         if failing:

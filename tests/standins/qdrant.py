@@ -8,7 +8,7 @@ from _standin import Handler, run
 
 
 class Qdrant(Handler):
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         path = self.path.split("?")[0]
         if path in ("/healthz", "/livez", "/readyz"):
             self.send_text(200, f"{path[1:]} check passed")
@@ -21,4 +21,5 @@ class Qdrant(Handler):
 
 
 if __name__ == "__main__":
-    run("qdrant", Qdrant, os.environ.get("QDRANT_HOST", "0.0.0.0"), int(os.environ.get("QDRANT__SERVICE__HTTP_PORT", "6333")))
+    port = int(os.environ.get("QDRANT__SERVICE__HTTP_PORT", "6333"))
+    run("qdrant", Qdrant, os.environ.get("QDRANT_HOST", "0.0.0.0"), port)
