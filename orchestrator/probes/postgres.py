@@ -59,7 +59,8 @@ class PostgresProbe:
                 return ProbeResult(False, f"{where}: connection closed during startup")
             if kind == "R":
                 # An authentication request (or AuthenticationOk): the server takes sessions.
-                await stream.send(b"X\x00\x00\x00\x04")
+                # Hanging up here (rather than sending Terminate mid-authentication) is
+                # what Postgres treats as a silent EOF: no "expected SASL response" noise.
                 return ProbeResult(True, f"{where} accepts connections")
             if kind == "E":
                 fields = parse_error_fields(payload)

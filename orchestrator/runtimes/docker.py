@@ -148,6 +148,9 @@ class DockerRuntime:
                     return existing
                 log.info("recreating container: its config changed", resource=spec.name, id=existing.short_id)
                 existing.remove(force=True)
+            from orchestrator.runtimes.process import check_ports_free
+
+            check_ports_free(spec.ports)  # name the culprit rather than the engine's bind error
             self._ensure_image(spec, report)
             self._ensure_network()
             for volume in spec.volumes:

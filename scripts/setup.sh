@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Everything a fresh machine needs to run the stack offline and the tests: Debian
+# packages (Postgres 15, redis-server, Docker, docker-compose), the Python package with
+# its test extra, a running Docker engine, and the locally built images. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+[ -x /usr/lib/postgresql/15/bin/postgres ] || missing+=(postgresql-15)
+command -v psql >/dev/null || missing+=(postgresql-client)
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v dockerd >/dev/null || missing+=(docker.io)
+command -v docker-compose >/dev/null || missing+=(docker-compose)
+[ -x /usr/bin/python3.11 ] || missing+=(python3)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The Debian postgresql package starts a cluster of its own; we never use it.
+if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q online; then
+  as_root pg_ctlcluster 15 main stop 2>/dev/null || true
+fi
+# Same for the packaged redis-server service (it would hold port 6379).
+pkill -f '^/usr/bin/redis-server 127.0.0.1:6379' 2>/dev/null || true
+
+python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+
+if ! docker info >/dev/null 2>&1; then
+  echo "setup: starting dockerd"
+  as_root sh -c 'nohup dockerd >/var/log/vrooli-dockerd.log 2>&1 &'
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  docker info >/dev/null 2>&1 || { echo "setup: dockerd did not start; see /var/log/vrooli-dockerd.log" >&2; exit 1; }
+fi
+scripts/build-test-images.sh

@@ -1,0 +1,187 @@
+"""The shipped stack on a real Docker Engine, with locally built images (no registry).
+
+Postgres and Redis are the real servers inside images assembled from host binaries;
+qdrant, n8n and ollama are the stand-ins from tests/standins/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, Project, wait_for
+
+pytestmark = pytest.mark.docker
+LABEL = "dev.vrooli.project"
+
+
+def docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout
+
+
+def engine_ready() -> bool:
+    try:
+        subprocess.run(["docker", "info"], capture_output=True, check=True, timeout=20)
+        docker("image", "inspect", "vrooli-test/postgres:15", "vrooli-test/redis:7", "vrooli-test/standin:1")
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return True
+
+
+@pytest.fixture(scope="module", autouse=True)
+def need_docker() -> None:
+    if not engine_ready():
+        message = "needs a running Docker engine and `scripts/build-test-images.sh`"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def ts(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def leftovers(name: str) -> list[str]:
+    found = []
+    for kind in ("container", "network", "volume"):
+        args = [kind, "ls", "-q", "--filter", f"label={LABEL}={name}"]
+        if kind == "container":
+            args.insert(2, "-a")
+        found += [f"{kind} {x}" for x in docker(*args).split()]
+    return found
+
+
+@pytest.fixture
+def stack(project: Project) -> Iterator[Project]:
+    """The shipped resources.toml + resources.local.toml, as its own project."""
+    name = f"t{uuid.uuid4().hex[:8]}"
+    (project.dir / "resources.toml").write_text((ROOT / "resources.toml").read_text())
+    (project.dir / "resources.local.toml").write_text((ROOT / "resources.local.toml").read_text())
+    (project.dir / "tests" / "standins").mkdir(parents=True)
+    for path in (ROOT / "tests" / "standins").glob("*.py"):
+        (project.dir / "tests" / "standins" / path.name).write_text(path.read_text())
+    project.write(f'[project]\nname = "{name}"\nstate_dir = ".state"\nhealth_listen = "127.0.0.1:0"\n', "test.toml")
+    project.files = ["-f", "resources.toml", "-f", "resources.local.toml", "-f", "test.toml"]  # type: ignore[attr-defined]
+    project.name = name  # type: ignore[attr-defined]
+    yield project
+    project.run("down", "--volumes", *project.files, timeout=180)  # type: ignore[attr-defined]
+    left = leftovers(name)
+    for item in left:
+        kind, ident = item.split()
+        subprocess.run(["docker", kind, "rm", "-f", ident], capture_output=True)
+    assert not left, f"test left docker objects behind: {left}"
+
+
+def up(p: Project, *extra: str) -> subprocess.CompletedProcess[str]:
+    return p.run("up", *p.files, *extra, timeout=180)  # type: ignore[attr-defined]
+
+
+def rows(p: Project) -> dict[str, dict]:
+    done = p.run("status", "--json", *p.files)  # type: ignore[attr-defined]
+    return {r["name"]: r for r in json.loads(done.stdout)["resources"]}
+
+
+def test_shipped_stack_comes_up_concurrently_and_adopts_on_second_up(stack: Project) -> None:
+    done = up(stack)
+    assert done.returncode == 0, done.stderr
+    first = rows(stack)
+    assert {r["state"] for r in first.values()} == {"ready"}, first
+    n8n = first["n8n"]
+    assert ts(n8n["started_at"]) >= max(ts(first["postgres"]["ready_at"]), ts(first["redis"]["ready_at"]))
+    # postgres, redis, qdrant and ollama were started together, not one after another
+    roots = [ts(first[n]["started_at"]) for n in ("postgres", "redis", "qdrant", "ollama")]
+    assert max(roots) - min(roots) < 1.0
+    containers = docker("ps", "--filter", f"label={LABEL}={stack.name}", "--format", "{{.Names}}").split()  # type: ignore[attr-defined]
+    assert sorted(containers) == sorted(f"{stack.name}-{n}" for n in ("postgres", "redis", "qdrant", "n8n"))  # type: ignore[attr-defined]
+    networks = docker("network", "ls", "--filter", f"label={LABEL}={stack.name}", "--format", "{{.Name}}").split()  # type: ignore[attr-defined]
+    assert networks == [f"{stack.name}_default"]  # type: ignore[attr-defined]
+    labels = json.loads(docker("inspect", f"{stack.name}-redis"))[0]["Config"]["Labels"]  # type: ignore[attr-defined]
+    assert labels["dev.vrooli.resource"] == "redis" and len(labels["dev.vrooli.config-hash"]) == 16
+
+    # A second `up` changes nothing: same containers, same start times.
+    again = up(stack)
+    assert again.returncode == 0, again.stderr
+    second = rows(stack)
+    for name in first:
+        assert second[name]["id"] == first[name]["id"]
+        assert second[name]["started_at"] == first[name]["started_at"]
+
+    # A changed env recreates only that resource.
+    stack.write('[resources.qdrant.env]\nQDRANT__LOG_LEVEL = "DEBUG"\n', "change.toml")
+    changed = stack.run("up", *stack.files, "-f", "change.toml", timeout=180)  # type: ignore[attr-defined]
+    assert changed.returncode == 0, changed.stderr
+    third = {r["name"]: r for r in json.loads(stack.run("status", "--json", *stack.files, "-f", "change.toml").stdout)["resources"]}  # type: ignore[attr-defined]
+    assert third["qdrant"]["id"] != first["qdrant"]["id"]
+    for name in ("postgres", "redis", "n8n", "ollama"):
+        assert third[name]["id"] == first[name]["id"], name
+    env = json.loads(docker("inspect", f"{stack.name}-qdrant"))[0]["Config"]["Env"]  # type: ignore[attr-defined]
+    assert "QDRANT__LOG_LEVEL=DEBUG" in env
+
+    # Logs of containers work as for processes.
+    logs = stack.run("logs", "qdrant", "--file", "resources.toml", "--file", "resources.local.toml",
+                     "--file", "test.toml")
+    assert "stand-in qdrant answering" in logs.stdout
+
+
+def test_container_killed_from_outside_is_reported_and_restarted(stack: Project) -> None:
+    stack.write('[resources.qdrant]\nrestart = "no"\n[resources.redis]\nrestart_delay = "100ms"\n', "policy.toml")
+    files = [*stack.files, "-f", "policy.toml"]  # type: ignore[attr-defined]
+    assert stack.run("up", *files, timeout=180).returncode == 0
+    status = lambda: {r["name"]: r for r in json.loads(stack.run("status", "--json", *files).stdout)["resources"]}  # noqa: E731
+    docker("kill", f"{stack.name}-qdrant")  # type: ignore[attr-defined]
+    docker("kill", f"{stack.name}-redis")  # type: ignore[attr-defined]
+    qdrant = wait_for(lambda: (r := status()["qdrant"])["state"] == "failed" and r, 30)
+    assert qdrant["message"].startswith("exited with code 137")
+    redis = wait_for(lambda: (r := status()["redis"])["state"] == "ready" and r["restarts"] == 1 and r, 30)
+    assert redis["restarts"] == 1
+    assert stack.run("status", *files).returncode == 1  # something is not ready
+
+
+def test_postgres_data_survives_down_and_up(stack: Project) -> None:
+    assert up(stack, "postgres").returncode == 0
+    env = {**os.environ, "PGPASSWORD": "vrooli"}
+    psql = ["psql", "-h", "127.0.0.1", "-p", "5433", "-U", "vrooli", "-d", "vrooli", "-tAc"]
+    subprocess.run([*psql, "CREATE TABLE kept (v text); INSERT INTO kept VALUES ('still here')"],
+                   env=env, check=True, capture_output=True)
+    assert stack.run("down", *stack.files).returncode == 0  # type: ignore[attr-defined]
+    assert not docker("ps", "-aq", "--filter", f"label={LABEL}={stack.name}").split()  # type: ignore[attr-defined]
+    assert up(stack, "postgres").returncode == 0
+    out = subprocess.run([*psql, "SELECT v FROM kept"], env=env, check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == "still here"
+
+
+def test_missing_image_names_the_image_and_the_fix(stack: Project) -> None:
+    stack.write('[resources.qdrant]\nimage = "vrooli-test/does-not-exist:1"\n', "missing.toml")
+    done = stack.run("up", *stack.files, "-f", "missing.toml", "qdrant", timeout=120)  # type: ignore[attr-defined]
+    assert done.returncode == 1
+    assert "qdrant: failed: image vrooli-test/does-not-exist:1 is not available locally and the pull failed" \
+        in done.stderr
+    assert "image = \"<local image>\"" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_unreachable_engine_is_one_line_and_nothing_starts(project: Project) -> None:
+    project.write("""
+        [resources.native]
+        command = ["sleep", "1000"]
+        [resources.db]
+        runtime = "docker"
+        image = "vrooli-test/redis:7"
+    """)
+    env = {**os.environ, "DOCKER_HOST": "unix:///tmp/vrooli-no-engine.sock"}
+    done = subprocess.run([os.sys.executable, "-m", "orchestrator", "up"], cwd=project.dir, env=env,  # type: ignore[attr-defined]
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert lines == ["vrooli: cannot reach the Docker engine at unix:///tmp/vrooli-no-engine.sock: "
+                     "the engine is not running or not reachable"]
+    status = json.loads(project.run("status", "--json").stdout)
+    assert {r["state"] for r in status["resources"]} <= {"pending", "stopped"}
+    assert all(r["pid"] is None for r in status["resources"])
