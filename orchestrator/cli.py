@@ -426,6 +426,50 @@ def graph_cmd(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
         print(f"disabled: {', '.join(disabled)}")
 
 
+@app.command()
+def daemon(
+    names: NamesArg = None,
+    files: FilesOpt = None,
+    health_listen: Annotated[str | None, typer.Option(
+        "--health-listen", help="HOST:PORT of the read-only health endpoint (overrides [project]).")] = None,
+    log_format: LogFormatOpt = "json",
+) -> None:
+    """Run the supervisor in the foreground for systemd (Type=notify, watchdog, ordered stop)."""
+    from orchestrator import service
+    from orchestrator.logging import configure
+
+    configure(log_format, sys.stderr)
+    try:
+        project = _load(files)
+        code = service.run(service.Options(files=list(project.files), mode="daemon", names=names or [],
+                                           health_listen=health_listen))
+    except VrooliError as exc:
+        _fail(exc)
+    raise typer.Exit(code)
+
+
+@app.command()
+def reload(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
+    """Re-read resources.toml and apply only the difference (as SIGHUP does for the daemon)."""
+    try:
+        project = _load(files)
+        client = _client(project, timeout=None)
+        if not client.alive():
+            raise SupervisorUnavailable(f"{project.name} is not running")
+        reply = client.call({"op": "reload", "files": [str(f) for f in project.files],
+                             "environ": dict(os.environ)})
+        if not reply.get("ok"):
+            raise ConfigError(reply.get("errors") or [reply.get("error", "reload failed")])
+    except VrooliError as exc:
+        _fail(exc, json_out)
+    if json_out:
+        print(json.dumps(reply))
+    else:
+        moved = {k: reply.get(k) for k in ("added", "removed", "restarted") if reply.get(k)}
+        print("reloaded: " + ("; ".join(f"{k} {', '.join(v)}" for k, v in moved.items()) or "nothing changed"),
+              file=sys.stderr)
+
+
 @app.command(hidden=True)
 def supervise(files: FilesOpt = None, log_format: LogFormatOpt = "json") -> None:
     """Run the project's supervisor (started by `vrooli up`)."""

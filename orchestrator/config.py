@@ -618,6 +618,9 @@ def _check_dependencies(resources: Mapping[str, ResourceSpec], check: _Checker) 
 
 
 def default_state_dir(project: str, environ: Mapping[str, str]) -> Path:
+    # Under systemd (StateDirectory=vrooli) the service manager says where state goes.
+    if environ.get("STATE_DIRECTORY"):
+        return Path(environ["STATE_DIRECTORY"].split(":")[0]) / project
     base = environ.get("XDG_STATE_HOME") or str(Path(environ.get("HOME", "~")).expanduser() / ".local" / "state")
     return Path(base) / "vrooli" / project
 

@@ -62,6 +62,7 @@ class Record:
     done: anyio.Event = field(default_factory=anyio.Event)
     running_task: bool = False
     adopt: Instance | None = None  # an instance to take back instead of starting one
+    log_start: int = 0  # where this start's output begins in the log file
     stop_requested: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -182,7 +183,8 @@ class Supervisor:
 
     def _persist(self) -> None:
         """Record what runs, so a supervisor killed with SIGKILL can adopt it on restart."""
-        running = {n: vars_of(r.instance.adoptable()) for n, r in self.records.items()
+        running = {n: {**vars_of(r.instance.adoptable()), "log_start": r.log_start}
+                   for n, r in self.records.items()
                    if r.instance is not None and r.state not in (State.STOPPED, State.FAILED, State.COMPLETED)}
         path = self.state_dir / "running.json"
         try:
@@ -235,6 +237,7 @@ class Supervisor:
         except (OSError, ValueError):
             return
         for name, raw in recorded.items():
+            log_start = raw.pop("log_start", 0)
             try:
                 record = Adoptable(**raw)
             except TypeError:
@@ -258,6 +261,7 @@ class Supervisor:
             log.info("adopted", resource=name, id=instance.ident)
             assert rec is not None
             rec.adopt = instance
+            rec.log_start = int(log_start) if isinstance(log_start, int) else 0
             self.wanted.add(name)
         self._reconcile()
         self._changed()
@@ -506,7 +510,9 @@ class Supervisor:
     async def _start_once(self, rec: Record) -> bool:
         spec = rec.spec
         output = self.output(spec.name)
-        log_start = output.size()
+        if rec.adopt is None:
+            rec.log_start = output.size()
+        log_start = rec.log_start
         rec.started_mono = time.monotonic()
         rec.exit_code = None
         rec.last_probe = None

@@ -18,7 +18,7 @@ import textwrap
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,8 @@ def processes_with_token(token: str) -> list[psutil.Process]:
 def no_leaked_processes(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     token = uuid.uuid4().hex
     monkeypatch.setenv("VROOLI_TEST_TOKEN", token)
+    # Subprocesses (`python -m orchestrator`) must run this checkout, whatever is installed.
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
     yield token
     deadline = time.monotonic() + 3
     leaked = processes_with_token(token)
@@ -123,6 +125,8 @@ class Project:
     """A resources.toml in a temp dir, driven through the real `vrooli` CLI."""
 
     dir: Path
+    files: list[str] = field(default_factory=list)  # -f arguments, when not ./resources.toml
+    name: str = ""
 
     @property
     def file(self) -> Path:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
@@ -68,10 +68,10 @@ def stack(project: Project) -> Iterator[Project]:
     for path in (ROOT / "tests" / "standins").glob("*.py"):
         (project.dir / "tests" / "standins" / path.name).write_text(path.read_text())
     project.write(f'[project]\nname = "{name}"\nstate_dir = ".state"\nhealth_listen = "127.0.0.1:0"\n', "test.toml")
-    project.files = ["-f", "resources.toml", "-f", "resources.local.toml", "-f", "test.toml"]  # type: ignore[attr-defined]
-    project.name = name  # type: ignore[attr-defined]
+    project.files = ["-f", "resources.toml", "-f", "resources.local.toml", "-f", "test.toml"]
+    project.name = name
     yield project
-    project.run("down", "--volumes", *project.files, timeout=180)  # type: ignore[attr-defined]
+    project.run("down", "--volumes", *project.files, timeout=180)
     left = leftovers(name)
     for item in left:
         kind, ident = item.split()
@@ -80,11 +80,11 @@ def stack(project: Project) -> Iterator[Project]:
 
 
 def up(p: Project, *extra: str) -> subprocess.CompletedProcess[str]:
-    return p.run("up", *p.files, *extra, timeout=180)  # type: ignore[attr-defined]
+    return p.run("up", *p.files, *extra, timeout=180)
 
 
 def rows(p: Project) -> dict[str, dict]:
-    done = p.run("status", "--json", *p.files)  # type: ignore[attr-defined]
+    done = p.run("status", "--json", *p.files)
     return {r["name"]: r for r in json.loads(done.stdout)["resources"]}
 
 
@@ -98,11 +98,11 @@ def test_shipped_stack_comes_up_concurrently_and_adopts_on_second_up(stack: Proj
     # postgres, redis, qdrant and ollama were started together, not one after another
     roots = [ts(first[n]["started_at"]) for n in ("postgres", "redis", "qdrant", "ollama")]
     assert max(roots) - min(roots) < 1.0
-    containers = docker("ps", "--filter", f"label={LABEL}={stack.name}", "--format", "{{.Names}}").split()  # type: ignore[attr-defined]
-    assert sorted(containers) == sorted(f"{stack.name}-{n}" for n in ("postgres", "redis", "qdrant", "n8n"))  # type: ignore[attr-defined]
-    networks = docker("network", "ls", "--filter", f"label={LABEL}={stack.name}", "--format", "{{.Name}}").split()  # type: ignore[attr-defined]
-    assert networks == [f"{stack.name}_default"]  # type: ignore[attr-defined]
-    labels = json.loads(docker("inspect", f"{stack.name}-redis"))[0]["Config"]["Labels"]  # type: ignore[attr-defined]
+    containers = docker("ps", "--filter", f"label={LABEL}={stack.name}", "--format", "{{.Names}}").split()
+    assert sorted(containers) == sorted(f"{stack.name}-{n}" for n in ("postgres", "redis", "qdrant", "n8n"))
+    networks = docker("network", "ls", "--filter", f"label={LABEL}={stack.name}", "--format", "{{.Name}}").split()
+    assert networks == [f"{stack.name}_default"]
+    labels = json.loads(docker("inspect", f"{stack.name}-redis"))[0]["Config"]["Labels"]
     assert labels["dev.vrooli.resource"] == "redis" and len(labels["dev.vrooli.config-hash"]) == 16
 
     # A second `up` changes nothing: same containers, same start times.
@@ -115,13 +115,14 @@ def test_shipped_stack_comes_up_concurrently_and_adopts_on_second_up(stack: Proj
 
     # A changed env recreates only that resource.
     stack.write('[resources.qdrant.env]\nQDRANT__LOG_LEVEL = "DEBUG"\n', "change.toml")
-    changed = stack.run("up", *stack.files, "-f", "change.toml", timeout=180)  # type: ignore[attr-defined]
+    changed = stack.run("up", *stack.files, "-f", "change.toml", timeout=180)
     assert changed.returncode == 0, changed.stderr
-    third = {r["name"]: r for r in json.loads(stack.run("status", "--json", *stack.files, "-f", "change.toml").stdout)["resources"]}  # type: ignore[attr-defined]
+    status = stack.run("status", "--json", *stack.files, "-f", "change.toml").stdout
+    third = {r["name"]: r for r in json.loads(status)["resources"]}
     assert third["qdrant"]["id"] != first["qdrant"]["id"]
     for name in ("postgres", "redis", "n8n", "ollama"):
         assert third[name]["id"] == first[name]["id"], name
-    env = json.loads(docker("inspect", f"{stack.name}-qdrant"))[0]["Config"]["Env"]  # type: ignore[attr-defined]
+    env = json.loads(docker("inspect", f"{stack.name}-qdrant"))[0]["Config"]["Env"]
     assert "QDRANT__LOG_LEVEL=DEBUG" in env
 
     # Logs of containers work as for processes.
@@ -132,11 +133,11 @@ def test_shipped_stack_comes_up_concurrently_and_adopts_on_second_up(stack: Proj
 
 def test_container_killed_from_outside_is_reported_and_restarted(stack: Project) -> None:
     stack.write('[resources.qdrant]\nrestart = "no"\n[resources.redis]\nrestart_delay = "100ms"\n', "policy.toml")
-    files = [*stack.files, "-f", "policy.toml"]  # type: ignore[attr-defined]
+    files = [*stack.files, "-f", "policy.toml"]
     assert stack.run("up", *files, timeout=180).returncode == 0
     status = lambda: {r["name"]: r for r in json.loads(stack.run("status", "--json", *files).stdout)["resources"]}  # noqa: E731
-    docker("kill", f"{stack.name}-qdrant")  # type: ignore[attr-defined]
-    docker("kill", f"{stack.name}-redis")  # type: ignore[attr-defined]
+    docker("kill", f"{stack.name}-qdrant")
+    docker("kill", f"{stack.name}-redis")
     qdrant = wait_for(lambda: (r := status()["qdrant"])["state"] == "failed" and r, 30)
     assert qdrant["message"].startswith("exited with code 137")
     redis = wait_for(lambda: (r := status()["redis"])["state"] == "ready" and r["restarts"] == 1 and r, 30)
@@ -150,8 +151,8 @@ def test_postgres_data_survives_down_and_up(stack: Project) -> None:
     psql = ["psql", "-h", "127.0.0.1", "-p", "5433", "-U", "vrooli", "-d", "vrooli", "-tAc"]
     subprocess.run([*psql, "CREATE TABLE kept (v text); INSERT INTO kept VALUES ('still here')"],
                    env=env, check=True, capture_output=True)
-    assert stack.run("down", *stack.files).returncode == 0  # type: ignore[attr-defined]
-    assert not docker("ps", "-aq", "--filter", f"label={LABEL}={stack.name}").split()  # type: ignore[attr-defined]
+    assert stack.run("down", *stack.files).returncode == 0
+    assert not docker("ps", "-aq", "--filter", f"label={LABEL}={stack.name}").split()
     assert up(stack, "postgres").returncode == 0
     out = subprocess.run([*psql, "SELECT v FROM kept"], env=env, check=True, capture_output=True, text=True)
     assert out.stdout.strip() == "still here"
@@ -159,7 +160,7 @@ def test_postgres_data_survives_down_and_up(stack: Project) -> None:
 
 def test_missing_image_names_the_image_and_the_fix(stack: Project) -> None:
     stack.write('[resources.qdrant]\nimage = "vrooli-test/does-not-exist:1"\n', "missing.toml")
-    done = stack.run("up", *stack.files, "-f", "missing.toml", "qdrant", timeout=120)  # type: ignore[attr-defined]
+    done = stack.run("up", *stack.files, "-f", "missing.toml", "qdrant", timeout=120)
     assert done.returncode == 1
     assert "qdrant: failed: image vrooli-test/does-not-exist:1 is not available locally and the pull failed" \
         in done.stderr
@@ -176,7 +177,7 @@ def test_unreachable_engine_is_one_line_and_nothing_starts(project: Project) -> 
         image = "vrooli-test/redis:7"
     """)
     env = {**os.environ, "DOCKER_HOST": "unix:///tmp/vrooli-no-engine.sock"}
-    done = subprocess.run([os.sys.executable, "-m", "orchestrator", "up"], cwd=project.dir, env=env,  # type: ignore[attr-defined]
+    done = subprocess.run([sys.executable, "-m", "orchestrator", "up"], cwd=project.dir, env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
