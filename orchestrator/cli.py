@@ -299,8 +299,9 @@ def _print_status(rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:
     for row in rows:
         pid = str(row["pid"] or "-")
         message = row["message"] or ""
-        if row["name"] == extra.get("models", {}).get("resource"):
-            message = (message + "; " if message else "") + extra["models"]["line"]
+        for models in extra.get("models", []):
+            if row["name"] == models.get("resource"):
+                message = (message + "; " if message else "") + models["line"]
         print(f"{row['name']:<{width}}  {row['state']:<9}  {pid:>7}  {elapsed(row):>8}  "
               f"{row['restarts']:>8}  {message}")
 
@@ -373,6 +374,66 @@ def _follow(path: Path, name: str, json_out: bool) -> None:
             time.sleep(0.1)
     except KeyboardInterrupt:
         return
+
+
+@app.command()
+def models(
+    action: Annotated[str, typer.Argument(help="list | pull | ensure | unload")] = "list",
+    names: Annotated[list[str] | None, typer.Argument(help="Models (default: those declared).",
+                                                      show_default=False)] = None,
+    files: FilesOpt = None,
+    resource: Annotated[str | None, typer.Option("--resource", help="The resource that declares models.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Ollama models: list shows absent / pulling NN% / present / loaded; ensure pulls and loads."""
+    if action not in ("list", "pull", "ensure", "unload"):
+        _fail(UsageError(f"unknown action '{action}' (list, pull, ensure, unload)"), json_out)
+    try:
+        project = _load(files)
+        client = _client(project, timeout=None)
+        if not client.alive():
+            raise SupervisorUnavailable(f"{project.name} is not running; use `vrooli up`")
+        final: dict[str, Any] = {}
+        shown: dict[str, str] = {}
+        tty = sys.stderr.isatty()
+        for message in client.stream({"op": "models", "action": action, "names": names or [],
+                                      "resource": resource}, timeout=None):
+            if message.get("event") == "models" and not json_out:
+                for model in message["models"]:
+                    if names and model["name"] not in {n if ":" in n else f"{n}:latest" for n in names}:
+                        continue
+                    text = _model_line(model)
+                    if shown.get(model["name"]) != text:
+                        shown[model["name"]] = text
+                        print(("\r\x1b[2K" if tty else "") + text, file=sys.stderr, end="" if tty else "\n",
+                              flush=True)
+            if "exit_code" in message:
+                final = message
+        if tty and shown and not json_out:
+            print(file=sys.stderr)
+        if not final:
+            raise SupervisorUnavailable("the supervisor closed the connection")
+        if final.get("error") and "models" not in final:
+            raise VrooliError(final["error"])
+    except VrooliError as exc:
+        _fail(exc, json_out)
+    if json_out:
+        print(json.dumps(final, indent=2))
+    else:
+        if action == "list":
+            for model in final["models"]:
+                print(_model_line(model))
+        for error in final.get("errors") or []:
+            print(f"vrooli: {error}", file=sys.stderr)
+    raise typer.Exit(int(final.get("exit_code", 1)))
+
+
+def _model_line(model: dict[str, Any]) -> str:
+    text = f"{model['name']:<28} {model['describe']}"
+    if model["status"] == "pulling" and model["total"]:
+        filled = int(30 * model["completed"] / model["total"])
+        text += f"  [{'#' * filled}{'.' * (30 - filled)}] {model['completed'] / 1e6:.1f}/{model['total'] / 1e6:.1f} MB"
+    return text
 
 
 @app.command()

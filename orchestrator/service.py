@@ -186,8 +186,55 @@ class Handlers:
                      "extra": await self._extra_status()})
 
     async def _extra_status(self) -> dict[str, Any]:
-        models = getattr(self.sup, "models", None)
-        return {"models": models.summary()} if models is not None else {}
+        return {"models": [m.summary() for m in self.sup.models.values()]} if self.sup.models else {}
+
+    async def op_models(self, request: dict[str, Any], reply: Reply) -> None:
+        """list | pull | ensure | unload, for the resource that declares models."""
+        from orchestrator.models import ModelError
+
+        if not self.sup.models:
+            raise VrooliError("no resource declares models (add models = [...] to the ollama resource)")
+        resource = request.get("resource") or next(iter(self.sup.models))
+        manager = self.sup.models.get(resource)
+        if manager is None:
+            raise VrooliError(f"resource '{resource}' declares no models")
+        action = request.get("action", "list")
+        names = request.get("names") or list(manager.spec.names)
+        if action == "list":
+            try:
+                await manager.refresh()
+            except ModelError as exc:
+                raise VrooliError(str(exc)) from None
+            await reply({"ok": True, "exit_code": 0, **manager.summary()})
+            return
+        if action not in ("pull", "ensure", "unload"):
+            raise VrooliError(f"unknown models action {action!r} (list, pull, ensure, unload)")
+        errors: list[str] = []
+
+        async def one(name: str) -> None:
+            try:
+                if action == "unload":
+                    await manager.unload(name)
+                else:
+                    await manager.ensure(name, load=action == "ensure")
+            except ModelError as exc:
+                errors.append(f"{name}: {exc}")
+
+        async def progress() -> None:
+            while True:
+                version = self.sup.version
+                await reply({"event": "models", **manager.summary()})
+                await self.sup.wait_change(since=version)
+                await anyio.sleep(0.1)  # at most ~10 progress lines a second
+
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(progress)
+            async with anyio.create_task_group() as work:
+                for name in names:
+                    work.start_soon(one, name)
+            outer.cancel_scope.cancel()
+        summary = manager.summary()
+        await reply({"ok": not errors, "errors": errors, "exit_code": 1 if errors else 0, **summary})
 
     def _check_names(self, names: list[str] | None) -> None:
         unknown = [n for n in names or [] if n not in self.sup.records]

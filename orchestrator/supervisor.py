@@ -26,6 +26,7 @@ from anyio.abc import TaskGroup
 from orchestrator import graph, scheduler
 from orchestrator.errors import VrooliError
 from orchestrator.logs import OutputLog
+from orchestrator.models import ModelError, ModelManager, managers_for
 from orchestrator.probes import ProbeContext, ProbeResult, make_probe, run_once, until_ready
 from orchestrator.runtimes import Adoptable, Instance, Runtime, runtime_for
 from orchestrator.scheduler import State, View
@@ -100,6 +101,7 @@ class Supervisor:
         self.loop_heartbeat = time.monotonic()
         self.shutdown_requested = anyio.Event()
         self.on_change: list[Callable[[], None]] = []
+        self.models: dict[str, ModelManager] = {}
 
     def __repr__(self) -> str:
         states = ", ".join(f"{n}={r.state.value}" for n, r in self.records.items())
@@ -137,6 +139,10 @@ class Supervisor:
         if since is not None and since != self.version:
             return
         await self._change.wait()
+
+    def notify_changed(self) -> None:
+        """For collaborators (model loading) whose progress should reach watchers."""
+        self._changed()
 
     def _changed(self) -> None:
         self.version += 1
@@ -201,6 +207,9 @@ class Supervisor:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         async with anyio.create_task_group() as tg:
             self._tg = tg
+            self.models = managers_for(self)
+            for manager in self.models.values():
+                await tg.start(manager.run)
             await self._adopt_leftovers()
             tg.start_soon(self._housekeeping)
             task_status.started()
@@ -395,6 +404,9 @@ class Supervisor:
                 self.records[name] = Record(spec)
         self.wanted &= set(self.records)
         self._runtimes.clear()
+        for name, manager in self.models.items():
+            if name in project.resources and project.resources[name].models is not None:
+                manager.spec = project.resources[name].models  # type: ignore[assignment]
         self._reconcile()
         self._changed()
         return {"added": added, "removed": removed, "restarted": sorted(restart_now),
@@ -564,6 +576,14 @@ class Supervisor:
             with anyio.CancelScope(shield=True):
                 await probe.aclose()
         if outcome.get("ready"):
+            manager = self.models.get(spec.name)
+            if manager is not None and spec.models is not None and spec.models.load.value == "eager":
+                self._set(rec, State.STARTING, "loading models (model_load = eager)")
+                try:
+                    await manager.ensure_all()
+                except ModelError as exc:
+                    self._set(rec, State.FAILED, f"models: {exc}")
+                    return False
             self._mark_ready(rec)
             return True
         if "exit" in outcome:

@@ -144,6 +144,9 @@ class Ollama(Handler):
         if not present:
             self.send_json(404, {"error": f'model "{name}" not found, try pulling it first'})
             return
+        if path == "/api/generate" and "embed" in name:
+            self.send_json(400, {"error": f'"{name}" does not support generate'})
+            return
         keep = keep_alive_seconds(body.get("keep_alive"))
         if keep == 0:
             with LOCK:

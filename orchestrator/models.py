@@ -1,0 +1,379 @@
+"""Lazy Ollama models: pulled and warmed without ever holding up `vrooli up`.
+
+Ollama is ready when its API answers; models are separate work. In "background" mode
+they are pulled (POST /api/pull, streamed progress) and loaded (POST /api/generate with
+only `model` and `keep_alive`, or /api/embed for embedding models) once the rest of the
+stack is ready, so warm-up never competes for CPU and disk in the startup window. In
+"lazy" mode nothing happens until someone asks (`vrooli models ensure`). In "eager" mode
+the resource is not ready until its models are loaded.
+
+Concurrent requests for the same model share one pull and one load.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+
+from orchestrator.errors import VrooliError
+from orchestrator.scheduler import SETTLED_BAD, SETTLED_OK, State
+from orchestrator.spec import ModelLoad, ModelsSpec, ResourceSpec
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+    from orchestrator.supervisor import Supervisor
+
+log = structlog.get_logger("vrooli.models")
+
+RETRY_DELAYS = (1.0, 2.0, 4.0)  # between attempts of one ensure
+PERMANENT = ("file does not exist", "not found", "invalid model name", "no space left")
+
+
+class ModelError(VrooliError):
+    """Ollama refused or failed a model operation; the message is Ollama's own."""
+
+
+def canonical(name: str) -> str:
+    return name if ":" in name else f"{name}:latest"
+
+
+def base_url(spec: ResourceSpec) -> str:
+    host = spec.env_dict.get("OLLAMA_HOST")
+    if host:
+        host = host if "://" in host else f"http://{host}"
+        return host.rstrip("/")
+    port = spec.ports[0].host_port if spec.ports else 11434
+    return f"http://127.0.0.1:{port}"
+
+
+@dataclass
+class ModelState:
+    name: str
+    status: str = "unknown"  # absent | pulling | present | loading | loaded | failed | unknown
+    completed: int = 0
+    total: int = 0
+    error: str = ""
+    attempts: int = 0
+
+    def describe(self) -> str:
+        if self.status == "pulling":
+            percent = int(100 * self.completed / self.total) if self.total else 0
+            return f"pulling {percent}%"
+        if self.status == "failed":
+            return f"failed: {self.error}"
+        return self.status
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status, "describe": self.describe(),
+                "completed": self.completed, "total": self.total, "error": self.error or None,
+                "attempts": self.attempts}
+
+
+@dataclass
+class _Shared:
+    """One ensure in flight; every caller for the same model waits on it."""
+
+    done: anyio.Event = field(default_factory=anyio.Event)
+    error: str | None = None
+
+
+class OllamaClient:
+    """The few Ollama API calls we need, over httpx."""
+
+    def __init__(self, url: str) -> None:
+        import httpx
+
+        self.url = url
+        self._http = httpx.AsyncClient(base_url=url, trust_env=False, timeout=httpx.Timeout(30.0, read=None))
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _json(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        import httpx
+
+        try:
+            response = await self._http.request(method, path, json=body)
+        except httpx.TransportError as exc:
+            raise ModelError(f"ollama at {self.url} is not answering: {exc or type(exc).__name__}") from None
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = {"error": response.text.strip() or f"HTTP {response.status_code}"}
+        if response.status_code >= 400 or (isinstance(payload, dict) and "error" in payload):
+            raise ModelError(str(payload.get("error") if isinstance(payload, dict) else payload))
+        return payload if isinstance(payload, dict) else {}
+
+    async def _names(self, path: str) -> set[str]:
+        models = (await self._json("GET", path)).get("models", [])
+        return {canonical(m.get("name") or m.get("model", "")) for m in models}
+
+    async def tags(self) -> set[str]:
+        """Models present on disk."""
+        return await self._names("/api/tags")
+
+    async def running(self) -> set[str]:
+        """Models loaded in memory."""
+        return await self._names("/api/ps")
+
+    async def pull(self, name: str, on_progress: Callable[[int, int], None]) -> None:
+        import httpx
+
+        layers: dict[str, tuple[int, int]] = {}
+        try:
+            async with self._http.stream("POST", "/api/pull", json={"model": name, "stream": True}) as response:
+                if response.status_code >= 400:
+                    body = (await response.aread()).decode(errors="replace")
+                    raise ModelError(_error_text(body, response.status_code))
+                async for line in response.aiter_lines():
+                    if not line.strip():
+                        continue
+                    try:
+                        event = json.loads(line)
+                    except ValueError:
+                        continue
+                    if "error" in event:
+                        raise ModelError(str(event["error"]))
+                    if event.get("digest") and event.get("total"):
+                        layers[event["digest"]] = (int(event.get("completed") or 0), int(event["total"]))
+                        on_progress(sum(c for c, _ in layers.values()), sum(t for _, t in layers.values()))
+                    if event.get("status") == "success":
+                        return
+        except httpx.TransportError as exc:
+            raise ModelError(f"pull of {name} interrupted: {exc or type(exc).__name__}") from None
+        raise ModelError(f"pull of {name} ended without success")
+
+    async def load(self, name: str, keep_alive: str) -> None:
+        try:
+            await self._json("POST", "/api/generate", {"model": name, "keep_alive": _keep_alive(keep_alive)})
+        except ModelError as exc:
+            if "does not support generate" not in str(exc):
+                raise
+            await self._json("POST", "/api/embed", {"model": name, "keep_alive": _keep_alive(keep_alive)})
+
+    async def unload(self, name: str) -> None:
+        try:
+            await self._json("POST", "/api/generate", {"model": name, "keep_alive": 0})
+        except ModelError as exc:
+            if "does not support generate" not in str(exc):
+                raise
+            await self._json("POST", "/api/embed", {"model": name, "keep_alive": 0})
+
+
+def _keep_alive(value: str) -> str | int:
+    text = value.strip()
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def _error_text(body: str, status: int) -> str:
+    try:
+        payload = json.loads(body)
+        if isinstance(payload, dict) and "error" in payload:
+            return str(payload["error"])
+    except ValueError:
+        pass
+    return body.strip() or f"HTTP {status}"
+
+
+class ModelManager:
+    def __init__(self, sup: Supervisor, resource: str, spec: ModelsSpec, url: str) -> None:
+        self.sup = sup
+        self.resource = resource
+        self.spec = spec
+        self.client = OllamaClient(url)
+        self.models: dict[str, ModelState] = {canonical(n): ModelState(canonical(n)) for n in spec.names}
+        self._inflight: dict[str, _Shared] = {}
+        self._limiter = anyio.CapacityLimiter(spec.concurrency)
+        self._tg: TaskGroup | None = None
+        self._warmed_for: object = None  # the incarnation (started_at) we warmed up
+        self._was_loaded: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"<ModelManager {self.resource}: {self.summary()['line']}>"
+
+    def state(self, name: str) -> ModelState:
+        key = canonical(name)
+        if key not in self.models:
+            self.models[key] = ModelState(key)
+        return self.models[key]
+
+    def summary(self) -> dict[str, Any]:
+        loaded = sum(1 for m in self.models.values() if m.status == "loaded")
+        declared = [self.models[canonical(n)] for n in self.spec.names]
+        busy = [m for m in self.models.values() if m.status in ("pulling", "loading", "failed")]
+        line = f"models: {loaded}/{len(declared)} loaded ({self.spec.load.value})"
+        if busy:
+            line += "; " + ", ".join(f"{m.name} {m.describe()}" for m in busy[:3])
+        return {"resource": self.resource, "line": line, "models": [m.to_json() for m in self.models.values()]}
+
+    # ------------------------------------------------------------------ inventory
+
+    async def refresh(self) -> None:
+        """Ask Ollama what is present and loaded (GET /api/tags and /api/ps)."""
+        present, running = await self.client.tags(), await self.client.running()
+        for name in set(self.models) | present | running:
+            state = self.state(name)
+            if state.status in ("pulling", "loading"):
+                continue
+            if name in running:
+                state.status = "loaded"
+                self._was_loaded.add(name)
+            elif name in present:
+                state.status = "present"
+            elif state.status != "failed":
+                state.status = "absent"
+
+    # ------------------------------------------------------------------ ensure
+
+    async def ensure(self, name: str, load: bool = True) -> ModelState:
+        """Pull if absent, then load; concurrent calls for one model share the work."""
+        key = canonical(name) + ("" if load else "#pull")
+        shared = self._inflight.get(key)
+        if shared is None:
+            shared = _Shared()
+            self._inflight[key] = shared
+            assert self._tg is not None, "model manager is not running"
+            self._tg.start_soon(self._ensure_once, canonical(name), load, shared)
+        await shared.done.wait()
+        if shared.error:
+            raise ModelError(shared.error)
+        return self.state(name)
+
+    async def _ensure_once(self, name: str, load: bool, shared: _Shared) -> None:
+        state = self.state(name)
+        try:
+            for attempt, delay in enumerate((*RETRY_DELAYS, None), start=1):
+                state.attempts = attempt
+                try:
+                    async with self._limiter:
+                        await self._pull_and_load(state, load)
+                    return
+                except ModelError as exc:
+                    state.status, state.error = "failed", str(exc)
+                    log.warning("model operation failed", resource=self.resource, model=name,
+                                error=str(exc), attempt=attempt)
+                    self.sup.notify_changed()
+                    if delay is None or any(p in str(exc) for p in PERMANENT):
+                        shared.error = str(exc)
+                        return
+                    await anyio.sleep(delay)
+        finally:
+            self._inflight.pop(name + ("" if load else "#pull"), None)
+            shared.done.set()
+            self.sup.notify_changed()
+
+    async def _pull_and_load(self, state: ModelState, load: bool) -> None:
+        await self.refresh()
+        if state.status in ("absent", "failed", "unknown"):
+            state.status, state.error, state.completed, state.total = "pulling", "", 0, 0
+            self.sup.notify_changed()
+            started = time.monotonic()
+
+            def progress(completed: int, total: int) -> None:
+                state.completed, state.total = completed, total
+                self.sup.notify_changed()
+
+            await self.client.pull(state.name, progress)
+            state.status = "present"
+            log.info("model pulled", resource=self.resource, model=state.name,
+                     seconds=round(time.monotonic() - started, 3))
+        if load and state.status != "loaded":
+            state.status = "loading"
+            self.sup.notify_changed()
+            started = time.monotonic()
+            await self.client.load(state.name, self.spec.keep_alive)
+            state.status = "loaded"
+            self._was_loaded.add(state.name)
+            log.info("model loaded", resource=self.resource, model=state.name,
+                     seconds=round(time.monotonic() - started, 3))
+        self.sup.notify_changed()
+
+    async def unload(self, name: str) -> None:
+        await self.client.unload(canonical(name))
+        self._was_loaded.discard(canonical(name))
+        state = self.state(name)
+        state.status = "present"
+        self.sup.notify_changed()
+
+    async def ensure_all(self) -> None:
+        """Every declared model, bounded by model_concurrency; raises the first failure."""
+        errors: list[str] = []
+
+        async def one(name: str) -> None:
+            try:
+                await self.ensure(name)
+            except ModelError as exc:
+                errors.append(f"{name}: {exc}")
+
+        async with anyio.create_task_group() as tg:
+            for name in self.spec.names:
+                tg.start_soon(one, name)
+        if errors:
+            raise ModelError("; ".join(errors))
+
+    # ------------------------------------------------------------------ background
+
+    def _resource_ready(self) -> bool:
+        rec = self.sup.records.get(self.resource)
+        return rec is not None and rec.state is State.READY
+
+    def _rest_settled(self) -> bool:
+        others = [r for n, r in self.sup.records.items() if n in self.sup.wanted and n != self.resource]
+        return all(r.state in SETTLED_OK | SETTLED_BAD for r in others)
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            task_status.started()
+            try:
+                await self._watch()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self.client.aclose()
+
+    async def _watch(self) -> None:
+        while True:
+            version = self.sup.version
+            rec = self.sup.records.get(self.resource)
+            incarnation = rec.started_at if rec else None
+            if self._resource_ready() and incarnation != self._warmed_for and self._rest_settled():
+                self._warmed_for = incarnation
+                assert self._tg is not None
+                self._tg.start_soon(self._warm_up)
+            await self.sup.wait_change(since=version)
+
+    async def _warm_up(self) -> None:
+        """After a (re)start: reload what was loaded before; in background mode, the rest."""
+        try:
+            await self.refresh()
+        except ModelError as exc:
+            log.warning("cannot list models", resource=self.resource, error=str(exc))
+            return
+        wanted = set(self._was_loaded)
+        if self.spec.load is ModelLoad.BACKGROUND:
+            wanted |= {canonical(n) for n in self.spec.names}
+        for name in sorted(wanted):
+            self._tg_required.start_soon(self._ensure_quietly, name)
+
+    async def _ensure_quietly(self, name: str) -> None:
+        try:
+            await self.ensure(name)
+        except ModelError:
+            pass  # already logged and shown in the model's state
+
+    @property
+    def _tg_required(self) -> TaskGroup:
+        assert self._tg is not None
+        return self._tg
+
+
+def managers_for(sup: Supervisor) -> dict[str, ModelManager]:
+    return {name: ModelManager(sup, name, rec.spec.models, base_url(rec.spec))
+            for name, rec in sup.records.items() if rec.spec.models is not None and rec.spec.models.names}
