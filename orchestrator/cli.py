@@ -15,6 +15,14 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
+# Start-up time is a feature (`vrooli --help` <= 0.2 s, a detached supervisor serving in
+# well under half a second). rich comes with typer but we use none of it: plain help, and
+# structlog's own console renderer. Importing it costs ~150 ms (structlog probes for it at
+# import time), so this process declines it before typer or structlog can look.
+os.environ.setdefault("TYPER_USE_RICH", "0")
+if "rich" not in sys.modules:
+    sys.modules["rich"] = None  # type: ignore[assignment]
+
 import typer
 
 from orchestrator import __version__, config, paths
@@ -67,8 +75,12 @@ def _supervisor_env() -> dict[str, str]:
     return env
 
 
-def _ensure_supervisor(project: ProjectSpec) -> Any:
-    """Reuse the project's supervisor or start one, detached; never two of them."""
+def _ensure_supervisor(project: ProjectSpec, up: list[str] | None = None, no_deps: bool = False) -> Any:
+    """Reuse the project's supervisor or start one, detached; never two of them.
+
+    With `up`, a new supervisor starts those resources as soon as it runs ("" = all),
+    without waiting for the CLI to connect and ask: a cold `vrooli up` saves a round trip.
+    """
     client = _client(project)
     if client.alive():
         return client
@@ -79,9 +91,11 @@ def _ensure_supervisor(project: ProjectSpec) -> Any:
             return client
         log_path = paths.supervisor_log(project.state_dir)
         offset = log_path.stat().st_size if log_path.exists() else 0
-        cmd = [sys.executable, "-m", "orchestrator", "supervise"]
+        cmd = [sys.executable, "-m", "orchestrator.supervise"]
         for file in project.files:
             cmd += ["-f", str(file)]
+        if up is not None:
+            cmd += ["--up", ",".join(up)] + (["--no-deps"] if no_deps else [])
         with log_path.open("ab") as log_file:
             proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
@@ -150,7 +164,7 @@ def up(
             code = service.run(service.Options(files=list(project.files), mode="foreground",
                                                names=names or [], no_deps=no_deps))
             raise typer.Exit(code)
-        client = _ensure_supervisor(project)
+        client = _ensure_supervisor(project, up=names or [], no_deps=no_deps)
         code = _follow_up(client, {"op": "up", "names": names or [], "no_deps": no_deps,
                                    "files": [str(f) for f in project.files],
                                    "environ": dict(os.environ)}, json_out)
@@ -437,6 +451,27 @@ def _model_line(model: dict[str, Any]) -> str:
 
 
 @app.command()
+def analyze(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
+    """The last start's timeline and critical chain (like systemd-analyze critical-chain)."""
+    from orchestrator import analyze as analysis
+
+    try:
+        project = _load(files)
+    except VrooliError as exc:
+        _fail(exc, json_out)
+    path = project.state_dir / "last_start.json"
+    try:
+        rows = json.loads(path.read_text())["resources"]
+    except (OSError, ValueError, KeyError):
+        _fail(SupervisorUnavailable(f"no start recorded yet for {project.name} (run `vrooli up`)"), json_out)
+    if json_out:
+        print(json.dumps({"project": project.name, "timeline": analysis.timeline(rows),
+                          "critical_chain": [c["name"] for c in analysis.critical_chain(rows)]}, indent=2))
+    else:
+        print(analysis.render(rows))
+
+
+@app.command()
 def validate(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
     """Check resources.toml (and overrides) without starting anything."""
     from orchestrator import graph
@@ -529,20 +564,6 @@ def reload(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
         moved = {k: reply.get(k) for k in ("added", "removed", "restarted") if reply.get(k)}
         print("reloaded: " + ("; ".join(f"{k} {', '.join(v)}" for k, v in moved.items()) or "nothing changed"),
               file=sys.stderr)
-
-
-@app.command(hidden=True)
-def supervise(files: FilesOpt = None, log_format: LogFormatOpt = "json") -> None:
-    """Run the project's supervisor (started by `vrooli up`)."""
-    from orchestrator import service
-    from orchestrator.logging import configure
-
-    configure(log_format, sys.stderr)
-    try:
-        code = service.run(service.Options(files=config.find_files(files), mode="detached"))
-    except VrooliError as exc:
-        _fail(exc)
-    raise typer.Exit(code)
 
 
 def main() -> None:

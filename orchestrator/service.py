@@ -36,6 +36,7 @@ class Options:
     no_deps: bool = False
     health_listen: str | None = None  # overrides [project].health_listen
     environ: dict[str, str] | None = None
+    up_at_start: bool = False  # detached: start `names` before any client asks
 
 
 class SupervisorLock:
@@ -99,14 +100,12 @@ async def _main(project: ProjectSpec, options: Options) -> int:
 
         await tg.start(run_supervisor)
         handler = Handlers(sup, options)
+        if options.up_at_start:
+            sup.request_up(options.names or None, options.no_deps)
         await tg.start(control.serve, paths.control_socket(project.state_dir), handler.handle)
         if project.health_enabled or options.health_listen:
-            from orchestrator.health import serve_health
-            listen = options.health_listen or project.health_listen
-            try:
-                await tg.start(serve_health, sup, listen)
-            except OSError as exc:
-                log.warning("health endpoint not started", listen=listen, error=exc.strerror or str(exc))
+            # Not awaited: resources and the control socket must not wait for uvicorn's import.
+            tg.start_soon(_health, sup, options.health_listen or project.health_listen)
         tg.start_soon(_signals, sup, handler)
         for extra in extras:
             tg.start_soon(extra, sup, handler)
@@ -115,11 +114,23 @@ async def _main(project: ProjectSpec, options: Options) -> int:
             selected = sup.request_up(options.names or None, options.no_deps)
             if options.mode == "foreground":
                 tg.start_soon(_foreground_progress, sup, selected)
+            else:
+                tg.start_soon(_record_when_settled, sup, selected)
     if options.mode == "foreground":
         failed = [r for r in sup.records.values() if r.state.value in ("failed", "blocked")]
         exit_code = 1 if failed else 0
     log.info("supervisor stopped", project=project.name)
     return exit_code
+
+
+async def _health(sup: Supervisor, listen: str) -> None:
+    from orchestrator.health import serve_health
+
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(serve_health, sup, listen)
+    except OSError as exc:
+        log.warning("health endpoint not started", listen=listen, error=exc.strerror or str(exc))
 
 
 async def _foreground_progress(sup: Supervisor, selected: frozenset[str]) -> None:
@@ -135,10 +146,16 @@ async def _foreground_progress(sup: Supervisor, selected: frozenset[str]) -> Non
         with anyio.move_on_after(0.1):
             await sup.wait_change(since=version)
     progress.update(sup.snapshot(sorted(selected)))
+    sup.record_start(selected)
     rows = sup.snapshot(sorted(selected))
     ok = sum(1 for r in rows if r["state"] in ("ready", "completed"))
     print(f"{ok}/{len(rows)} ready in {time.monotonic() - started:.2f}s; Ctrl-C stops everything",
           flush=True)
+
+
+async def _record_when_settled(sup: Supervisor, selected: frozenset[str]) -> None:
+    await sup.wait_settled(selected)
+    sup.record_start(selected)
 
 
 async def _signals(sup: Supervisor, handler: Handlers) -> None:
@@ -284,6 +301,7 @@ class Handlers:
             await reply({"event": "progress", "resources": self.sup.snapshot(selected)})
             await self.sup.wait_change(since=version)
         rows = self.sup.snapshot(selected)
+        self.sup.record_start(selected)
         ok = all(r["state"] in {s.value for s in SETTLED_OK} for r in rows)
         await reply({"ok": ok, "done": True, "resources": rows, "exit_code": 0 if ok else 1})
 

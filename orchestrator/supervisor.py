@@ -102,6 +102,7 @@ class Supervisor:
         self.shutdown_requested = anyio.Event()
         self.on_change: list[Callable[[], None]] = []
         self.models: dict[str, ModelManager] = {}
+        self._persisted: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         states = ", ".join(f"{n}={r.state.value}" for n, r in self.records.items())
@@ -188,10 +189,17 @@ class Supervisor:
                     self._tg.start_soon(self._resource_task, rec, name=f"resource {action.name}")
 
     def _persist(self) -> None:
-        """Record what runs, so a supervisor killed with SIGKILL can adopt it on restart."""
+        """Record what runs, so a supervisor killed with SIGKILL can adopt it on restart.
+
+        Written only when the set of running instances changes, not on every state change:
+        with a hundred resources that is the difference between a few writes and hundreds.
+        """
         running = {n: {**vars_of(r.instance.adoptable()), "log_start": r.log_start}
                    for n, r in self.records.items()
                    if r.instance is not None and r.state not in (State.STOPPED, State.FAILED, State.COMPLETED)}
+        if running == self._persisted:
+            return
+        self._persisted = running
         path = self.state_dir / "running.json"
         try:
             tmp = path.with_suffix(".tmp")
@@ -671,6 +679,15 @@ class Supervisor:
             row["wanted"] = name in self.wanted
             rows.append(row)
         return rows
+
+    def record_start(self, names: Iterable[str]) -> None:
+        """Keep the last start's timeline for `vrooli analyze`, even after `down`."""
+        rows = self.snapshot(sorted(set(names) | set(self.wanted)))
+        try:
+            (self.state_dir / "last_start.json").write_text(json.dumps({"project": self.project.name,
+                                                                         "resources": rows}))
+        except OSError as exc:
+            log.warning("cannot record the start", error=str(exc))
 
     def summary(self) -> dict[str, Any]:
         wanted = [r for n, r in self.records.items() if n in self.wanted]

@@ -88,11 +88,14 @@ fi
 # ---------------------------------------------------------------- redis
 redis_bin=$(command -v redis-server || true)
 [ -n "$redis_bin" ] || { echo "build-test-images: redis-server is not installed" >&2; exit 1; }
-redis_inputs=$( (sha256sum "$(readlink -f "$redis_bin")" "$here/scripts/images/redis-entrypoint.sh") | sha256sum | cut -c1-16)
+redis_inputs=$( (sha256sum "$(readlink -f "$redis_bin")" "$here/scripts/images/redis-entrypoint.sh" "$0") | sha256sum | cut -c1-16)
 if [ "$(current_inputs vrooli-test/redis:7)" != "$redis_inputs" ]; then
   root=$work/redis; base_root "$root"
-  copy_with_libs "$root" "$(readlink -f "$redis_bin")"
-  ln -sf "$(readlink -f "$redis_bin")" "$root/usr/bin/redis-server"
+  copy_with_libs "$root" "$(readlink -f "$redis_bin")" "$(readlink -f "$(command -v redis-cli)")"
+  for tool in redis-server redis-cli; do
+    real=$(readlink -f "$(command -v "$tool")")
+    [ "$real" = "/usr/bin/$tool" ] || ln -sf "$real" "$root/usr/bin/$tool"
+  done
   mkdir -p "$root/data" "$root/usr/local/bin"; chown 998:998 "$root/data"
   install -m 0755 "$here/scripts/images/redis-entrypoint.sh" "$root/usr/local/bin/docker-entrypoint.sh"
   import_image "$root" vrooli-test/redis:7 "$redis_inputs" \

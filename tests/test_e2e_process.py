@@ -178,7 +178,7 @@ def test_two_concurrent_ups_start_one_of_each(project: Project) -> None:
     first.stderr.close()  # type: ignore[union-attr]
     second.stderr.close()  # type: ignore[union-attr]
     supervisors = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and
-                   "supervise" in p.info["cmdline"] and str(project.dir) == p.cwd()]
+                   any("supervise" in arg for arg in p.info["cmdline"]) and str(project.dir) == p.cwd()]
     assert len(supervisors) == 1
     pid = project.rows()["one"]["pid"]
     shells = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "1000"]

@@ -32,7 +32,7 @@ def reachable(address: str) -> bool:
 
 
 class Timed(Handler):
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if READY.is_set():
             self.send_json(200, {"status": "ok"})
         else:

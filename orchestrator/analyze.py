@@ -1,0 +1,75 @@
+"""The last start's timeline and critical chain, like `systemd-analyze critical-chain`. Pure."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+
+def _ts(value: str | None) -> float | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
+
+
+def timeline(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Start and ready offsets (seconds) from the first start, in start order."""
+    starts = [t for r in rows if (t := _ts(r.get("started_at"))) is not None]
+    if not starts:
+        return []
+    origin = min(starts)
+    out = []
+    for row in rows:
+        start, ready = _ts(row.get("started_at")), _ts(row.get("ready_at"))
+        out.append({"name": row["name"], "state": row["state"],
+                    "start": round(start - origin, 6) if start is not None else None,
+                    "ready": round(ready - origin, 6) if ready is not None else None,
+                    "startup_seconds": row.get("startup_seconds"),
+                    "depends_on": row.get("depends_on") or {}})
+    return sorted(out, key=lambda r: (r["start"] is None, r["start"] or 0.0))
+
+
+def critical_chain(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """From the last resource to become ready back through what gated each start.
+
+    A resource's start was gated by the dependency whose condition was met last: its
+    ready time for `healthy`/`completed` edges, its start time for `started` edges.
+    """
+    items = {r["name"]: r for r in timeline(rows)}
+    ready = [r for r in items.values() if r["ready"] is not None]
+    if not ready:
+        return []
+    current = max(ready, key=lambda r: r["ready"])
+    chain = [current]
+    while True:
+        gates = []
+        for dep, condition in current["depends_on"].items():
+            other = items.get(dep)
+            if other is None:
+                continue
+            at = other["start"] if condition == "started" else other["ready"]
+            if at is not None:
+                gates.append((at, other))
+        if not gates:
+            return chain
+        current = max(gates, key=lambda g: g[0])[1]
+        chain.append(current)
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    chain = critical_chain(rows)
+    lines = []
+    if chain:
+        total = chain[0]["ready"]
+        lines.append(f"critical chain: {total:.3f}s until the last resource was ready")
+        lines.append('(@ = ready after the first start; + = the resource\'s own time from start to ready)')
+        for depth, item in enumerate(chain):
+            own = (item["ready"] - item["start"]) if item["ready"] is not None and item["start"] is not None else 0
+            prefix = "" if depth == 0 else "  " * (depth - 1) + "└─"
+            lines.append(f"{prefix}{item['name']} @{item['ready']:.3f}s +{own:.3f}s")
+        lines.append("")
+    lines.append(f"{'NAME':<16} {'STATE':<10} {'START':>8} {'READY':>8} {'STARTUP':>8}")
+    for item in timeline(rows):
+        start = f"{item['start']:.3f}" if item["start"] is not None else "-"
+        ready = f"{item['ready']:.3f}" if item["ready"] is not None else "-"
+        startup = f"{item['startup_seconds']:.3f}" if item["startup_seconds"] is not None else "-"
+        lines.append(f"{item['name']:<16} {item['state']:<10} {start:>8} {ready:>8} {startup:>8}")
+    return "\n".join(lines)

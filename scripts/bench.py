@@ -1,0 +1,526 @@
+#!/usr/bin/env python3
+"""Startup benchmark: vrooli against sequential start, docker-compose and the critical path.
+
+Run on demand (never as a timed test):
+
+    python3 scripts/bench.py --profile seed --rounds 3
+    python3 scripts/bench.py --profile real --rounds 5      # needs dockerd + local images
+    python3 scripts/bench.py --profile wide --rounds 5
+    python3 scripts/bench.py --profile cli                  # CLI latency, daemon idle RSS/CPU
+
+Each runner, per round:
+- vrooli:     `vrooli up` from cold (no supervisor) until it returns ready (wall clock).
+- sequential: the same resources one after another, each after the previous is ready,
+              with the same probes and runtimes (upstream Vrooli's way).
+- compose:    docker-compose 1.29 with the same images, `condition: service_healthy` and
+              healthchecks every 200 ms; `up -d` until every service is healthy (real only).
+- critical:   each resource's own time-to-ready measured alone (its dependencies already
+              up); the longest chain, honouring each edge's condition, is the lower bound.
+
+Results (medians, min-max, ratios) are printed and written to docs/bench/<profile>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+STANDINS = ROOT / "tests" / "standins"
+PY = sys.executable
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    return {"median": round(median(values), 4), "min": round(min(values), 4) if values else None,
+            "max": round(max(values), 4) if values else None, "rounds": [round(v, 4) for v in values]}
+
+
+def vrooli(*args: str, cwd: Path, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([PY, "-m", "orchestrator", *args], cwd=cwd, env=ENV, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+    if check and done.returncode not in (0,):
+        raise RuntimeError(f"vrooli {' '.join(args)} exited {done.returncode}: {done.stderr[-2000:]}")
+    return done
+
+
+def ts(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def answering_times(log_dir: Path) -> dict[str, float]:
+    """When each stand-in first answered (it prints this), by resource name."""
+    found: dict[str, float] = {}
+    for path in log_dir.glob("*.log"):
+        matches = re.findall(r"answering at (\d+\.\d+)", path.read_text(errors="replace"))
+        if matches:
+            found[path.stem] = float(matches[-1])
+    return found
+
+
+# ------------------------------------------------------------------ profiles
+
+
+def seed_profile(workdir: Path, condition: str) -> str:
+    """Stand-ins with the seed's per-resource times, as native processes."""
+    pg, redis, qdrant, n8n, ollama = (free_port() for _ in range(5))
+    timed = STANDINS / "timed.py"
+    return textwrap.dedent(f"""
+        [project]
+        name = "bench-seed-{condition}"
+        state_dir = "state-{condition}"
+        health_listen = "127.0.0.1:0"
+
+        [resources.postgres]
+        command = ["{PY}", "{timed}", "--name", "postgres", "--port", "{pg}", "--delay", "3"]
+        ports = [{pg}]
+        health = {{ probe = "http", url = "http://127.0.0.1:{pg}/" }}
+
+        [resources.redis]
+        command = ["{PY}", "{timed}", "--name", "redis", "--port", "{redis}", "--delay", "1"]
+        ports = [{redis}]
+        health = {{ probe = "http", url = "http://127.0.0.1:{redis}/" }}
+
+        [resources.qdrant]
+        command = ["{PY}", "{timed}", "--name", "qdrant", "--port", "{qdrant}", "--delay", "5"]
+        ports = [{qdrant}]
+        health = {{ probe = "http", url = "http://127.0.0.1:{qdrant}/readyz" }}
+
+        [resources.n8n]
+        command = ["{PY}", "{timed}", "--name", "n8n", "--port", "{n8n}", "--delay", "15",
+                   "--needs", "127.0.0.1:{pg}", "--needs", "127.0.0.1:{redis}"]
+        ports = [{n8n}]
+        depends_on = {{ postgres = "{condition}", redis = "{condition}" }}
+        start_timeout = "60s"
+        health = {{ probe = "http", url = "http://127.0.0.1:{n8n}/healthz/readiness" }}
+
+        [resources.ollama]
+        command = ["{PY}", "{STANDINS / 'ollama.py'}"]
+        ports = [{ollama}]
+        env = {{ OLLAMA_HOST = "127.0.0.1:{ollama}", STANDIN_START_DELAY = "1", STANDIN_LOAD_SECONDS = "20" }}
+        health = {{ probe = "http", url = "http://127.0.0.1:{ollama}/api/version" }}
+        models = ["llama3.1:8b"]
+        model_load = "background"
+    """)
+
+
+def wide_profile(workdir: Path, count: int = 100, depth: int = 10) -> str:
+    """`count` synthetic resources in a `depth`-deep DAG; each is ready once spawned."""
+    rng = random.Random(7)
+    per_level = count // depth
+    lines = ['[project]\nname = "bench-wide"\nstate_dir = "state-wide"\nhealth_listen = "127.0.0.1:0"\n']
+    for level in range(depth):
+        for index in range(per_level):
+            name = f"r{level:02d}-{index:02d}"
+            deps = []
+            if level:
+                deps = sorted({f"r{level - 1:02d}-{rng.randrange(per_level):02d}" for _ in range(rng.randint(1, 3))})
+            lines.append(f'[resources.{name}]\ncommand = ["sleep", "1000"]\ndepends_on = {json.dumps(deps)}\n')
+    return "\n".join(lines)
+
+
+def real_files(workdir: Path) -> list[str]:
+    shutil.copy(ROOT / "resources.toml", workdir / "resources.toml")
+    shutil.copy(ROOT / "resources.local.toml", workdir / "resources.local.toml")
+    (workdir / "tests").mkdir(exist_ok=True)
+    if not (workdir / "tests" / "standins").exists():
+        shutil.copytree(STANDINS, workdir / "tests" / "standins")
+    (workdir / "bench.toml").write_text('[project]\nname = "benchreal"\nstate_dir = "state-real"\n'
+                                        'health_listen = "127.0.0.1:0"\n')
+    return ["resources.toml", "resources.local.toml", "bench.toml"]
+
+
+# ------------------------------------------------------------------ runners
+
+
+def file_args(files: list[str]) -> list[str]:
+    return [a for f in files for a in ("-f", f)]
+
+
+def run_vrooli(workdir: Path, files: list[str]) -> tuple[float, list[dict[str, Any]]]:
+    started = time.monotonic()
+    done = vrooli("up", *file_args(files), cwd=workdir, check=False)
+    took = time.monotonic() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"vrooli up failed: {done.stderr[-3000:]}")
+    rows = json.loads(vrooli("status", "--json", *file_args(files), cwd=workdir, check=False).stdout)["resources"]
+    return took, rows
+
+
+def down(workdir: Path, files: list[str]) -> None:
+    vrooli("down", *file_args(files), cwd=workdir, check=False)
+
+
+def in_process(workdir: Path, files: list[str], body: Callable[[Any], Any]) -> Any:
+    """Run `body(supervisor)` inside a supervisor of our own (no CLI, no control socket)."""
+    import anyio
+
+    from orchestrator import config
+    from orchestrator.supervisor import Supervisor
+
+    project = config.load([workdir / f for f in files], ENV)
+
+    async def main() -> Any:
+        sup = Supervisor(project)
+        async with anyio.create_task_group() as tg:
+            await tg.start(sup.run)
+            try:
+                return await body(sup)
+            finally:
+                sup.shutdown_requested.set()
+
+    return anyio.run(main)
+
+
+def run_sequential(workdir: Path, files: list[str]) -> float:
+    from orchestrator import graph
+
+    async def body(sup: Any) -> float:
+        order = [n for wave in graph.waves(sup.edges()) for n in wave]
+        started = time.monotonic()
+        for name in order:
+            sup.request_up([name], no_deps=True)
+            await sup.wait_settled([name])
+            if sup.records[name].state.value not in ("ready", "completed"):
+                raise RuntimeError(f"sequential: {name} {sup.records[name].state.value}: {sup.records[name].message}")
+        return time.monotonic() - started
+
+    return float(in_process(workdir, files, body))
+
+
+def measure_alone(workdir: Path, files: list[str]) -> dict[str, float]:
+    """Each resource's own time-to-ready, started alone once its dependencies are up."""
+    from orchestrator import graph
+
+    async def body(sup: Any) -> dict[str, float]:
+        own: dict[str, float] = {}
+        order = [n for wave in graph.waves(sup.edges()) for n in wave]
+        for name in order:
+            deps = graph.closure(sup.edges(), [name]) - {name}
+            if deps:
+                sup.request_up(sorted(deps))
+                await sup.wait_settled(sorted(deps))
+            started = time.monotonic()
+            sup.request_up([name], no_deps=True)
+            await sup.wait_settled([name])
+            own[name] = time.monotonic() - started
+            await sup.stop(list(sup.records))
+        return own
+
+    return dict(in_process(workdir, files, body))
+
+
+def critical_path(workdir: Path, files: list[str], own: dict[str, float]) -> tuple[float, list[str]]:
+    from orchestrator import config
+
+    project = config.load([workdir / f for f in files], ENV)
+    start: dict[str, float] = {}
+    chain: dict[str, list[str]] = {}
+
+    def earliest(name: str) -> float:
+        if name not in start:
+            best, path = 0.0, []
+            for dep in project.resources[name].depends_on:
+                at = earliest(dep.name) + (0.0 if dep.condition.value == "started" else own[dep.name])
+                if at >= best:
+                    best, path = at, [*chain[dep.name], dep.name]
+            start[name], chain[name] = best, path
+        return start[name]
+
+    finish = {n: earliest(n) + own[n] for n in project.resources if project.resources[n].enabled}
+    last = max(finish, key=lambda n: finish[n])
+    return finish[last], [*chain[last], last]
+
+
+def compose_file(workdir: Path) -> Path:
+    """The real profile as docker-compose 1.29 sees it: same images, same ports."""
+    hc = {"interval": "200ms", "timeout": "2s", "retries": 300}
+    http_check = "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=2)"
+    services = {
+        "postgres": {"image": "vrooli-test/postgres:15", "ports": ["127.0.0.1:5433:5432"],
+                     "environment": {"POSTGRES_USER": "vrooli", "POSTGRES_PASSWORD": "vrooli", "POSTGRES_DB": "vrooli"},
+                     "volumes": ["postgres-data:/var/lib/postgresql/data"], "stop_signal": "SIGINT",
+                     "healthcheck": {"test": ["CMD", "pg_isready", "-h", "127.0.0.1", "-U", "vrooli"], **hc}},
+        "redis": {"image": "vrooli-test/redis:7", "command": ["redis-server", "--appendonly", "yes"],
+                  "ports": ["127.0.0.1:6380:6379"], "volumes": ["redis-data:/data"],
+                  "healthcheck": {"test": ["CMD", "redis-cli", "ping"], **hc}},
+        "qdrant": {"image": "vrooli-test/standin:1", "command": ["/standins/qdrant.py"],
+                   "ports": ["127.0.0.1:6333:6333"], "volumes": ["qdrant-data:/qdrant/storage"],
+                   "healthcheck": {"test": ["CMD", "python3", "-c", http_check, "http://127.0.0.1:6333/readyz"], **hc}},
+        "n8n": {"image": "vrooli-test/standin:1", "command": ["/standins/n8n.py"], "ports": ["127.0.0.1:5678:5678"],
+                "environment": {"DB_TYPE": "postgresdb", "DB_POSTGRESDB_HOST": "postgres",
+                                "DB_POSTGRESDB_PORT": "5432"},
+                "volumes": ["n8n-data:/home/node/.n8n"],
+                "depends_on": {"postgres": {"condition": "service_healthy"},
+                               "redis": {"condition": "service_healthy"}},
+                "healthcheck": {"test": ["CMD", "python3", "-c", http_check,
+                                         "http://127.0.0.1:5678/healthz/readiness"], **hc}},
+        "ollama": {"image": "vrooli-test/standin:1", "command": ["/standins/ollama.py"],
+                   "environment": {"OLLAMA_HOST": "0.0.0.0:11434"}, "ports": ["127.0.0.1:11434:11434"],
+                   "healthcheck": {"test": ["CMD", "python3", "-c", http_check,
+                                            "http://127.0.0.1:11434/api/version"], **hc}},
+    }
+    doc = {"version": "2.4", "services": services,
+           "volumes": {v: {} for v in ("postgres-data", "redis-data", "qdrant-data", "n8n-data")}}
+    path = workdir / "docker-compose.yml"
+    path.write_text(json.dumps(doc, indent=2))  # JSON is valid YAML
+    return path
+
+
+def run_compose(workdir: Path) -> float:
+    path = compose_file(workdir)
+    base = ["docker-compose", "-p", "benchcompose", "-f", str(path)]
+    started = time.monotonic()
+    subprocess.run([*base, "up", "-d"], check=True, capture_output=True, cwd=workdir)
+    ids = subprocess.run([*base, "ps", "-q"], check=True, capture_output=True, text=True, cwd=workdir).stdout.split()
+    while True:
+        states = subprocess.run(["docker", "inspect", "-f", "{{.State.Health.Status}}", *ids],
+                                capture_output=True, text=True, check=True).stdout.split()
+        if states and all(s == "healthy" for s in states):
+            break
+        if time.monotonic() - started > 300:
+            raise RuntimeError(f"compose: not healthy after 300 s: {states}")
+        time.sleep(0.01)
+    took = time.monotonic() - started
+    subprocess.run([*base, "down"], check=True, capture_output=True, cwd=workdir)
+    return took
+
+
+def detection(workdir: Path, state_dir: str, rows: list[dict[str, Any]]) -> dict[str, float]:
+    answered = answering_times(workdir / state_dir / "logs")
+    return {r["name"]: ts(r["ready_at"]) - answered[r["name"]] for r in rows
+            if r["name"] in answered and r.get("ready_at")}
+
+
+# ------------------------------------------------------------------ suites
+
+
+def bench_stack(workdir: Path, files: list[str], state_dir: str, rounds: int, with_compose: bool,
+                label: str) -> dict[str, Any]:
+    print(f"== {label}: measuring each resource alone", flush=True)
+    own = measure_alone(workdir, files)
+    crit, chain = critical_path(workdir, files, own)
+    print(f"   own: { {k: round(v, 3) for k, v in own.items()} }; critical path {crit:.3f}s via {' -> '.join(chain)}")
+    results: dict[str, list[float]] = {"vrooli": [], "sequential": [], "compose": []}
+    detect: list[float] = []
+    per_resource: dict[str, list[float]] = {}
+    down(workdir, files)
+    for index in range(rounds + 1):  # round 0 warms caches and volumes; not counted
+        took, rows = run_vrooli(workdir, files)
+        if index:
+            results["vrooli"].append(took)
+            detect += detection(workdir, state_dir, rows).values()
+            for row in rows:
+                per_resource.setdefault(row["name"], []).append(row["startup_seconds"])
+        down(workdir, files)
+        seq = run_sequential(workdir, files)
+        if index:
+            results["sequential"].append(seq)
+        if with_compose:
+            comp = run_compose(workdir)
+            if index:
+                results["compose"].append(comp)
+        print(f"   round {index}{' (warm-up)' if not index else ''}: vrooli {took:.3f}s, sequential {seq:.3f}s"
+              + (f", compose {comp:.3f}s" if with_compose else ""), flush=True)
+    out: dict[str, Any] = {
+        "own_seconds": {k: round(v, 4) for k, v in own.items()},
+        "critical_path_seconds": round(crit, 4), "critical_chain": chain,
+        "vrooli": summary(results["vrooli"]), "sequential": summary(results["sequential"]),
+        "detection_ms": summary([d * 1000 for d in detect]),
+        "startup_seconds_per_resource": {k: summary(v) for k, v in per_resource.items()},
+    }
+    vm = out["vrooli"]["median"]
+    out["ratio_vrooli_to_critical"] = round(vm / crit, 4)
+    out["ratio_vrooli_to_sequential"] = round(vm / out["sequential"]["median"], 4)
+    if with_compose:
+        out["compose"] = summary(results["compose"])
+        out["ratio_vrooli_to_compose"] = round(vm / out["compose"]["median"], 4)
+    return out
+
+
+def bench_wide(workdir: Path, rounds: int) -> dict[str, Any]:
+    """Cost growth with size: the same 10-deep DAG with 10 and with 100 resources.
+
+    The slope (T100 - T10) / 90 is the time each extra resource adds end to end (a real
+    process each); the fake runtime gives the scheduling and bookkeeping share alone.
+    """
+    sizes = {10: "wide10.toml", 100: "wide100.toml"}
+    for count, name in sizes.items():
+        (workdir / name).write_text(wide_profile(workdir, count=count).replace("bench-wide", f"bench-wide{count}")
+                                    .replace("state-wide", f"state-wide{count}"))
+    cli: dict[int, list[float]] = {10: [], 100: []}
+    fake: dict[int, list[float]] = {10: [], 100: []}
+    for index in range(rounds + 1):
+        line = []
+        for count, name in sizes.items():
+            took, rows = run_vrooli(workdir, [name])
+            assert all(r["state"] == "ready" for r in rows), rows
+            down(workdir, [name])
+            orchestration = wide_fake(workdir, [name])
+            if index:
+                cli[count].append(took)
+                fake[count].append(orchestration)
+            line.append(f"{count}: up {took:.3f}s, fake {orchestration * 1000:.1f} ms")
+        print(f"   round {index}{' (warm-up)' if not index else ''}: " + "; ".join(line), flush=True)
+    slope = (median(cli[100]) - median(cli[10])) / 90
+    fake_slope = (median(fake[100]) - median(fake[10])) / 90
+    return {"depth": 10, "vrooli_up_seconds": {str(k): summary(v) for k, v in cli.items()},
+            "fake_runtime_seconds": {str(k): summary(v) for k, v in fake.items()},
+            "per_resource_ms_end_to_end": round(slope * 1000, 3),
+            "per_resource_ms_orchestration": round(fake_slope * 1000, 3)}
+
+
+def wide_fake(workdir: Path, files: list[str]) -> float:
+    """The same DAG on the fake runtime: scheduling and bookkeeping cost alone."""
+    import anyio
+
+    from orchestrator import config
+    from orchestrator.runtimes.fake import FakeRuntime
+    from orchestrator.supervisor import Supervisor
+
+    project = config.load([workdir / f for f in files], ENV)
+    fake = FakeRuntime()
+
+    async def main() -> float:
+        sup = Supervisor(project, runtime_factory=lambda kind, proj: fake)
+        async with anyio.create_task_group() as tg:
+            await tg.start(sup.run)
+            started = time.monotonic()
+            selected = sup.request_up()
+            await sup.wait_settled(selected)
+            took = time.monotonic() - started
+            sup.shutdown_requested.set()
+        return took
+
+    return float(anyio.run(main))
+
+
+def bench_cli(workdir: Path, idle_seconds: float) -> dict[str, Any]:
+    (workdir / "cli.toml").write_text(textwrap.dedent("""
+        [project]
+        name = "bench-cli"
+        state_dir = "state-cli"
+        health_listen = "127.0.0.1:0"
+        [resources.redis]
+        command = ["redis-server", "--port", "0", "--unixsocket", "/tmp/bench-cli-redis.sock", "--save", ""]
+        [resources.web]
+        command = ["sleep", "1000"]
+        depends_on = ["redis"]
+    """))
+    files = ["cli.toml"]
+
+    def timed(args: list[str], n: int = 15) -> dict[str, Any]:
+        values = []
+        for _ in range(n):
+            started = time.monotonic()
+            subprocess.run(args, cwd=workdir, env=ENV, capture_output=True, stdin=subprocess.DEVNULL)
+            values.append(time.monotonic() - started)
+        return summary(values)
+
+    vrooli_bin = [PY, "-m", "orchestrator"]
+    out: dict[str, Any] = {"help": timed([*vrooli_bin, "--help"])}
+    vrooli("up", *file_args(files), cwd=workdir)
+    out["status"] = timed([*vrooli_bin, "status", *file_args(files)])
+    out["up_on_running"] = timed([*vrooli_bin, "up", *file_args(files)])
+    import psutil
+
+    pid = int((workdir / "state-cli" / "supervisor.pid").read_text())
+    proc = psutil.Process(pid)
+    time.sleep(2)
+    before = proc.cpu_times()
+    rss_samples = []
+    end = time.monotonic() + idle_seconds
+    while time.monotonic() < end:
+        rss_samples.append(proc.memory_info().rss)
+        time.sleep(1)
+    after = proc.cpu_times()
+    cpu = (after.user + after.system - before.user - before.system) / idle_seconds * 100
+    out["daemon_idle_rss_mb"] = round(max(rss_samples) / 1e6, 2)
+    out["daemon_idle_cpu_percent"] = round(cpu, 3)
+    out["idle_seconds"] = idle_seconds
+    down(workdir, files)
+    return out
+
+
+def machine() -> dict[str, Any]:
+    import psutil
+
+    return {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
+            "python": platform.python_version(), "kernel": platform.release(),
+            "docker": subprocess.run(["docker", "version", "-f", "{{.Server.Version}}"], capture_output=True,
+                                     text=True).stdout.strip() if shutil.which("docker") else None,
+            "date": datetime.now().isoformat(timespec="seconds")}
+
+
+def quiet_logs() -> None:
+    """In-process supervisors log as JSON to a file, not over the benchmark's output."""
+    from orchestrator.logging import configure
+
+    configure("json", open(os.devnull, "w"))
+
+
+def main() -> None:
+    quiet_logs()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", choices=["seed", "real", "wide", "cli"], required=True)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--idle-seconds", type=float, default=60.0)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="vrooli-bench-"))
+    result: dict[str, Any] = {"profile": args.profile, "machine": machine(), "rounds": args.rounds,
+                              "command": " ".join(["python3", "scripts/bench.py", *sys.argv[1:]])}
+    try:
+        if args.profile == "seed":
+            for condition in ("started", "healthy"):
+                (workdir / f"seed-{condition}.toml").write_text(seed_profile(workdir, condition))
+                result[condition] = bench_stack(workdir, [f"seed-{condition}.toml"], f"state-{condition}",
+                                                args.rounds, False, f"seed, n8n edges '{condition}'")
+        elif args.profile == "real":
+            files = real_files(workdir)
+            result["stack"] = bench_stack(workdir, files, "state-real", args.rounds, True, "real")
+        elif args.profile == "wide":
+            result["wide"] = bench_wide(workdir, args.rounds)
+        else:
+            result["cli"] = bench_cli(workdir, args.idle_seconds)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    out = args.out or ROOT / "docs" / "bench" / f"{args.profile}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
