@@ -9,7 +9,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -68,13 +67,6 @@ def _client(project: ProjectSpec, timeout: float | None = 5.0) -> Any:
     return Client(paths.control_socket(project.state_dir), timeout=timeout)
 
 
-def _supervisor_env() -> dict[str, str]:
-    env = dict(os.environ)
-    for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID"):
-        env.pop(key, None)
-    return env
-
-
 def _ensure_supervisor(project: ProjectSpec, up: list[str] | None = None, no_deps: bool = False) -> Any:
     """Reuse the project's supervisor or start one, detached; never two of them.
 
@@ -91,27 +83,71 @@ def _ensure_supervisor(project: ProjectSpec, up: list[str] | None = None, no_dep
             return client
         log_path = paths.supervisor_log(project.state_dir)
         offset = log_path.stat().st_size if log_path.exists() else 0
-        cmd = [sys.executable, "-m", "orchestrator.supervise"]
-        for file in project.files:
-            cmd += ["-f", str(file)]
+        args = [a for f in project.files for a in ("-f", str(f))]
         if up is not None:
-            cmd += ["--up", ",".join(up)] + (["--no-deps"] if no_deps else [])
-        with log_path.open("ab") as log_file:
-            proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-                start_new_session=True, env=_supervisor_env(), cwd=str(project.project_dir),
-                close_fds=True,
-            )
+            args += ["--up", ",".join(up)] + (["--no-deps"] if no_deps else [])
+        pid = _fork_supervisor(args, log_path, project.project_dir, spawn_lock.fileno())
         deadline = time.monotonic() + SPAWN_TIMEOUT
         while time.monotonic() < deadline:
             if client.alive():
                 return client
-            if proc.poll() is not None:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
                 tail = _read_from(log_path, offset).strip().splitlines()[-3:]
-                detail = "; ".join(_message_of(line) for line in tail) or f"exit code {proc.returncode}"
+                code = os.waitstatus_to_exitcode(status)
+                detail = "; ".join(_message_of(line) for line in tail) or f"exit code {code}"
                 raise VrooliError(f"the supervisor did not start: {detail} (see {log_path})")
-            time.sleep(0.01)
+            time.sleep(0.005)
         raise VrooliError(f"the supervisor did not answer within {SPAWN_TIMEOUT:g}s (see {log_path})")
+
+
+def _fork_supervisor(args: list[str], log_path: Path, cwd: Path, lock_fd: int) -> int:
+    """Become the supervisor in a forked child: detached, its output in the log file.
+
+    A fork, not a new interpreter: the child already has Python, the config and our
+    modules loaded, which takes ~0.1 s off a cold `vrooli up`.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 70
+    try:
+        os.close(lock_fd)  # the spawn lock is the parent's; the child must not keep it held
+        os.setsid()  # own session: survives the terminal closing, gets no terminal signals
+        _set_process_name(b"vrooli-sup")
+        os.chdir(cwd)
+        null = os.open(os.devnull, os.O_RDONLY)
+        log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.dup2(null, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.closerange(3, 65536)
+        sys.stdout = open(1, "w", buffering=1, closefd=False)
+        sys.stderr = open(2, "w", buffering=1, closefd=False)
+        for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID"):
+            os.environ.pop(key, None)
+        from orchestrator.supervise import main as supervise
+
+        code = supervise(args)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def _set_process_name(name: bytes) -> None:
+    """Name the forked supervisor in ps/top (it would otherwise look like `vrooli up`)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.prctl(15, ctypes.c_char_p(name), 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
 
 
 def _read_from(path: Path, offset: int) -> str:

@@ -407,7 +407,7 @@ def _parse_probe(raw: object, resource: str, ports: tuple[PortSpec, ...], path: 
         user=check.string(raw, "user", path, "postgres") or "postgres",
         database=check.string(raw, "database", path),
         password=check.string(raw, "password", path),
-        interval=check.duration(raw, "interval", path, 0.05, minimum=0.001),
+        interval=check.duration(raw, "interval", path, 0.025, minimum=0.001),
         timeout=check.duration(raw, "timeout", path, 1.0, minimum=0.001),
         liveness_interval=check.duration(raw, "liveness_interval", path, 10.0, minimum=0.01),
         failure_threshold=threshold,

@@ -101,7 +101,11 @@ async def _main(project: ProjectSpec, options: Options) -> int:
         await tg.start(run_supervisor)
         handler = Handlers(sup, options)
         if options.up_at_start:
-            sup.request_up(options.names or None, options.no_deps)
+            try:  # the same checks as a client's `up`: nothing half-started
+                await handler._preflight(options.names or None, options.no_deps)
+                sup.request_up(options.names or None, options.no_deps)
+            except VrooliError as exc:
+                log.warning("not starting before the client asks", error=str(exc))
         await tg.start(control.serve, paths.control_socket(project.state_dir), handler.handle)
         if project.health_enabled or options.health_listen:
             # Not awaited: resources and the control socket must not wait for uvicorn's import.

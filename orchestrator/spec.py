@@ -76,7 +76,7 @@ class ProbeSpec:
     user: str = "postgres"  # postgres probe: the role named in the startup packet
     database: str | None = None
     password: str | None = None  # redis probe: AUTH before PING
-    interval: float = 0.05  # start-up probing period; probes start at ~10 ms and grow to it
+    interval: float = 0.025  # start-up probing period; probes start at ~10 ms and grow to it
     timeout: float = 1.0
     liveness_interval: float = 10.0  # period once ready
     failure_threshold: int = 3  # consecutive liveness failures before `unhealthy`

@@ -177,8 +177,8 @@ def test_two_concurrent_ups_start_one_of_each(project: Project) -> None:
     assert first.wait(60) == 0 and second.wait(60) == 0
     first.stderr.close()  # type: ignore[union-attr]
     second.stderr.close()  # type: ignore[union-attr]
-    supervisors = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and
-                   any("supervise" in arg for arg in p.info["cmdline"]) and str(project.dir) == p.cwd()]
+    supervisors = [p for p in psutil.process_iter(["name", "status", "cwd"]) if p.info["name"] == "vrooli-sup"
+                   and p.info["status"] != psutil.STATUS_ZOMBIE and p.info["cwd"] == str(project.dir)]
     assert len(supervisors) == 1
     pid = project.rows()["one"]["pid"]
     shells = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "1000"]
