@@ -88,13 +88,21 @@ class OllamaClient:
     """The few Ollama API calls we need, over httpx."""
 
     def __init__(self, url: str) -> None:
-        import httpx
-
         self.url = url
-        self._http = httpx.AsyncClient(base_url=url, trust_env=False, timeout=httpx.Timeout(30.0, read=None))
+        self._client: Any = None  # made on first use: the supervisor starts without httpx
+
+    @property
+    def _http(self) -> Any:
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.AsyncClient(base_url=self.url, trust_env=False,
+                                             timeout=httpx.Timeout(30.0, read=None))
+        return self._client
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._client is not None:
+            await self._client.aclose()
 
     async def _json(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         import httpx

@@ -555,8 +555,10 @@ class Supervisor:
         if spec.health is None:
             self._mark_ready(rec)
             return True
-        probe = make_probe(spec.health, ProbeContext(log=output, exec_inside=instance.exec_inside,
-                                                     log_start=log_start))
+        # Made in a worker thread: the first HTTP probe imports httpx (~60 ms), which must
+        # not stall the event loop while other resources are starting and probing.
+        probe = await anyio.to_thread.run_sync(
+            make_probe, spec.health, ProbeContext(log=output, exec_inside=instance.exec_inside, log_start=log_start))
         outcome: dict[str, Any] = {}
         deadline = rec.started_mono + spec.start_timeout
 

@@ -30,6 +30,9 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "standin"
+    # Headers and body go out as separate writes; without TCP_NODELAY, Nagle plus delayed
+    # ACKs hold every keep-alive response back ~40 ms (real servers set it, too).
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         return

@@ -57,7 +57,10 @@ def main() -> None:
         say(f"stand-in {args.name} answering at {time.time():.6f}")
     else:
         def wait_ready() -> None:
-            while not (time.monotonic() - started >= args.delay and all(reachable(a) for a in args.needs)):
+            # Sleep out the start time first; only then poll what it needs, so the stand-in
+            # does not load the machine (and the other stand-ins) while it "starts".
+            time.sleep(max(0.0, args.delay - (time.monotonic() - started)))
+            while not all(reachable(a) for a in args.needs):
                 time.sleep(0.002)
             READY.set()
             say(f"stand-in {args.name} answering at {time.time():.6f}")
