@@ -65,6 +65,7 @@ class Record:
     adopt: Instance | None = None  # an instance to take back instead of starting one
     log_start: int = 0  # where this start's output begins in the log file
     stop_requested: bool = False
+    prepared: bool = False  # the runtime made it ready to start (a created container)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -175,6 +176,7 @@ class Supervisor:
         while True:
             actions = scheduler.decide(self.depends(), self.views(), frozenset(self.wanted), self.no_deps)
             if not actions:
+                self._prepare_waiting()
                 return
             for action in actions:
                 rec = self.records[action.name]
@@ -183,10 +185,27 @@ class Supervisor:
                     log.warning("resource blocked", resource=action.name, reason=action.reason)
                 else:
                     rec.state, rec.message = State.STARTING, "starting"
+                    rec.prepared = False
                     rec.started_at, rec.ready_at, rec.startup_seconds = datetime.now(UTC), None, None
                     rec.done = anyio.Event()
                     rec.running_task = True
                     self._tg.start_soon(self._resource_task, rec, name=f"resource {action.name}")
+
+    def _prepare_waiting(self) -> None:
+        """Let runtimes prepare resources that wait for dependencies (create containers)."""
+        assert self._tg is not None
+        for name in self.wanted:
+            rec = self.records[name]
+            if rec.state is State.PENDING and not rec.prepared and not rec.running_task:
+                rec.prepared = True
+                self._tg.start_soon(self._prepare, rec, name=f"prepare {name}")
+
+    async def _prepare(self, rec: Record) -> None:
+        try:
+            await self.runtime(rec.spec.runtime).prepare(rec.spec)
+        except VrooliError as exc:
+            # Not fatal: starting will try again and report the problem properly.
+            log.debug("prepare failed", resource=rec.spec.name, error=str(exc))
 
     def _persist(self) -> None:
         """Record what runs, so a supervisor killed with SIGKILL can adopt it on restart.
@@ -340,10 +359,13 @@ class Supervisor:
         targets = {n for n in targets if n in self.records}
         if remove_wanted:
             self.wanted -= targets
+        discard = []
         for name in targets:  # nothing new may start among them while we stop
             rec = self.records[name]
             if rec.state in (State.PENDING, State.BLOCKED) and not rec.running_task:
                 rec.state, rec.message = State.STOPPED, ""
+            if rec.prepared and not rec.running_task:
+                discard.append(rec)
         reverse: dict[str, set[str]] = {n: set() for n in targets}
         for name in targets:
             for dep in edges[name]:
@@ -357,9 +379,18 @@ class Supervisor:
             await self._stop_resource(self.records[name])
             finished[name].set()
 
+        async def discard_one(rec: Record) -> None:
+            rec.prepared = False
+            try:
+                await self.runtime(rec.spec.runtime).discard(rec.spec)
+            except VrooliError as exc:
+                log.warning("cannot discard a prepared resource", resource=rec.spec.name, error=str(exc))
+
         async with anyio.create_task_group() as tg:
             for name in targets:
                 tg.start_soon(stop_one, name)
+            for rec in discard:
+                tg.start_soon(discard_one, rec)
         self._changed()
         return sorted(targets)
 

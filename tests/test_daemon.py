@@ -115,6 +115,14 @@ def test_sd_notify_ready_status_watchdog_stopping(project: Project, daemons: lis
         time.sleep(0.5)
         after = [t for t, m in listener.messages if m == "WATCHDOG=1" and t > ready_at]
         assert len(after) >= 2
+        # systemctl reload: RELOADING=1 with MONOTONIC_USEC, then READY=1 again
+        seen = len(listener.messages)
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "READY=1" in [m for _, m in listener.messages[seen:]], 10)
+        reload_lines = [m for _, m in listener.messages[seen:] if m != "WATCHDOG=1"]
+        assert reload_lines[0] == "RELOADING=1"
+        assert re.fullmatch(r"MONOTONIC_USEC=\d+", reload_lines[1])
+        assert reload_lines.index("READY=1") > 1
         assert daemon.stop() == 0
         keys = listener.keys()
         assert "STOPPING" in keys and keys.index("STOPPING") > keys.index("READY")

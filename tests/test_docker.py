@@ -125,6 +125,15 @@ def test_shipped_stack_comes_up_concurrently_and_adopts_on_second_up(stack: Proj
     env = json.loads(docker("inspect", f"{stack.name}-qdrant"))[0]["Config"]["Env"]
     assert "QDRANT__LOG_LEVEL=DEBUG" in env
 
+    # Memory and CPU of containers come from the Docker stats API.
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    metrics = httpx.get(stack.health_url() + "/metrics", timeout=30).text
+    memory = {s.labels["resource"]: s.value for f in text_string_to_metric_families(metrics)
+              for s in f.samples if s.name == "vrooli_resource_memory_bytes"}
+    assert memory["postgres"] > 1_000_000 and memory["redis"] > 100_000
+
     # Logs of containers work as for processes.
     logs = stack.run("logs", "qdrant", "--file", "resources.toml", "--file", "resources.local.toml",
                      "--file", "test.toml")
@@ -156,6 +165,18 @@ def test_postgres_data_survives_down_and_up(stack: Project) -> None:
     assert up(stack, "postgres").returncode == 0
     out = subprocess.run([*psql, "SELECT v FROM kept"], env=env, check=True, capture_output=True, text=True)
     assert out.stdout.strip() == "still here"
+
+
+def test_exec_probe_runs_inside_the_container(stack: Project) -> None:
+    stack.write('[resources.redis]\nhealth = { probe = "exec", command = ["redis-cli", "ping"], inside = true }\n',
+                "inside.toml")
+    # No redis-cli on the supervisor's PATH: the probe can only pass inside the container.
+    env = {**os.environ, "PATH": "/nonexistent"}
+    done = subprocess.run([sys.executable, "-m", "orchestrator", "up", *stack.files, "-f", "inside.toml", "redis"],
+                          cwd=stack.dir, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    status = json.loads(stack.run("status", "--json", *stack.files, "-f", "inside.toml", "redis").stdout)
+    assert status["resources"][0]["message"] == "exec redis-cli exited 0"
 
 
 def test_missing_image_names_the_image_and_the_fix(stack: Project) -> None:

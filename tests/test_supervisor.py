@@ -141,6 +141,22 @@ async def test_second_up_request_starts_no_duplicates(tmp_path: Path) -> None:
         sup.shutdown_requested.set()
 
 
+async def test_dependent_with_restart_true_follows_its_dependency(tmp_path: Path) -> None:
+    body = (res("db", extra='restart = "always"\nrestart_delay = "50ms"')
+            + res("app", '{ db = { condition = "healthy", restart = true } }')
+            + res("bystander", '["db"]'))
+    sup, fake = make(tmp_path, body, {"db": Script(ready_after=0.0, exit_after=0.3, exit_code=1)})
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        await run_until_settled(sup)
+        with anyio.fail_after(10):
+            while len(fake.starts.get("app", [])) < 2:
+                await sup.wait_change()
+        assert len(fake.starts["bystander"]) == 1  # no restart = true on its edge
+        assert fake.stops["app"][0] >= fake.starts["db"][0]
+        sup.shutdown_requested.set()
+
+
 async def test_repr_tells_states(tmp_path: Path) -> None:
     sup, _ = make(tmp_path, res("db"), {})
     assert repr(sup) == "<Supervisor fake: db=pending>"

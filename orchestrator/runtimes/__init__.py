@@ -66,6 +66,14 @@ class Runtime(Protocol):
         """Start one instance. `report` shows progress (an image pull) as the resource's message."""
         ...
 
+    async def prepare(self, spec: ResourceSpec) -> None:
+        """Get ready to start, while the resource still waits for its dependencies."""
+        ...
+
+    async def discard(self, spec: ResourceSpec) -> None:
+        """Undo `prepare` for a resource that will not start after all."""
+        ...
+
     async def adopt(self, spec: ResourceSpec, record: Adoptable, output: OutputLog,
                     tasks: TaskGroup) -> Instance | None:
         """Take back a resource left running by an earlier supervisor, if it is still ours."""

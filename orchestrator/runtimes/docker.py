@@ -88,6 +88,7 @@ class DockerRuntime:
         self._client: Any = None
         self._lock = threading.Lock()
         self._network_lock = threading.Lock()
+        self._resource_locks: dict[str, threading.Lock] = {}
 
     # -------------------------------------------------------------- engine
 
@@ -108,13 +109,25 @@ class DockerRuntime:
             return self._client
 
     async def preflight(self) -> None:
+        """Is the engine there? A raw /_ping on its unix socket answers in a millisecond;
+        the SDK (~110 ms of imports) then loads in the worker thread of the first start,
+        off the event loop, instead of holding up every resource."""
+        address = engine_address()
+        if address.startswith("unix://"):
+            path = address[len("unix://"):]
+            try:
+                await anyio.to_thread.run_sync(_raw_ping, path)
+            except OSError as exc:
+                reason = "the engine is not running or not reachable" if isinstance(
+                    exc, FileNotFoundError | ConnectionRefusedError) else (exc.strerror or str(exc))
+                raise RuntimeUnavailable(f"cannot reach the Docker engine at {address}: {reason}") from None
+            return
         await anyio.to_thread.run_sync(self.client)
 
     # -------------------------------------------------------------- start
 
     async def start(self, spec: ResourceSpec, output: OutputLog, tasks: TaskGroup,
                     report: Report | None = None) -> DockerInstance:
-        await self.preflight()
         show = report or (lambda _: None)
 
         def from_worker(message: str) -> None:
@@ -125,7 +138,26 @@ class DockerRuntime:
         instance.follow_logs(output, tasks)
         return instance
 
+    def _resource_lock(self, name: str) -> threading.Lock:
+        with self._lock:
+            return self._resource_locks.setdefault(name, threading.Lock())
+
     def _ensure_container(self, spec: ResourceSpec, report: Report) -> Any:
+        """Adopt a matching running container, or start a matching stopped/created one, or
+        create it anew; then make sure it runs."""
+        from orchestrator.runtimes.process import check_ports_free
+
+        with self._resource_lock(spec.name):
+            container = self._container_for(spec, report)
+            if container.status != "running":
+                with sdk_errors(f"container {container.name}"):
+                    check_ports_free(spec.ports)  # name the culprit rather than the engine's bind error
+                    container.start()
+                    container.reload()
+            return container
+
+    def _container_for(self, spec: ResourceSpec, report: Report) -> Any:
+        """The container for `spec` (matching labels), created if needed but not started."""
         import docker.errors
 
         client = self.client()
@@ -141,25 +173,43 @@ class DockerRuntime:
                 if labels.get(LABEL_HASH) == wanted_hash and labels.get(LABEL_PROJECT) == self.project.name:
                     if existing.status == "running":
                         log.info("adopting running container", resource=spec.name, id=existing.short_id)
-                        return existing
-                    existing.start()
-                    existing.reload()
-                    log.info("started existing container", resource=spec.name, id=existing.short_id)
                     return existing
                 log.info("recreating container: its config changed", resource=spec.name, id=existing.short_id)
                 existing.remove(force=True)
-            from orchestrator.runtimes.process import check_ports_free
-
-            check_ports_free(spec.ports)  # name the culprit rather than the engine's bind error
             self._ensure_image(spec, report)
             self._ensure_network()
             for volume in spec.volumes:
                 if not volume.is_bind:
                     self._ensure_volume(volume.source)
-            container = client.containers.create(**self._create_args(spec))
-            container.start()
-            container.reload()
-            return container
+            return client.containers.create(**self._create_args(spec))
+
+    async def prepare(self, spec: ResourceSpec) -> None:
+        """Create (not start) the container of a resource still waiting for its dependencies.
+
+        Creating takes a good part of a container's start; done while the dependencies
+        start, it is off the critical path: when they are ready only `start` is left.
+        """
+        def work() -> None:
+            with self._resource_lock(spec.name):
+                self._container_for(spec, lambda _: None)
+
+        await anyio.to_thread.run_sync(work)
+
+    async def discard(self, spec: ResourceSpec) -> None:
+        """Remove a prepared container that never started."""
+        import docker.errors
+
+        def work() -> None:
+            with self._resource_lock(spec.name):
+                try:
+                    container = self.client().containers.get(container_name(self.project.name, spec.name))
+                except docker.errors.NotFound:
+                    return
+                if container.status == "created":
+                    container.remove(force=True)
+
+        with sdk_errors(f"discarding {spec.name}"):
+            await anyio.to_thread.run_sync(work)
 
     def _ensure_image(self, spec: ResourceSpec, report: Report) -> None:
         import docker.errors
@@ -295,6 +345,18 @@ class DockerRuntime:
 
         with sdk_errors("cleaning up"):
             await anyio.to_thread.run_sync(work)
+
+
+def _raw_ping(path: str) -> None:
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(path)
+        sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+        reply = sock.recv(256)
+    if not reply.startswith(b"HTTP/1.") or b" 200 " not in reply.split(b"\r\n", 1)[0] + b" ":
+        raise OSError(f"unexpected answer from the engine: {reply[:60]!r}")
 
 
 def _split_image(image: str) -> tuple[str, str]:

@@ -42,6 +42,12 @@ class FakeRuntime:
     async def preflight(self) -> None:
         return None
 
+    async def prepare(self, spec: ResourceSpec) -> None:
+        return None
+
+    async def discard(self, spec: ResourceSpec) -> None:
+        return None
+
     async def start(self, spec: ResourceSpec, output: OutputLog, tasks: TaskGroup,
                     report: Callable[[str], None] | None = None) -> FakeInstance:
         script = self.scripts.get(spec.name, Script())

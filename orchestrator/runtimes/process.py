@@ -218,6 +218,12 @@ class ProcessRuntime:
     async def preflight(self) -> None:
         return None
 
+    async def prepare(self, spec: ResourceSpec) -> None:
+        return None
+
+    async def discard(self, spec: ResourceSpec) -> None:
+        return None
+
     async def start(self, spec: ResourceSpec, output: OutputLog, tasks: TaskGroup,
                     report: Callable[[str], None] | None = None) -> ProcessInstance:
         check_ports_free(spec.ports)
