@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("vrooli.models")
 
 RETRY_DELAYS = (1.0, 2.0, 4.0)  # between attempts of one ensure
+WARM_UP_DELAY = 0.25  # seconds after the stack settles before background warm-up begins
 PERMANENT = ("file does not exist", "not found", "invalid model name", "no space left")
 
 
@@ -91,13 +92,19 @@ class OllamaClient:
         self.url = url
         self._client: Any = None  # made on first use: the supervisor starts without httpx
 
-    @property
-    def _http(self) -> Any:
+    async def _http(self) -> Any:
         if self._client is None:
-            import httpx
+            # Built in a worker thread: an httpx client sets up TLS (tens of ms of CPU) even
+            # for http:// URLs, and the first use comes right when the stack turns ready.
+            def make() -> Any:
+                import httpx
 
-            self._client = httpx.AsyncClient(base_url=self.url, trust_env=False,
-                                             timeout=httpx.Timeout(30.0, read=None))
+                return httpx.AsyncClient(base_url=self.url, trust_env=False,
+                                         timeout=httpx.Timeout(30.0, read=None))
+
+            client = await anyio.to_thread.run_sync(make)
+            if self._client is None:
+                self._client = client
         return self._client
 
     async def aclose(self) -> None:
@@ -108,7 +115,7 @@ class OllamaClient:
         import httpx
 
         try:
-            response = await self._http.request(method, path, json=body)
+            response = await (await self._http()).request(method, path, json=body)
         except httpx.TransportError as exc:
             raise ModelError(f"ollama at {self.url} is not answering: {exc or type(exc).__name__}") from None
         try:
@@ -136,7 +143,8 @@ class OllamaClient:
 
         layers: dict[str, tuple[int, int]] = {}
         try:
-            async with self._http.stream("POST", "/api/pull", json={"model": name, "stream": True}) as response:
+            http = await self._http()
+            async with http.stream("POST", "/api/pull", json={"model": name, "stream": True}) as response:
                 if response.status_code >= 400:
                     body = (await response.aread()).decode(errors="replace")
                     raise ModelError(_error_text(body, response.status_code))
@@ -359,6 +367,9 @@ class ModelManager:
 
     async def _warm_up(self) -> None:
         """After a (re)start: reload what was loaded before; in background mode, the rest."""
+        # The stack has just settled: let `vrooli up` answer before we spend CPU (and the
+        # GIL) on HTTP clients and pulls. A quarter second is nothing to a model load.
+        await anyio.sleep(WARM_UP_DELAY)
         try:
             await self.refresh()
         except ModelError as exc:

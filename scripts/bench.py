@@ -202,6 +202,19 @@ def in_process(workdir: Path, files: list[str], body: Callable[[Any], Any]) -> A
     return anyio.run(main)
 
 
+def run_in_process(workdir: Path, files: list[str]) -> float:
+    """vrooli's scheduling alone: request_up to settled in a running supervisor, without
+    the CLI's and a new supervisor's Python start-up (~0.2 s, the rest of a cold `up`)."""
+
+    async def body(sup: Any) -> float:
+        started = time.monotonic()
+        selected = sup.request_up()
+        await sup.wait_settled(selected)
+        return time.monotonic() - started
+
+    return float(in_process(workdir, files, body))
+
+
 def run_sequential(workdir: Path, files: list[str]) -> float:
     from orchestrator import graph
 
@@ -351,7 +364,7 @@ def bench_stack(workdir: Path, files: list[str], state_dir: str, rounds: int, wi
     print(f"== {label}", flush=True)
     own: dict[str, float] = {}
     crit, chain = 0.0, []
-    results: dict[str, list[float]] = {"vrooli": [], "sequential": [], "compose": []}
+    results: dict[str, list[float]] = {"vrooli": [], "in_process": [], "sequential": [], "compose": []}
     detect: list[float] = []
     per_resource: dict[str, list[float]] = {}
     down(workdir, files)
@@ -366,14 +379,17 @@ def bench_stack(workdir: Path, files: list[str], state_dir: str, rounds: int, wi
         if index == rounds:
             usage = resource_usage(workdir / state_dir)
         down(workdir, files)
+        inner = run_in_process(workdir, files)
         seq = run_sequential(workdir, files)
         if index:
             results["sequential"].append(seq)
+            results["in_process"].append(inner)
         if with_compose:
             comp = run_compose(workdir)
             if index:
                 results["compose"].append(comp)
-        print(f"   round {index}{' (warm-up)' if not index else ''}: vrooli {took:.3f}s, sequential {seq:.3f}s"
+        print(f"   round {index}{' (warm-up)' if not index else ''}: vrooli {took:.3f}s, "
+              f"in-process {inner:.3f}s, sequential {seq:.3f}s"
               + (f", compose {comp:.3f}s" if with_compose else ""), flush=True)
         if not index:
             # Measured after the warm-up round, so first-start work (initdb into a new
@@ -385,13 +401,15 @@ def bench_stack(workdir: Path, files: list[str], state_dir: str, rounds: int, wi
     out: dict[str, Any] = {
         "own_seconds": {k: round(v, 4) for k, v in own.items()},
         "critical_path_seconds": round(crit, 4), "critical_chain": chain,
-        "vrooli": summary(results["vrooli"]), "sequential": summary(results["sequential"]),
+        "vrooli": summary(results["vrooli"]), "in_process": summary(results["in_process"]),
+        "sequential": summary(results["sequential"]),
         "detection_ms": summary([d * 1000 for d in detect]),
         "startup_seconds_per_resource": {k: summary(v) for k, v in per_resource.items()},
         "resource_usage_after_ready": usage,
     }
     vm = out["vrooli"]["median"]
     out["ratio_vrooli_to_critical"] = round(vm / crit, 4)
+    out["ratio_in_process_to_critical"] = round(out["in_process"]["median"] / crit, 4)
     out["ratio_vrooli_to_sequential"] = round(vm / out["sequential"]["median"], 4)
     if with_compose:
         out["compose"] = summary(results["compose"])
