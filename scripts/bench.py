@@ -557,7 +557,13 @@ def main() -> None:
                                                 args.rounds, False, f"seed, n8n edges '{condition}'")
         elif args.profile == "real":
             files = real_files(workdir)
-            result["stack"] = bench_stack(workdir, files, "state-real", args.rounds, True, "real")
+            try:
+                result["stack"] = bench_stack(workdir, files, "state-real", args.rounds, True, "real")
+            finally:  # leave no containers or volumes behind, ours or compose's
+                vrooli("down", "--volumes", *file_args(files), cwd=workdir, check=False)
+                if (workdir / "docker-compose.yml").exists():
+                    subprocess.run(["docker-compose", "-p", "benchcompose", "-f", str(workdir / "docker-compose.yml"),
+                                    "down", "--volumes"], capture_output=True, cwd=workdir)
         elif args.profile == "wide":
             result["wide"] = bench_wide(workdir, args.rounds)
         else:

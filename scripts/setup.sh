@@ -28,6 +28,8 @@ fi
 pkill -f '^/usr/bin/redis-server 127.0.0.1:6379' 2>/dev/null || true
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+# Under pyenv a new console script needs a shim before `vrooli` is on PATH.
+if command -v pyenv >/dev/null; then pyenv rehash; fi
 
 if ! docker info >/dev/null 2>&1; then
   echo "setup: starting dockerd"
