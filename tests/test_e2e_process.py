@@ -254,3 +254,22 @@ def test_unknown_resource_on_up_is_a_usage_error(project: Project) -> None:
     done = project.run("up", "nope")
     assert done.returncode == 2
     assert done.stderr.strip() == "vrooli: unknown resource 'nope' (known: x)"
+
+
+def test_secrets_never_reach_the_logs(project: Project) -> None:
+    port = free_port()
+    (project.dir / ".env").write_text("REDIS_SECRET=s3cr3t-value-xyz\n")
+    project.write(f"""
+        [resources.redis]
+        command = ["redis-server", "--port", "{port}", "--save", "", "--requirepass", "${{REDIS_SECRET}}"]
+        ports = [{port}]
+        env = {{ API_TOKEN = "${{REDIS_SECRET}}" }}
+        health = {{ probe = "redis", password = "${{REDIS_SECRET}}" }}
+    """)
+    done = project.run("up")
+    assert done.returncode == 0, done.stderr
+    assert project.run("restart", "redis").returncode == 0
+    status = project.run("status", "--json").stdout
+    supervisor_log = (project.state_dir / "supervisor.log").read_text()
+    for text in (done.stdout, done.stderr, status, supervisor_log):
+        assert "s3cr3t-value-xyz" not in text
