@@ -61,6 +61,14 @@ def _load(files: list[str] | None) -> ProjectSpec:
     return config.load(config.find_files(files))
 
 
+def _project_or_exit(files: list[str] | None, json_out: bool) -> ProjectSpec:
+    """The validated project, or its errors printed and the matching exit code."""
+    try:
+        return _load(files)
+    except VrooliError as exc:
+        _fail(exc, json_out)
+
+
 def _client(project: ProjectSpec, timeout: float | None = 5.0) -> Any:
     from orchestrator.control import Client
 
@@ -491,10 +499,7 @@ def analyze(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
     """The last start's timeline and critical chain (like systemd-analyze critical-chain)."""
     from orchestrator import analyze as analysis
 
-    try:
-        project = _load(files)
-    except VrooliError as exc:
-        _fail(exc, json_out)
+    project = _project_or_exit(files, json_out)
     path = project.state_dir / "last_start.json"
     try:
         rows = json.loads(path.read_text())["resources"]
@@ -512,10 +517,7 @@ def validate(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
     """Check resources.toml (and overrides) without starting anything."""
     from orchestrator import graph
 
-    try:
-        project = _load(files)
-    except VrooliError as exc:
-        _fail(exc, json_out)
+    project = _project_or_exit(files, json_out)
     edges = {n: list(r.dependency_names) for n, r in project.resources.items()}
     waves = graph.waves(edges)
     if json_out:
@@ -531,10 +533,7 @@ def graph_cmd(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
     """Show the start plan as topological waves (each resource still starts on its own edges)."""
     from orchestrator import graph
 
-    try:
-        project = _load(files)
-    except VrooliError as exc:
-        _fail(exc, json_out)
+    project = _project_or_exit(files, json_out)
     edges = {n: list(r.dependency_names) for n, r in project.resources.items() if r.enabled}
     waves = graph.waves(edges)
     if json_out:
