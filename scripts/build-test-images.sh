@@ -57,7 +57,12 @@ import_image() {  # import_image ROOT TAG INPUTS_HASH CHANGES...
   local args=(--change "LABEL vrooli.inputs=$inputs" --change "LABEL vrooli.test-image=true")
   local change
   for change in "$@"; do args+=(--change "$change"); done
+  local old; old=$(docker image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)
   tar --numeric-owner -C "$root" -c . | docker import "${args[@]}" - "$tag" >/dev/null
+  # The image this one replaces is ours and now untagged: do not leave it dangling.
+  if [ -n "$old" ] && [ "$old" != "$(docker image inspect -f '{{.Id}}' "$tag")" ]; then
+    docker rmi "$old" >/dev/null 2>&1 || true
+  fi
   echo "built $tag"
 }
 

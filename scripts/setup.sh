@@ -15,6 +15,7 @@ command -v dockerd >/dev/null || missing+=(docker.io)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 [ -x /usr/bin/python3.11 ] || missing+=(python3)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v docker-registry >/dev/null || missing+=(docker-registry)  # a local registry: pulls in tests
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   as_root apt-get update -qq

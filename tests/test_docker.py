@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Project, wait_for
+from tests.conftest import ROOT, Project, free_port, wait_for
 
 pytestmark = pytest.mark.docker
 LABEL = "dev.vrooli.project"
@@ -207,3 +209,56 @@ def test_unreachable_engine_is_one_line_and_nothing_starts(project: Project) -> 
     status = json.loads(project.run("status", "--json").stdout)
     assert {r["state"] for r in status["resources"]} <= {"pending", "stopped"}
     assert all(r["pid"] is None for r in status["resources"])
+
+
+@pytest.fixture
+def local_registry(shared_tmp: Path) -> Iterator[str]:
+    """A real registry (Debian's docker-registry) on loopback, holding one test image."""
+    if not shutil.which("docker-registry"):
+        pytest.fail("docker-registry is required (scripts/setup.sh installs it)")
+    port = free_port()
+    (shared_tmp / "registry.yml").write_text(
+        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {shared_tmp / 'registry'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n")
+    proc = subprocess.Popen(["docker-registry", "serve", str(shared_tmp / "registry.yml")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    image = f"127.0.0.1:{port}/vrooli-test/pulled:1"
+    try:
+        wait_for(lambda: subprocess.run(["curl", "-sf", f"http://127.0.0.1:{port}/v2/"],
+                                        capture_output=True).returncode == 0, 20)
+        # A layer of its own (2 MB of random bytes on top of the redis image), so the pull
+        # really downloads something rather than finding every layer already present.
+        context = shared_tmp / "context"
+        context.mkdir()
+        (context / "blob").write_bytes(os.urandom(2_000_000))
+        (context / "Dockerfile").write_text("FROM vrooli-test/redis:7\nCOPY blob /blob\n")
+        subprocess.run(["docker", "build", "-q", "-t", image, str(context)], check=True, capture_output=True,
+                       env={**os.environ, "DOCKER_BUILDKIT": "0"})
+        docker("push", image)
+        docker("rmi", image)  # now only the registry has it
+        yield image
+    finally:
+        subprocess.run(["docker", "rmi", "-f", image], capture_output=True)
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_missing_image_is_pulled_with_progress(project: Project, local_registry: str) -> None:
+    project.write(f"""
+        [resources.cache]
+        runtime = "docker"
+        image = "{local_registry}"
+        ports = ["127.0.0.1:{free_port()}:6379"]
+        health = {{ probe = "redis" }}
+    """)
+    try:
+        done = project.run("up", timeout=180)
+        assert done.returncode == 0, done.stderr
+        events = [json.loads(line) for line in (project.state_dir / "supervisor.log").read_text().splitlines()
+                  if line.startswith("{")]
+        pulled = [e for e in events if e.get("event") == "pulled image"]
+        assert pulled and pulled[0]["image"] == local_registry
+        assert pulled[0]["layers"] >= 1 and pulled[0]["megabytes"] > 1
+        assert project.rows()["cache"]["state"] == "ready"
+    finally:
+        project.run("down", timeout=120)

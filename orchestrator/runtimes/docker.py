@@ -223,6 +223,8 @@ class DockerRuntime:
             pass
         repository, tag = _split_image(spec.image)
         report(f"pulling {spec.image}")
+        log.info("pulling image", resource=spec.name, image=spec.image)
+        started = time.monotonic()
         layers: dict[str, tuple[int, int]] = {}
         last_report = 0.0
         try:
@@ -246,6 +248,9 @@ class DockerRuntime:
                 raise StartFailed(self._pull_failed(spec, _reason(exc))) from None
             raise
         report(f"pulled {spec.image}")
+        total = sum(t for _, t in layers.values())
+        log.info("pulled image", resource=spec.name, image=spec.image, layers=len(layers),
+                 megabytes=round(total / 1e6, 1), seconds=round(time.monotonic() - started, 3))
 
     def _pull_failed(self, spec: ResourceSpec, reason: str) -> str:
         return (f"image {spec.image} is not available locally and the pull failed: {reason.strip()}. "
