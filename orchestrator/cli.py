@@ -268,7 +268,8 @@ def down(
         project = _load(files)
         client = _client(project, timeout=None)
         if not client.alive():
-            if not _has_leftovers(project):
+            # `down --volumes` after a plain `down` must still remove the volumes.
+            if not _has_leftovers(project) and not volumes:
                 if json_out:
                     print(json.dumps({"ok": True, "stopped": [], "running": False}))
                 else:

@@ -167,6 +167,11 @@ def test_postgres_data_survives_down_and_up(stack: Project) -> None:
     assert up(stack, "postgres").returncode == 0
     out = subprocess.run([*psql, "SELECT v FROM kept"], env=env, check=True, capture_output=True, text=True)
     assert out.stdout.strip() == "still here"
+    # A plain `down` keeps the volume; `down --volumes` afterwards still removes it.
+    assert stack.run("down", *stack.files).returncode == 0
+    assert docker("volume", "ls", "-q", "--filter", f"label={LABEL}={stack.name}").split()
+    assert stack.run("down", "--volumes", *stack.files).returncode == 0
+    assert leftovers(stack.name) == []
 
 
 def test_exec_probe_runs_inside_the_container(stack: Project) -> None:
