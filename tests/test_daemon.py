@@ -96,7 +96,7 @@ def test_sd_notify_ready_status_watchdog_stopping(project: Project, daemons: lis
         command = ["sh", "-c", "echo up; exec sleep 1000"]
         health = { probe = "log", pattern = "up" }
         [resources.slow]
-        command = ["sh", "-c", "sleep 1.5; echo up; exec sleep 1000"]
+        command = ["sh", "-c", "sleep 6.5; echo up; exec sleep 1000"]
         depends_on = ["fast"]
         health = { probe = "log", pattern = "up" }
     """)
@@ -107,6 +107,8 @@ def test_sd_notify_ready_status_watchdog_stopping(project: Project, daemons: lis
         ready_at = next(t for t, m in listener.messages if m == "READY=1")
         watchdog_before = [t for t, m in listener.messages if m == "WATCHDOG=1" and t < ready_at]
         assert len(watchdog_before) >= 3  # pings keep coming while resources start
+        # a start still progressing after 5 s asks systemd for more time
+        assert any(m.startswith("EXTEND_TIMEOUT_USEC=") and t < ready_at for t, m in listener.messages)
         statuses = [m for _, m in listener.messages if m.startswith("STATUS=")]
         assert any("waiting for slow" in s or "waiting for fast" in s for s in statuses)
         assert statuses[-1] == "STATUS=2/2 ready"
