@@ -6,9 +6,6 @@ else is a bug and is allowed to show a traceback.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 
 class VrooliError(Exception):
     """Base class: a problem the user can act on. `exit_code` is what the CLI returns."""
@@ -50,28 +47,3 @@ class StartFailed(VrooliError):
 
 class RuntimeUnavailable(VrooliError):
     """The machinery a runtime needs (the Docker engine) cannot be reached."""
-
-
-@contextmanager
-def map_errors(context: str) -> Iterator[None]:
-    """Translate third-party errors at the boundary into our own, with `context` in front.
-
-    The docker SDK and psutil have their own exception trees; callers above the runtime
-    layer should only ever see `VrooliError`s.
-    """
-    try:
-        yield
-    except VrooliError:
-        raise
-    except Exception as exc:
-        name = type(exc).__module__.split(".")[0]
-        if name in {"docker", "requests", "urllib3", "psutil"}:
-            raise StartFailed(f"{context}: {_describe(exc)}") from exc
-        raise
-
-
-def _describe(exc: BaseException) -> str:
-    explanation = getattr(exc, "explanation", None)
-    if isinstance(explanation, str) and explanation:
-        return explanation
-    return str(exc) or type(exc).__name__

@@ -1,4 +1,4 @@
-"""The dependency graph, pure: cycles, topological waves, subgraphs, shutdown order.
+"""The dependency graph, pure: cycles, topological waves, closures, shutdown order.
 
 `edges` maps each resource to the resources it depends on. Nothing here does I/O.
 """
@@ -82,11 +82,6 @@ def dependents(edges: Edges, roots: Iterable[str]) -> set[str]:
         for dep in deps:
             reverse.setdefault(dep, []).append(node)
     return closure(reverse, roots)
-
-
-def subgraph(edges: Edges, nodes: Iterable[str]) -> dict[str, list[str]]:
-    keep = set(nodes)
-    return {n: [d for d in deps if d in keep] for n, deps in edges.items() if n in keep}
 
 
 def shutdown_order(edges: Edges) -> list[list[str]]:

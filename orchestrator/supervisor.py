@@ -9,7 +9,6 @@ adoption record on disk stays current.
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from collections import deque
@@ -733,12 +732,3 @@ class Supervisor:
 def vars_of(adoptable: Adoptable) -> dict[str, Any]:
     return {"kind": adoptable.kind, "ident": adoptable.ident,
             "create_time": adoptable.create_time, "config_hash": adoptable.config_hash}
-
-
-def supervisor_pid_alive(state_dir: Path) -> int | None:
-    try:
-        pid = int((state_dir / "supervisor.pid").read_text().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    return pid
