@@ -27,7 +27,7 @@ from orchestrator.errors import VrooliError
 from orchestrator.logs import OutputLog
 from orchestrator.models import ModelError, ModelManager, managers_for
 from orchestrator.probes import ProbeContext, ProbeResult, make_probe, run_once, until_ready
-from orchestrator.runtimes import Adoptable, Instance, Runtime, runtime_for
+from orchestrator.runtimes import EXIT_UNKNOWN, Adoptable, Instance, Runtime, runtime_for
 from orchestrator.scheduler import State, View
 from orchestrator.spec import ProjectSpec, ResourceSpec, RestartPolicy
 
@@ -548,7 +548,7 @@ class Supervisor:
     def _exit_message(self, rec: Record, code: int | None, reason: str) -> str:
         if reason == "unhealthy":
             return f"unhealthy: {rec.last_probe.message if rec.last_probe else 'probe failed'}"
-        if code is None or (code == -1 and rec.instance is not None and rec.instance.pid is None):
+        if code is None or code == EXIT_UNKNOWN:
             text = "exited"
         elif code < 0:
             text = f"killed by signal {-code}"

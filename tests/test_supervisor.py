@@ -10,6 +10,7 @@ import anyio
 import pytest
 
 from orchestrator import config
+from orchestrator.runtimes import EXIT_UNKNOWN
 from orchestrator.runtimes.fake import FakeRuntime, Script
 from orchestrator.scheduler import State
 from orchestrator.supervisor import Supervisor
@@ -154,6 +155,22 @@ async def test_dependent_with_restart_true_follows_its_dependency(tmp_path: Path
                 await sup.wait_change()
         assert len(fake.starts["bystander"]) == 1  # no restart = true on its edge
         assert fake.stops["app"][0] >= fake.starts["db"][0]
+        sup.shutdown_requested.set()
+
+
+async def test_unknown_exit_status_is_not_mistaken_for_a_signal(tmp_path: Path) -> None:
+    # An adopted process is not our child: its exit status is unknown, while -1 means SIGHUP.
+    sup, _ = make(tmp_path, res("adopted") + res("hungup"),
+                  {"adopted": Script(exit_after=0.05, exit_code=EXIT_UNKNOWN),
+                   "hungup": Script(exit_after=0.05, exit_code=-1)})
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        sup.request_up()
+        with anyio.fail_after(10):
+            while {r.state for r in sup.records.values()} != {State.FAILED}:
+                await sup.wait_change()
+        assert sup.records["adopted"].message.startswith("exited;")
+        assert sup.records["hungup"].message.startswith("killed by signal 1;")
         sup.shutdown_requested.set()
 
 

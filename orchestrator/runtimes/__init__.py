@@ -16,6 +16,12 @@ if TYPE_CHECKING:
     from orchestrator.spec import ProjectSpec, ResourceSpec
 
 
+# Instance.wait() returns an exit code, or minus the signal that killed it. When the
+# status cannot be known (an adopted process is not our child; a container vanished)
+# it returns this, which no real exit status or signal can be.
+EXIT_UNKNOWN = 256
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
     rss_bytes: int

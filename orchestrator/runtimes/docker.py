@@ -21,7 +21,7 @@ import anyio.to_thread
 import structlog
 
 from orchestrator.errors import RuntimeUnavailable, StartFailed
-from orchestrator.runtimes import Adoptable, Usage
+from orchestrator.runtimes import EXIT_UNKNOWN, Adoptable, Usage
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -420,12 +420,12 @@ class DockerInstance:
         def blocking_wait() -> int | None:
             try:
                 result = self.container.wait(timeout=WAIT_SLICE)
-                return int(result.get("StatusCode", -1))
+                return int(result.get("StatusCode", EXIT_UNKNOWN))
             except Exception as exc:
                 if type(exc).__name__ in ("ReadTimeout", "ConnectionError", "ReadTimeoutError"):
                     return None
                 if type(exc).__name__ == "NotFound":
-                    return -1
+                    return EXIT_UNKNOWN
                 raise
 
         while True:

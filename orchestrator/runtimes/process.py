@@ -21,7 +21,7 @@ import psutil
 from anyio.abc import Process
 
 from orchestrator.errors import StartFailed
-from orchestrator.runtimes import Adoptable, Usage
+from orchestrator.runtimes import EXIT_UNKNOWN, Adoptable, Usage
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -125,7 +125,6 @@ class ProcessInstance:
         self._config_hash = config_hash
         self._process = process  # None when adopted: we are not its parent
         self._exit_code: int | None = None
-        self._exited = anyio.Event()
 
     def __repr__(self) -> str:
         return f"<ProcessInstance pid={self._pid} exit={self._exit_code}>"
@@ -144,16 +143,14 @@ class ProcessInstance:
                 self._exit_code = await self._process.wait()
             else:
                 self._exit_code = await self._wait_foreign()
-            self._exited.set()
         return self._exit_code
 
     async def _wait_foreign(self) -> int:
-        # Not our child, so no exit status: poll, and report an unknown code as 1... unless
-        # it was us who stopped it, which the supervisor knows.
+        # Not our child, so the kernel gives us no exit status: poll until it is gone.
         while True:
             alive = await anyio.to_thread.run_sync(self._same_process_alive)
             if not alive:
-                return -1
+                return EXIT_UNKNOWN
             await anyio.sleep(0.2)
 
     def _same_process_alive(self) -> bool:
