@@ -256,13 +256,13 @@ class ModelManager:
             shared = _Shared()
             self._inflight[key] = shared
             assert self._tg is not None, "model manager is not running"
-            self._tg.start_soon(self._ensure_once, canonical(name), load, shared)
+            self._tg.start_soon(self._ensure_once, canonical(name), load, key, shared)
         await shared.done.wait()
         if shared.error:
             raise ModelError(shared.error)
         return self.state(name)
 
-    async def _ensure_once(self, name: str, load: bool, shared: _Shared) -> None:
+    async def _ensure_once(self, name: str, load: bool, key: str, shared: _Shared) -> None:
         state = self.state(name)
         try:
             for attempt, delay in enumerate((*RETRY_DELAYS, None), start=1):
@@ -281,7 +281,7 @@ class ModelManager:
                         return
                     await anyio.sleep(delay)
         finally:
-            self._inflight.pop(name + ("" if load else "#pull"), None)
+            self._inflight.pop(key, None)
             shared.done.set()
             self.sup.notify_changed()
 

@@ -167,7 +167,7 @@ async def _signals(sup: Supervisor, handler: Handlers) -> None:
         async for signum in signals:
             if signum == signal.SIGHUP:
                 log.info("reloading on SIGHUP")
-                await handler.reload({}, None)
+                await handler.op_reload({}, None)
             else:
                 log.info("shutting down", signal=signal.Signals(signum).name)
                 sup.shutdown_requested.set()
@@ -350,6 +350,3 @@ class Handlers:
             await hook("reloaded", changes)
         if reply is not None:
             await reply({"ok": True, "exit_code": 0, **changes})
-
-    async def reload(self, request: dict[str, Any], reply: Reply | None) -> None:
-        await self.op_reload(request, reply)
