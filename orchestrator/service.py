@@ -285,10 +285,7 @@ class Handlers:
 
     async def _preflight(self, names: list[str] | None, no_deps: bool) -> None:
         """Every runtime the request needs must work before anything starts (no half-started stack)."""
-        from orchestrator import graph
-
-        roots = names or self.sup.project.enabled_names
-        selected = set(roots) if no_deps else graph.closure(self.sup.edges(), roots)
+        _, selected = self.sup.selection(names, no_deps)
         for kind in sorted({self.sup.records[n].spec.runtime for n in selected}):
             await self.sup.runtime(kind).preflight()
 

@@ -319,14 +319,18 @@ class Supervisor:
 
     # ------------------------------------------------------------------ commands
 
-    def request_up(self, names: Iterable[str] | None = None, no_deps: bool = False) -> frozenset[str]:
-        """Mark resources wanted; failed/blocked/stopped ones get another chance."""
-        edges = self.edges()
+    def selection(self, names: Iterable[str] | None, no_deps: bool) -> tuple[list[str], set[str]]:
+        """What `up NAMES` means: the named (or all enabled) resources, plus, unless
+        `no_deps`, everything they depend on. Returns (roots, selected)."""
         roots = list(names) if names else self.project.enabled_names
         for name in roots:
             if name not in self.records:
                 raise VrooliError(f"unknown resource '{name}'")
-        selected = set(roots) if no_deps else graph.closure(edges, roots)
+        return roots, set(roots) if no_deps else graph.closure(self.edges(), roots)
+
+    def request_up(self, names: Iterable[str] | None = None, no_deps: bool = False) -> frozenset[str]:
+        """Mark resources wanted; failed/blocked/stopped ones get another chance."""
+        roots, selected = self.selection(names, no_deps)
         self.no_deps = no_deps
         for name in selected:
             rec = self.records[name]
