@@ -83,7 +83,7 @@ class ProbeSpec:
 
     def describe(self) -> str:
         if self.kind == "http":
-            return f"http {self.url}"
+            return f"http {_without_password(self.url or '')}"
         if self.kind == "exec":
             return "exec " + " ".join(self.command)
         if self.kind == "log":
@@ -178,3 +178,10 @@ class ProjectSpec:
     @property
     def enabled_names(self) -> list[str]:
         return [n for n, r in self.resources.items() if r.enabled]
+
+
+def _without_password(url: str) -> str:
+    """The URL as logs and status may show it: credentials dropped (they may be secrets)."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    return f"{scheme}{sep}{netloc.rpartition('@')[2]}{slash}{path}" if sep else url
