@@ -128,6 +128,10 @@ async def _main(project: ProjectSpec, options: Options) -> int:
 
 
 async def _health(sup: Supervisor, listen: str) -> None:
+    # uvicorn and prometheus_client take ~50 ms to import. On the event loop that would
+    # hold up every probe and the control socket just as the stack starts; in a worker
+    # thread the loop keeps running between the import's GIL slices.
+    await anyio.to_thread.run_sync(_import_health)
     from orchestrator.health import serve_health
 
     try:
@@ -135,6 +139,13 @@ async def _health(sup: Supervisor, listen: str) -> None:
             await tg.start(serve_health, sup, listen)
     except OSError as exc:
         log.warning("health endpoint not started", listen=listen, error=exc.strerror or str(exc))
+
+
+def _import_health() -> None:
+    import prometheus_client  # noqa: F401
+    import uvicorn.protocols.http.h11_impl  # noqa: F401
+
+    import orchestrator.health  # noqa: F401
 
 
 async def _foreground_progress(sup: Supervisor, selected: frozenset[str]) -> None:
