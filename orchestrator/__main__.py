@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from orchestrator.cli import main
+from orchestrator.spawn import main
 
 if __name__ == "__main__":
     main()

@@ -6,7 +6,6 @@ Heavy imports (anyio, the docker SDK, httpx) happen inside the commands that nee
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sys
@@ -24,7 +23,7 @@ if "rich" not in sys.modules:
 
 import typer
 
-from orchestrator import __version__, config, paths
+from orchestrator import __version__, config, paths, spawn
 from orchestrator.errors import ConfigError, SupervisorUnavailable, UsageError, VrooliError
 from orchestrator.spec import ProjectSpec
 
@@ -44,7 +43,6 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tex
 NamesArg = Annotated[list[str] | None, typer.Argument(help="Resource names (default: all).", show_default=False)]
 LogFormatOpt = Annotated[str, typer.Option("--log-format", help="auto | console | json")]
 
-SPAWN_TIMEOUT = 20.0
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
 
 
@@ -73,103 +71,6 @@ def _client(project: ProjectSpec, timeout: float | None = 5.0) -> Any:
     from orchestrator.control import Client
 
     return Client(paths.control_socket(project.state_dir), timeout=timeout)
-
-
-def _ensure_supervisor(project: ProjectSpec, up: list[str] | None = None, no_deps: bool = False) -> Any:
-    """Reuse the project's supervisor or start one, detached; never two of them.
-
-    With `up`, a new supervisor starts those resources as soon as it runs ("" = all),
-    without waiting for the CLI to connect and ask: a cold `vrooli up` saves a round trip.
-    """
-    client = _client(project)
-    if client.alive():
-        return client
-    paths.ensure_state_dir(project.state_dir)
-    with (project.state_dir / "spawn.lock").open("a") as spawn_lock:
-        fcntl.flock(spawn_lock, fcntl.LOCK_EX)  # a second `up` waits here for the first
-        if client.alive():
-            return client
-        log_path = paths.supervisor_log(project.state_dir)
-        offset = log_path.stat().st_size if log_path.exists() else 0
-        args = [a for f in project.files for a in ("-f", str(f))]
-        if up is not None:
-            args += ["--up", ",".join(up)] + (["--no-deps"] if no_deps else [])
-        pid = _fork_supervisor(args, log_path, project.project_dir, spawn_lock.fileno())
-        deadline = time.monotonic() + SPAWN_TIMEOUT
-        while time.monotonic() < deadline:
-            if client.alive():
-                return client
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                tail = _read_from(log_path, offset).strip().splitlines()[-3:]
-                code = os.waitstatus_to_exitcode(status)
-                detail = "; ".join(_message_of(line) for line in tail) or f"exit code {code}"
-                raise VrooliError(f"the supervisor did not start: {detail} (see {log_path})")
-            time.sleep(0.005)
-        raise VrooliError(f"the supervisor did not answer within {SPAWN_TIMEOUT:g}s (see {log_path})")
-
-
-def _fork_supervisor(args: list[str], log_path: Path, cwd: Path, lock_fd: int) -> int:
-    """Become the supervisor in a forked child: detached, its output in the log file.
-
-    A fork, not a new interpreter: the child already has Python, the config and our
-    modules loaded, which takes ~0.1 s off a cold `vrooli up`.
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid:
-        return pid
-    code = 70
-    try:
-        os.close(lock_fd)  # the spawn lock is the parent's; the child must not keep it held
-        os.setsid()  # own session: survives the terminal closing, gets no terminal signals
-        _set_process_name(b"vrooli-sup")
-        os.chdir(cwd)
-        null = os.open(os.devnull, os.O_RDONLY)
-        log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        os.dup2(null, 0)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-        os.closerange(3, 65536)
-        sys.stdout = open(1, "w", buffering=1, closefd=False)
-        sys.stderr = open(2, "w", buffering=1, closefd=False)
-        for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID"):
-            os.environ.pop(key, None)
-        from orchestrator.supervise import main as supervise
-
-        code = supervise(args)
-    except BaseException:
-        import traceback
-
-        traceback.print_exc()
-    finally:
-        os._exit(code)
-
-
-def _set_process_name(name: bytes) -> None:
-    """Name the forked supervisor in ps/top (it would otherwise look like `vrooli up`)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        libc.prctl(15, ctypes.c_char_p(name), 0, 0, 0)  # PR_SET_NAME
-    except (OSError, AttributeError):
-        pass
-
-
-def _read_from(path: Path, offset: int) -> str:
-    with path.open("rb") as handle:
-        handle.seek(offset)
-        return handle.read().decode(errors="replace")
-
-
-def _message_of(line: str) -> str:
-    try:
-        event = json.loads(line)
-        return str(event.get("event", line))
-    except ValueError:
-        return line
 
 
 # ------------------------------------------------------------------------ commands
@@ -208,7 +109,7 @@ def up(
             code = service.run(service.Options(files=list(project.files), mode="foreground",
                                                names=names or [], no_deps=no_deps))
             raise typer.Exit(code)
-        client = _ensure_supervisor(project, up=names or [], no_deps=no_deps)
+        client = spawn.ensure_supervisor(project, up=names or [], no_deps=no_deps)
         code = _follow_up(client, {"op": "up", "names": names or [], "no_deps": no_deps,
                                    "files": [str(f) for f in project.files],
                                    "environ": dict(os.environ)}, json_out)
@@ -275,7 +176,7 @@ def down(
                 else:
                     print("nothing is running", file=sys.stderr)
                 raise typer.Exit(0)
-            client = _ensure_supervisor(project)  # it adopts what was left, then stops it
+            client = spawn.ensure_supervisor(project)  # it adopts what was left, then stops it
         reply = client.call({"op": "down", "names": names or [], "volumes": volumes})
         if not reply.get("ok"):
             raise VrooliError(reply.get("error", "down failed"))
