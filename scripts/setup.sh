@@ -29,6 +29,10 @@ fi
 pkill -f '^/usr/bin/redis-server 127.0.0.1:6379' 2>/dev/null || true
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+# An editable install leaves bytecode to the first import, and with PYTHONDONTWRITEBYTECODE
+# set (as on this machine) every `vrooli` call would compile the package again: ~40 ms
+# of a cold `vrooli up`. Compile it now, as a wheel install would.
+python3 -m compileall -q orchestrator tests/standins
 # Under pyenv a new console script needs a shim before `vrooli` is on PATH.
 if command -v pyenv >/dev/null; then pyenv rehash; fi
 
