@@ -214,7 +214,7 @@ def start_early(argv: Sequence[str]) -> None:
     """
     global _pending
     request = plain_up(argv)
-    if request is None:
+    if request is None or _pending is not None:
         return
     try:
         from orchestrator import config
