@@ -23,7 +23,7 @@ if "rich" not in sys.modules:
 
 import typer
 
-from orchestrator import __version__, config, paths, spawn
+from orchestrator import __version__, config, follow, paths, spawn
 from orchestrator.errors import ConfigError, SupervisorUnavailable, UsageError, VrooliError
 from orchestrator.spec import ProjectSpec
 
@@ -47,11 +47,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
 
 
 def _fail(error: VrooliError, as_json: bool = False) -> NoReturn:
-    if as_json:
-        print(json.dumps({"ok": False, "errors": error.lines(), "exit_code": error.exit_code}))
-    else:
-        for text in error.lines():
-            print(text if isinstance(error, ConfigError) else f"vrooli: {text}", file=sys.stderr)
+    follow.report_error(error, as_json)
     raise typer.Exit(error.exit_code)
 
 
@@ -96,65 +92,22 @@ def up(
     log_format: LogFormatOpt = "auto",
 ) -> None:
     """Start resources (and their dependencies); return when they are ready."""
+    if not foreground:
+        raise typer.Exit(follow.run_up(names or [], files or [], no_deps, json_out))
     try:
         project = _load(files)
         unknown = [n for n in names or [] if n not in project.resources]
         if unknown:
             raise UsageError(f"unknown resource '{unknown[0]}' (known: {', '.join(project.resources)})")
-        if foreground:
-            from orchestrator import service
-            from orchestrator.logging import configure
+        from orchestrator import service
+        from orchestrator.logging import configure
 
-            configure(log_format, sys.stderr)
-            code = service.run(service.Options(files=list(project.files), mode="foreground",
-                                               names=names or [], no_deps=no_deps))
-            raise typer.Exit(code)
-        client = spawn.ensure_supervisor(project, up=names or [], no_deps=no_deps)
-        code = _follow_up(client, {"op": "up", "names": names or [], "no_deps": no_deps,
-                                   "files": [str(f) for f in project.files],
-                                   "environ": dict(os.environ)}, json_out)
+        configure(log_format, sys.stderr)
+        code = service.run(service.Options(files=list(project.files), mode="foreground",
+                                           names=names or [], no_deps=no_deps))
     except VrooliError as exc:
         _fail(exc, json_out)
     raise typer.Exit(code)
-
-
-def _follow_up(client: Any, request: dict[str, Any], json_out: bool) -> int:
-    from orchestrator.progress import Progress
-
-    progress = None if json_out else Progress(sys.stderr)
-    started = time.monotonic()
-    final: dict[str, Any] = {}
-    for message in client.stream(request, timeout=0.1):
-        if message.get("tick"):
-            if progress:
-                progress.tick()
-            continue
-        if message.get("event") == "config" and progress:
-            for key in ("added", "removed", "restarted"):
-                if message.get(key):
-                    print(f" config: {key} {', '.join(message[key])}", file=sys.stderr)
-        if message.get("event") == "progress" and progress:
-            progress.update(message["resources"])
-        if "exit_code" in message:
-            final = message
-    if not final:
-        raise SupervisorUnavailable("the supervisor closed the connection; see its log")
-    if final.get("errors") and not final.get("resources"):
-        if final.get("exit_code") == EXIT_USAGE and all(":" in e for e in final["errors"]):
-            raise ConfigError(final["errors"])
-        raise VrooliError("; ".join(final["errors"]))
-    rows = final.get("resources", [])
-    if json_out:
-        print(json.dumps({"ok": final.get("ok", False), "resources": rows,
-                          "seconds": round(time.monotonic() - started, 4)}, indent=2))
-    elif progress:
-        progress.update(rows)
-        ready = [r for r in rows if r["state"] in ("ready", "completed")]
-        print(f"{len(ready)}/{len(rows)} ready in {time.monotonic() - started:.2f}s", file=sys.stderr)
-        for row in rows:
-            if row["state"] not in ("ready", "completed"):
-                print(f"vrooli: {row['name']}: {row['state']}: {row['message']}", file=sys.stderr)
-    return int(final.get("exit_code", EXIT_FAILED))
 
 
 @app.command()
@@ -278,7 +231,7 @@ def restart(
         client = _client(project, timeout=None)
         if not client.alive():
             raise SupervisorUnavailable(f"{project.name} is not running; use `vrooli up`")
-        code = _follow_up(client, {"op": "restart", "names": names}, json_out)
+        code = follow.follow(client, {"op": "restart", "names": names}, json_out)
     except VrooliError as exc:
         _fail(exc, json_out)
     raise typer.Exit(code)

@@ -1,10 +1,9 @@
-"""Starting the detached supervisor, and the `vrooli` entry point that can do it early.
+"""Starting the detached supervisor, and the `vrooli` entry point.
 
-This module imports neither typer nor the event loop. A cold `vrooli up` spends most of
-its first 0.15 s importing: the CLI (typer) in this process, the supervisor (anyio,
-structlog) in the forked child. `main` recognises a plain `vrooli up` before typer is
-imported and forks the supervisor first, so both imports run at once on two cores and the
-first resource starts ~40 ms sooner. Everything else, and every error, is left to the CLI.
+This module imports neither typer nor the event loop. `main` runs a plain `vrooli up`
+(the command a developer runs most, and the one whose speed is the point) without the
+CLI framework: typer costs ~40 ms of imports before the supervisor could be forked, and
+~40 ms of CPU while the stack's processes start. Every other command goes to typer.
 """
 
 from __future__ import annotations
@@ -40,21 +39,12 @@ class Pending:
     offset: int
 
 
-_pending: Pending | None = None
-
-
 def ensure_supervisor(project: ProjectSpec, up: list[str] | None = None, no_deps: bool = False) -> Client:
     """Reuse the project's supervisor or start one, detached; never two of them.
 
     With `up`, a new supervisor starts those resources as soon as it runs ("" = all),
     without waiting for the CLI to connect and ask: a cold `vrooli up` saves a round trip.
     """
-    global _pending
-    pending, _pending = _pending, None
-    if pending is not None and pending.state_dir == project.state_dir:
-        return _wait_answering(project, pending)
-    if pending is not None:  # cannot happen: both come from the same files; never leak it
-        pending.lock.close()
     client = _client(project)
     if client.alive():
         return client
@@ -167,7 +157,7 @@ def _message_of(line: str) -> str:
         return line
 
 
-# ------------------------------------------------------------------ the early path
+# ------------------------------------------------------------------ the entry point
 
 
 @dataclass(frozen=True)
@@ -175,6 +165,7 @@ class PlainUp:
     names: list[str]
     files: list[str]
     no_deps: bool
+    json_out: bool
 
 
 def plain_up(argv: Sequence[str]) -> PlainUp | None:
@@ -187,7 +178,7 @@ def plain_up(argv: Sequence[str]) -> PlainUp | None:
         return None
     names: list[str] = []
     files: list[str] = []
-    no_deps = False
+    no_deps = json_out = False
     rest = list(argv[1:])
     while rest:
         arg = rest.pop(0)
@@ -198,39 +189,29 @@ def plain_up(argv: Sequence[str]) -> PlainUp | None:
         elif arg == "--no-deps":
             no_deps = True
         elif arg == "--json":
-            continue
+            json_out = True
         elif arg.startswith("-") or not arg:
             return None
         else:
             names.append(arg)
-    return PlainUp(names, files, no_deps)
-
-
-def start_early(argv: Sequence[str]) -> None:
-    """Fork the supervisor for a plain cold `up` before the CLI is even imported.
-
-    Best effort and silent: a bad file, an unknown name or a running supervisor means
-    nothing is done here, and the CLI then reports or proceeds exactly as it would have.
-    """
-    global _pending
-    request = plain_up(argv)
-    if request is None or _pending is not None:
-        return
-    try:
-        from orchestrator import config
-
-        project = config.load(config.find_files(request.files or None))
-        if any(name not in project.resources for name in request.names):
-            return
-        if _client(project).alive():
-            return
-        _pending = _spawn(project, request.names, request.no_deps)
-    except (VrooliError, OSError):
-        return
+    return PlainUp(names, files, no_deps, json_out)
 
 
 def main() -> None:
-    start_early(sys.argv[1:])
-    from orchestrator.cli import main as cli_main
+    request = plain_up(sys.argv[1:])
+    if request is None:
+        from orchestrator.cli import main as cli_main
 
-    cli_main()
+        cli_main()
+        return
+    from orchestrator.follow import run_up
+
+    try:
+        code = run_up(request.names, request.files, request.no_deps, request.json_out)
+    except KeyboardInterrupt:
+        # Only the waiting stops: the supervisor is detached and carries on.
+        print("vrooli: interrupted; the supervisor goes on starting (see `vrooli status`)", file=sys.stderr)
+        code = 130
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # as cli.main: no interpreter teardown once the output is out

@@ -1,0 +1,81 @@
+"""`vrooli up` (and `restart`) as a client: ask the supervisor, show progress, exit code.
+
+Free of typer on purpose: a plain `vrooli up` runs from here without the CLI framework
+(see `spawn.main`), so a cold start does not spend ~40 ms of CPU importing it while the
+stack's own processes start on the same cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from orchestrator import config, spawn
+from orchestrator.errors import ConfigError, SupervisorUnavailable, UsageError, VrooliError
+
+EXIT_FAILED, EXIT_USAGE = 1, 2
+
+
+def report_error(error: VrooliError, as_json: bool = False) -> None:
+    if as_json:
+        print(json.dumps({"ok": False, "errors": error.lines(), "exit_code": error.exit_code}))
+    else:
+        for text in error.lines():
+            print(text if isinstance(error, ConfigError) else f"vrooli: {text}", file=sys.stderr)
+
+
+def run_up(names: list[str], files: list[str], no_deps: bool, json_out: bool) -> int:
+    """Start NAMES (all if empty) through the project's supervisor; the exit code."""
+    try:
+        project = config.load(config.find_files(files or None))
+        unknown = [n for n in names if n not in project.resources]
+        if unknown:
+            raise UsageError(f"unknown resource '{unknown[0]}' (known: {', '.join(project.resources)})")
+        client = spawn.ensure_supervisor(project, up=names, no_deps=no_deps)
+        return follow(client, {"op": "up", "names": names, "no_deps": no_deps,
+                               "files": [str(f) for f in project.files], "environ": dict(os.environ)}, json_out)
+    except VrooliError as exc:
+        report_error(exc, json_out)
+        return exc.exit_code
+
+
+def follow(client: Any, request: dict[str, Any], json_out: bool) -> int:
+    from orchestrator.progress import Progress
+
+    progress = None if json_out else Progress(sys.stderr)
+    started = time.monotonic()
+    final: dict[str, Any] = {}
+    for message in client.stream(request, timeout=0.1):
+        if message.get("tick"):
+            if progress:
+                progress.tick()
+            continue
+        if message.get("event") == "config" and progress:
+            for key in ("added", "removed", "restarted"):
+                if message.get(key):
+                    print(f" config: {key} {', '.join(message[key])}", file=sys.stderr)
+        if message.get("event") == "progress" and progress:
+            progress.update(message["resources"])
+        if "exit_code" in message:
+            final = message
+    if not final:
+        raise SupervisorUnavailable("the supervisor closed the connection; see its log")
+    if final.get("errors") and not final.get("resources"):
+        if final.get("exit_code") == EXIT_USAGE and all(":" in e for e in final["errors"]):
+            raise ConfigError(final["errors"])
+        raise VrooliError("; ".join(final["errors"]))
+    rows = final.get("resources", [])
+    if json_out:
+        print(json.dumps({"ok": final.get("ok", False), "resources": rows,
+                          "seconds": round(time.monotonic() - started, 4)}, indent=2))
+    elif progress:
+        progress.update(rows)
+        ready = [r for r in rows if r["state"] in ("ready", "completed")]
+        print(f"{len(ready)}/{len(rows)} ready in {time.monotonic() - started:.2f}s", file=sys.stderr)
+        for row in rows:
+            if row["state"] not in ("ready", "completed"):
+                print(f"vrooli: {row['name']}: {row['state']}: {row['message']}", file=sys.stderr)
+    return int(final.get("exit_code", EXIT_FAILED))
