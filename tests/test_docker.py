@@ -267,3 +267,25 @@ def test_missing_image_is_pulled_with_progress(project: Project, local_registry:
         assert project.rows()["cache"]["state"] == "ready"
     finally:
         project.run("down", timeout=120)
+
+
+def test_sdk_runs_without_a_charset_detector_and_keeps_the_engines_words() -> None:
+    # The runtime declines requests' charset_normalizer (a third of the SDK's import); the
+    # engine's error text must still come through, and no warning may reach the logs.
+    script = """
+import sys
+import orchestrator.runtimes.docker
+import docker, docker.errors
+client = docker.from_env()
+assert client.ping()
+try:
+    client.images.get("vrooli-test/no-such-image:1")
+except docker.errors.ImageNotFound as exc:
+    print("explanation:", exc.explanation)
+print("detector loaded:", sys.modules.get("charset_normalizer") is not None)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "No such image: vrooli-test/no-such-image:1" in done.stdout
+    assert "detector loaded: False" in done.stdout
+    assert done.stderr == ""
