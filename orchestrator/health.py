@@ -224,9 +224,8 @@ class _StateCollector:
         yield from (up, state, restarts, probe, memory, cpu, info)
 
 
-async def serve_health(sup: Supervisor, listen: str, *, task_status: Any) -> None:
-    import uvicorn
-
+def bind_listener(listen: str) -> socket.socket:
+    """The endpoint's socket, bound and listening: from here on a request waits, never fails."""
     host, port = parse_listen(listen)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -238,15 +237,18 @@ async def serve_health(sup: Supervisor, listen: str, *, task_status: Any) -> Non
         raise
     sock.listen(128)
     sock.setblocking(False)
-    bound = sock.getsockname()
+    return sock
+
+
+async def serve_health(sup: Supervisor, sock: socket.socket, *, task_status: Any) -> None:
+    import uvicorn
+
     app = HealthApp(sup)
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
                                            http="h11", loop="none", server_header=False))
     server.config.load()
     server.lifespan = server.config.lifespan_class(server.config)
     await server.startup(sockets=[sock])
-    (sup.state_dir / "health.addr").write_text(f"{bound[0]}:{bound[1]}")
-    log.info("health endpoint listening", listen=f"{bound[0]}:{bound[1]}")
     task_status.started()
     try:
         await server.main_loop()

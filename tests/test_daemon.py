@@ -195,6 +195,11 @@ def test_endpoints_answer_while_starting_and_expose_metrics(project: Project, da
     daemons.append(daemon)
     url = daemon.url()
     assert urlparse_host(url) == "127.0.0.1"  # read-only endpoint binds loopback by default
+    # The first request, sent the moment the address is published, is held while the start
+    # burst runs (at most HEALTH_DEFER_MAX = 1 s), never refused.
+    asked = time.monotonic()
+    first = httpx.get(url + "/readyz", timeout=10)
+    assert first.status_code == 503 and time.monotonic() - asked < 2.5
     with httpx.Client() as client:
         def hit(_: int) -> int:
             return client.get(url + "/readyz").status_code
