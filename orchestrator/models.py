@@ -340,6 +340,10 @@ class ModelManager:
         rec = self.sup.records.get(self.resource)
         return rec is not None and rec.state is State.READY
 
+    def _still_ready(self, incarnation: object) -> bool:
+        rec = self.sup.records.get(self.resource)
+        return rec is not None and rec.state is State.READY and rec.started_at == incarnation
+
     def _rest_settled(self) -> bool:
         others = [r for n, r in self.sup.records.items() if n in self.sup.wanted and n != self.resource]
         return all(r.state in SETTLED_OK | SETTLED_BAD for r in others)
@@ -369,11 +373,15 @@ class ModelManager:
         """After a (re)start: reload what was loaded before; in background mode, the rest."""
         # The stack has just settled: let `vrooli up` answer before we spend CPU (and the
         # GIL) on HTTP clients and pulls. A quarter second is nothing to a model load.
+        incarnation = self._warmed_for
         await anyio.sleep(WARM_UP_DELAY)
+        if not self._still_ready(incarnation):
+            return  # stopped or restarted meanwhile (`up` then `down` at once): nothing to warm
         try:
             await self.refresh()
         except ModelError as exc:
-            log.warning("cannot list models", resource=self.resource, error=str(exc))
+            if self._still_ready(incarnation):  # not just stopping under us
+                log.warning("cannot list models", resource=self.resource, error=str(exc))
             return
         wanted = set(self._was_loaded)
         if self.spec.load is ModelLoad.BACKGROUND:

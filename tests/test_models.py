@@ -126,3 +126,29 @@ def test_models_loaded_again_after_ollama_restarts(project: Project) -> None:
     loaded = wait_for(lambda: {m["name"] for m in httpx.get(url + "/api/ps").json()["models"]}, 30)
     assert loaded == {"llama3.1:8b"}
     assert stats(url)["loads"] == {"llama3.1:8b": 1}  # the new Ollama loaded it once
+
+
+def test_down_right_after_up_warns_of_nothing(project: Project) -> None:
+    # The background warm-up waits a moment after the stack settles; a `down` in that
+    # moment is an ordinary thing to do and must not leave "cannot list models" in the log.
+    url = write_stack(project, free_port())
+    # db takes a while to stop, so the supervisor outlives Ollama by more than the delay.
+    text = project.file.read_text().replace(
+        'command = ["sh", "-c", "echo up; exec sleep 1000"]',
+        'command = ["sh", "-c", "trap \'sleep 0.8; exit 0\' TERM; echo up; while :; do sleep 0.05; done"]')
+    project.file.write_text(text)
+    assert project.run("up").returncode == 0
+    assert project.run("down").returncode == 0
+    log = (project.state_dir / "supervisor.log").read_text()
+    assert '"supervisor stopped"' in log
+    assert "cannot list models" not in log
+    assert '"level": "warning"' not in log, log
+    assert not httpx_reachable(url)
+
+
+def httpx_reachable(url: str) -> bool:
+    try:
+        httpx.get(url + "/api/version", timeout=1)
+    except httpx.TransportError:
+        return False
+    return True
