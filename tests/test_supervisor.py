@@ -177,3 +177,31 @@ async def test_unknown_exit_status_is_not_mistaken_for_a_signal(tmp_path: Path) 
 async def test_repr_tells_states(tmp_path: Path) -> None:
     sup, _ = make(tmp_path, res("db"), {})
     assert repr(sup) == "<Supervisor fake: db=pending>"
+
+
+async def test_running_record_follows_a_burst_of_starts_in_few_writes(tmp_path: Path) -> None:
+    import json
+
+    names = [f"r{i:02d}" for i in range(30)]
+    sup, _ = make(tmp_path, "".join(res(n) for n in names), {})
+    record = sup.state_dir / "running.json"
+    calls = 0
+    write = sup._write_running
+
+    def counting() -> None:
+        nonlocal calls
+        calls += 1
+        write()
+
+    sup._write_running = counting  # type: ignore[method-assign]
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        await run_until_settled(sup)
+        await anyio.sleep(0.01)
+        assert sorted(json.loads(record.read_text())) == names  # what a SIGKILLed supervisor's heir adopts
+        assert calls < len(names) // 2  # thirty starts at once are not thirty rewrites of the file
+        await sup.stop(names[:10])
+        await anyio.sleep(0.01)
+        assert sorted(json.loads(record.read_text())) == names[10:]
+        sup.shutdown_requested.set()
+    assert json.loads(record.read_text()) == {}
