@@ -24,7 +24,15 @@ if "rich" not in sys.modules:
 import typer
 
 from orchestrator import __version__, config, follow, paths, spawn
-from orchestrator.errors import ConfigError, SupervisorUnavailable, UsageError, VrooliError
+from orchestrator.errors import (
+    EXIT_FAILED,
+    EXIT_NOT_RUNNING,
+    EXIT_OK,
+    ConfigError,
+    SupervisorUnavailable,
+    UsageError,
+    VrooliError,
+)
 from orchestrator.spec import ProjectSpec
 
 app = typer.Typer(
@@ -43,7 +51,6 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tex
 NamesArg = Annotated[list[str] | None, typer.Argument(help="Resource names (default: all).", show_default=False)]
 LogFormatOpt = Annotated[str, typer.Option("--log-format", help="auto | console | json")]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
 
 
 def _fail(error: VrooliError, as_json: bool = False) -> NoReturn:

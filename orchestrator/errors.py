@@ -6,11 +6,14 @@ else is a bug and is allowed to show a traceback.
 
 from __future__ import annotations
 
+# What every command exits with; `status` adds EXIT_NOT_RUNNING.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
+
 
 class VrooliError(Exception):
     """Base class: a problem the user can act on. `exit_code` is what the CLI returns."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILED
 
     def lines(self) -> list[str]:
         return [str(self)]
@@ -19,7 +22,7 @@ class VrooliError(Exception):
 class ConfigError(VrooliError):
     """resources.toml (or an override file) is invalid; every problem is one line."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
@@ -32,13 +35,13 @@ class ConfigError(VrooliError):
 class UsageError(VrooliError):
     """The command line asked for something that cannot be (unknown resource, bad flag)."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class SupervisorUnavailable(VrooliError):
     """No supervisor is running for this project, or it cannot be reached."""
 
-    exit_code = 3
+    exit_code = EXIT_NOT_RUNNING
 
 
 class StartFailed(VrooliError):

@@ -14,9 +14,14 @@ import time
 from typing import Any
 
 from orchestrator import config, spawn
-from orchestrator.errors import ConfigError, SupervisorUnavailable, UsageError, VrooliError
-
-EXIT_FAILED, EXIT_USAGE = 1, 2
+from orchestrator.errors import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    ConfigError,
+    SupervisorUnavailable,
+    UsageError,
+    VrooliError,
+)
 
 
 def report_error(error: VrooliError, as_json: bool = False) -> None:

@@ -32,7 +32,6 @@ SPAWN_TIMEOUT = 20.0
 class Pending:
     """A supervisor forked but not yet answering; the spawn lock stays held until it does."""
 
-    state_dir: Path
     pid: int
     lock: IO[str]
     log_path: Path
@@ -72,7 +71,7 @@ def _spawn(project: ProjectSpec, up: list[str] | None, no_deps: bool) -> Pending
     if up is not None:
         args += ["--up", ",".join(up)] + (["--no-deps"] if no_deps else [])
     pid = _fork_supervisor(args, log_path, project.project_dir, spawn_lock.fileno())
-    return Pending(project.state_dir, pid, spawn_lock, log_path, offset)
+    return Pending(pid, spawn_lock, log_path, offset)
 
 
 def _wait_answering(project: ProjectSpec, pending: Pending) -> Client:
