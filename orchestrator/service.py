@@ -20,7 +20,7 @@ import anyio
 import structlog
 
 from orchestrator import config, control, paths
-from orchestrator.errors import ConfigError, VrooliError
+from orchestrator.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, VrooliError
 from orchestrator.scheduler import SETTLED_OK
 from orchestrator.spec import ProjectSpec
 from orchestrator.supervisor import Supervisor
@@ -212,7 +212,7 @@ class Handlers:
         op = request.get("op")
         method = getattr(self, f"op_{op}", None) if isinstance(op, str) else None
         if method is None:
-            await reply({"ok": False, "error": f"unknown operation {op!r}", "exit_code": 2})
+            await reply({"ok": False, "error": f"unknown operation {op!r}", "exit_code": EXIT_USAGE})
             return
         try:
             await method(request, reply)
@@ -250,7 +250,7 @@ class Handlers:
                 await manager.refresh()
             except ModelError as exc:
                 raise VrooliError(str(exc)) from None
-            await reply({"ok": True, "exit_code": 0, **manager.summary()})
+            await reply({"ok": True, "exit_code": EXIT_OK, **manager.summary()})
             return
         if action not in ("pull", "ensure", "unload"):
             raise VrooliError(f"unknown models action {action!r} (list, pull, ensure, unload)")
@@ -279,7 +279,7 @@ class Handlers:
                     work.start_soon(one, name)
             outer.cancel_scope.cancel()
         summary = manager.summary()
-        await reply({"ok": not errors, "errors": errors, "exit_code": 1 if errors else 0, **summary})
+        await reply({"ok": not errors, "errors": errors, "exit_code": EXIT_FAILED if errors else EXIT_OK, **summary})
 
     def _check_names(self, names: list[str] | None) -> None:
         unknown = [n for n in names or [] if n not in self.sup.records]
@@ -328,7 +328,7 @@ class Handlers:
         rows = self.sup.snapshot(selected)
         self.sup.record_start(selected)
         ok = all(r["state"] in {s.value for s in SETTLED_OK} for r in rows)
-        await reply({"ok": ok, "done": True, "resources": rows, "exit_code": 0 if ok else 1})
+        await reply({"ok": ok, "done": True, "resources": rows, "exit_code": EXIT_OK if ok else EXIT_FAILED})
 
     async def op_down(self, request: dict[str, Any], reply: Reply) -> None:
         names = request.get("names") or None
@@ -340,7 +340,7 @@ class Handlers:
                     await self.sup.runtime(kind).cleanup(self.sup.project, bool(request.get("volumes")))
                 except VrooliError as exc:
                     log.warning("cleanup failed", runtime=kind, error=str(exc))
-        await reply({"ok": True, "stopped": stopped, "exit_code": 0,
+        await reply({"ok": True, "stopped": stopped, "exit_code": EXIT_OK,
                      "resources": self.sup.snapshot(stopped)})
         if not names:
             self.sup.shutdown_requested.set()
@@ -361,7 +361,7 @@ class Handlers:
             for hook in self.on_reload:
                 await hook("rejected", {"errors": exc.lines()})
             if reply is not None:
-                await reply({"ok": False, "errors": exc.lines(), "exit_code": 2})
+                await reply({"ok": False, "errors": exc.lines(), "exit_code": EXIT_USAGE})
             return
         for hook in self.on_reload:
             await hook("reloading", {})
@@ -370,4 +370,4 @@ class Handlers:
         for hook in self.on_reload:
             await hook("reloaded", changes)
         if reply is not None:
-            await reply({"ok": True, "exit_code": 0, **changes})
+            await reply({"ok": True, "exit_code": EXIT_OK, **changes})
