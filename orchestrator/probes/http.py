@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import ssl
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import anyio
 from anyio.abc import ByteStream
@@ -21,6 +21,7 @@ from orchestrator.spec import ProbeSpec
 
 MAX_HEAD = 64 * 1024  # a status line and headers beyond this are not a health answer
 MAX_KEPT_BODY = 64 * 1024  # larger bodies are not read; the connection is dropped instead
+URL_SAFE = "/?&=%:@!$'()*+,;~-._"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +40,9 @@ class Target:
         tls = parts.scheme == "https"
         host = parts.hostname or "127.0.0.1"
         port = parts.port or (443 if tls else 80)
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        host_header = f"[{host}]" if ":" in host else host
+        # As a browser would send it: non-ASCII percent-encoded, existing escapes kept.
+        path = quote((parts.path or "/") + (f"?{parts.query}" if parts.query else ""), safe=URL_SAFE)
+        host_header = f"[{host}]" if ":" in host else _ascii_host(host)
         if parts.port:
             host_header += f":{parts.port}"
         headers = [f"GET {path} HTTP/1.1", f"Host: {host_header}", "User-Agent: vrooli-probe",
@@ -50,6 +52,13 @@ class Target:
             headers.append("Authorization: Basic " + base64.b64encode(userinfo.encode()).decode())
         shown = url if parts.username is None else url.replace(parts.netloc, parts.netloc.rpartition("@")[2], 1)
         return cls(tls, host, port, ("\r\n".join(headers) + "\r\n\r\n").encode("latin-1"), shown)
+
+
+def _ascii_host(host: str) -> str:
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return host
 
 
 class ProtocolError(Exception):
