@@ -136,22 +136,22 @@ async def _health(sup: Supervisor, listen: str) -> None:
     except OSError as exc:
         log.warning("health endpoint not started", listen=listen, error=exc.strerror or str(exc))
         return
-    host, port = sock.getsockname()[:2]
-    (sup.state_dir / "health.addr").write_text(f"{host}:{port}")
-    log.info("health endpoint listening", listen=f"{host}:{port}")
-    # Answering needs uvicorn and prometheus_client: ~50 ms of imports, CPU the resources
-    # starting right now need more (measured: ~0.09 s off a cold start of the real stack).
-    # The socket already listens, so a monitor's request waits in the backlog, at most
-    # HEALTH_DEFER_MAX, instead of being refused. The import runs in a worker thread so the
-    # event loop keeps probing and answering the control socket meanwhile.
-    with anyio.move_on_after(HEALTH_DEFER_MAX):
-        await sup.wait_settled(set(sup.wanted))
-    await anyio.to_thread.run_sync(_import_health)
     try:
+        host, port = sock.getsockname()[:2]
+        (sup.state_dir / "health.addr").write_text(f"{host}:{port}")
+        log.info("health endpoint listening", listen=f"{host}:{port}")
+        # Answering needs uvicorn and prometheus_client: ~50 ms of imports, CPU the resources
+        # starting right now need more (measured: ~0.09 s off a cold start of the real
+        # stack). The socket already listens, so a monitor's request waits in the backlog,
+        # at most HEALTH_DEFER_MAX, instead of being refused. The import runs in a worker
+        # thread so the event loop keeps probing and answering the control socket meanwhile.
+        with anyio.move_on_after(HEALTH_DEFER_MAX):
+            await sup.wait_settled(set(sup.wanted))
+        await anyio.to_thread.run_sync(_import_health)
         async with anyio.create_task_group() as tg:
             await tg.start(serve_health, sup, sock)
     finally:
-        sock.close()
+        sock.close()  # also when the supervisor stops before the endpoint ever answered
 
 
 def _import_health() -> None:
