@@ -54,9 +54,24 @@ def critical_chain(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         chain.append(current)
 
 
-def render(rows: list[dict[str, Any]]) -> str:
+def cold_start(rows: list[dict[str, Any]], marks: dict[str, float] | None) -> dict[str, float] | None:
+    """What a cold `vrooli up` spent before its first resource started, in seconds from the
+    command: when the supervisor ran, and when the first resource started."""
+    starts = [t for r in rows if (t := _ts(r.get("started_at"))) is not None]
+    if not marks or not starts or "invoked_at" not in marks:
+        return None
+    invoked = marks["invoked_at"]
+    return {"supervisor_running": round(marks.get("supervisor_at", invoked) - invoked, 6),
+            "first_start": round(min(starts) - invoked, 6)}
+
+
+def render(rows: list[dict[str, Any]], marks: dict[str, float] | None = None) -> str:
     chain = critical_chain(rows)
     lines = []
+    phases = cold_start(rows, marks)
+    if phases is not None:
+        lines.append(f"cold start: the supervisor ran {phases['supervisor_running']:.3f}s and the first resource "
+                     f"started {phases['first_start']:.3f}s after `vrooli up` began (Python start-up)")
     if chain:
         total = chain[0]["ready"]
         lines.append(f"critical chain: {total:.3f}s until the last resource was ready")

@@ -364,14 +364,17 @@ def analyze(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
     project = _project_or_exit(files, json_out)
     path = project.state_dir / "last_start.json"
     try:
-        rows = json.loads(path.read_text())["resources"]
-    except (OSError, ValueError, KeyError):
+        record = json.loads(path.read_text())
+        rows = record["resources"]
+    except (OSError, ValueError, KeyError, TypeError):
         _fail(SupervisorUnavailable(f"no start recorded yet for {project.name} (run `vrooli up`)"), json_out)
+    marks = record.get("cold_start")
     if json_out:
         print(json.dumps({"project": project.name, "timeline": analysis.timeline(rows),
-                          "critical_chain": [c["name"] for c in analysis.critical_chain(rows)]}, indent=2))
+                          "critical_chain": [c["name"] for c in analysis.critical_chain(rows)],
+                          "cold_start": analysis.cold_start(rows, marks)}, indent=2))
     else:
-        print(analysis.render(rows))
+        print(analysis.render(rows, marks))
 
 
 @app.command()

@@ -38,6 +38,7 @@ class Options:
     health_listen: str | None = None  # overrides [project].health_listen
     environ: dict[str, str] | None = None
     up_at_start: bool = False  # detached: start `names` before any client asks
+    invoked_at: float | None = None  # epoch seconds the `vrooli up` that forked us began
 
 
 class SupervisorLock:
@@ -88,6 +89,8 @@ def run(options: Options) -> int:
 
 async def _main(project: ProjectSpec, options: Options) -> int:
     sup = Supervisor(project)
+    if options.invoked_at is not None:
+        sup.cold_start = {"invoked_at": options.invoked_at, "supervisor_at": time.time()}
     exit_code = 0
     extras: list[Callable[[Supervisor, Handlers], Coroutine[Any, Any, None]]] = []
     if options.mode == "daemon":

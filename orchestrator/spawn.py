@@ -70,8 +70,21 @@ def _spawn(project: ProjectSpec, up: list[str] | None, no_deps: bool) -> Pending
     args = [a for f in project.files for a in ("-f", str(f))]
     if up is not None:
         args += ["--up", ",".join(up)] + (["--no-deps"] if no_deps else [])
+        args += ["--invoked-at", f"{process_started_at():.6f}"]
     pid = _fork_supervisor(args, log_path, project.project_dir, spawn_lock.fileno())
     return Pending(pid, spawn_lock, log_path, offset)
+
+
+def process_started_at() -> float:
+    """When this process was created (epoch seconds): the moment the user ran `vrooli up`,
+    so `vrooli analyze` can show what the start cost before any resource started."""
+    try:
+        with open("/proc/self/stat") as handle:
+            start_ticks = int(handle.read().rpartition(")")[2].split()[19])  # field 22, starttime
+        since_boot = time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
+        return time.time() - since_boot
+    except (OSError, ValueError, IndexError):
+        return time.time()
 
 
 def _wait_answering(project: ProjectSpec, pending: Pending) -> Client:

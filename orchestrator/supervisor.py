@@ -105,6 +105,9 @@ class Supervisor:
         self.models: dict[str, ModelManager] = {}
         self._persisted: dict[str, Any] | None = None
         self._persist_scheduled = False
+        # When the `vrooli up` that forked this supervisor began, and when the supervisor
+        # ran (epoch seconds): what a cold start cost before the first resource started.
+        self.cold_start: dict[str, float] | None = None
 
     def __repr__(self) -> str:
         states = ", ".join(f"{n}={r.state.value}" for n, r in self.records.items())
@@ -741,9 +744,11 @@ class Supervisor:
     def record_start(self, names: Iterable[str]) -> None:
         """Keep the last start's timeline for `vrooli analyze`, even after `down`."""
         rows = self.snapshot(sorted(set(names) | set(self.wanted)))
+        record: dict[str, Any] = {"project": self.project.name, "resources": rows}
+        if self.cold_start is not None:  # only the start that this supervisor was forked for
+            record["cold_start"], self.cold_start = self.cold_start, None
         try:
-            (self.state_dir / "last_start.json").write_text(json.dumps({"project": self.project.name,
-                                                                         "resources": rows}))
+            (self.state_dir / "last_start.json").write_text(json.dumps(record))
         except OSError as exc:
             log.warning("cannot record the start", error=str(exc))
 

@@ -35,3 +35,16 @@ def test_render_shows_offsets() -> None:
     assert "critical chain: 18.000s" in text
     assert "n8n @18.000s +14.990s" in text
     assert "└─postgres @3.000s +3.000s" in text
+
+
+def test_cold_start_phases_are_measured_from_the_command() -> None:
+    from datetime import datetime
+
+    from orchestrator.analyze import cold_start
+
+    invoked = datetime.fromisoformat("2026-01-01T00:00:09.850000+00:00").timestamp()
+    marks = {"invoked_at": invoked, "supervisor_at": invoked + 0.09}
+    assert cold_start(ROWS, marks) == {"supervisor_running": 0.09, "first_start": 0.15}
+    assert "the supervisor ran 0.090s and the first resource started 0.150s after `vrooli up`" in render(ROWS, marks)
+    assert cold_start(ROWS, None) is None  # `up` on a running supervisor: nothing to show
+    assert "cold start" not in render(ROWS)

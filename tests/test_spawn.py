@@ -92,3 +92,27 @@ def test_ctrl_c_stops_waiting_not_the_stack(project: Project) -> None:
     assert "Traceback" not in err
     done = project.run("up")  # the start went on; this just waits for it
     assert done.returncode == 0 and project.rows()["slow"]["state"] == "ready"
+
+
+def test_analyze_shows_what_a_cold_up_cost_before_the_first_start(project: Project) -> None:
+    project.write("""
+        [resources.db]
+        command = ["sh", "-c", "echo ready; exec sleep 1000"]
+        health = { probe = "log", pattern = "ready" }
+        [resources.app]
+        command = ["sh", "-c", "echo ready; exec sleep 1000"]
+        depends_on = ["db"]
+        health = { probe = "log", pattern = "ready" }
+    """)
+    assert project.run("up").returncode == 0
+    done = project.run("analyze", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["critical_chain"] == ["app", "db"]
+    phases = report["cold_start"]
+    assert 0 < phases["supervisor_running"] < phases["first_start"] < 10
+    text = project.run("analyze").stdout
+    assert text.startswith("cold start: the supervisor ran ")
+    # An `up` answered by the running supervisor has no cold start to show.
+    assert project.run("up").returncode == 0
+    assert json.loads(project.run("analyze", "--json").stdout)["cold_start"] is None
