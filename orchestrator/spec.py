@@ -83,7 +83,7 @@ class ProbeSpec:
 
     def describe(self) -> str:
         if self.kind == "http":
-            return f"http {_without_password(self.url or '')}"
+            return f"http {without_password(self.url or '')}"
         if self.kind == "exec":
             return "exec " + " ".join(self.command)
         if self.kind == "log":
@@ -180,7 +180,7 @@ class ProjectSpec:
         return [n for n, r in self.resources.items() if r.enabled]
 
 
-def _without_password(url: str) -> str:
+def without_password(url: str) -> str:
     """The URL as logs and status may show it: credentials dropped (they may be secrets)."""
     scheme, sep, rest = url.partition("://")
     netloc, slash, path = rest.partition("/")

@@ -17,7 +17,7 @@ import anyio
 from anyio.abc import ByteStream
 
 from orchestrator.probes import ProbeResult
-from orchestrator.spec import ProbeSpec
+from orchestrator.spec import ProbeSpec, without_password
 
 MAX_HEAD = 64 * 1024  # a status line and headers beyond this are not a health answer
 MAX_KEPT_BODY = 64 * 1024  # larger bodies are not read; the connection is dropped instead
@@ -50,8 +50,7 @@ class Target:
         if parts.username is not None:
             userinfo = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
             headers.append("Authorization: Basic " + base64.b64encode(userinfo.encode()).decode())
-        shown = url if parts.username is None else url.replace(parts.netloc, parts.netloc.rpartition("@")[2], 1)
-        return cls(tls, host, port, ("\r\n".join(headers) + "\r\n\r\n").encode("latin-1"), shown)
+        return cls(tls, host, port, ("\r\n".join(headers) + "\r\n\r\n").encode("latin-1"), without_password(url))
 
 
 def _ascii_host(host: str) -> str:
