@@ -23,7 +23,7 @@ if "rich" not in sys.modules:
 
 import typer
 
-from orchestrator import __version__, config, follow, paths, spawn
+from orchestrator import __version__, config, paths, spawn
 from orchestrator.errors import (
     EXIT_FAILED,
     EXIT_NOT_RUNNING,
@@ -33,6 +33,8 @@ from orchestrator.errors import (
     UsageError,
     VrooliError,
 )
+from orchestrator.follow import check_names, report_error, run_up
+from orchestrator.follow import follow as follow_replies
 from orchestrator.spec import ProjectSpec
 
 app = typer.Typer(
@@ -54,7 +56,7 @@ LogFormatOpt = Annotated[str, typer.Option("--log-format", help="auto | console 
 
 
 def _fail(error: VrooliError, as_json: bool = False) -> NoReturn:
-    follow.report_error(error, as_json)
+    report_error(error, as_json)
     raise typer.Exit(error.exit_code)
 
 
@@ -68,12 +70,6 @@ def _project_or_exit(files: list[str] | None, json_out: bool) -> ProjectSpec:
         return _load(files)
     except VrooliError as exc:
         _fail(exc, json_out)
-
-
-def _client(project: ProjectSpec, timeout: float | None = 5.0) -> Any:
-    from orchestrator.control import Client
-
-    return Client(paths.control_socket(project.state_dir), timeout=timeout)
 
 
 # ------------------------------------------------------------------------ commands
@@ -100,12 +96,10 @@ def up(
 ) -> None:
     """Start resources (and their dependencies); return when they are ready."""
     if not foreground:
-        raise typer.Exit(follow.run_up(names or [], files or [], no_deps, json_out))
+        raise typer.Exit(run_up(names or [], files or [], no_deps, json_out))
     try:
         project = _load(files)
-        unknown = [n for n in names or [] if n not in project.resources]
-        if unknown:
-            raise UsageError(f"unknown resource '{unknown[0]}' (known: {', '.join(project.resources)})")
+        check_names(project, names or [])
         from orchestrator import service
         from orchestrator.logging import configure
 
@@ -127,7 +121,7 @@ def down(
     """Stop resources in reverse dependency order; with no names, also end the supervisor."""
     try:
         project = _load(files)
-        client = _client(project, timeout=None)
+        client = spawn.client(project, timeout=None)
         if not client.alive():
             # `down --volumes` after a plain `down` must still remove the volumes.
             if not _has_leftovers(project) and not volumes:
@@ -173,10 +167,8 @@ def status(
     """Show each resource's state; exit 0 all ready, 1 something is not, 3 nothing runs."""
     try:
         project = _load(files)
-        unknown = [n for n in names or [] if n not in project.resources]
-        if unknown:
-            raise UsageError(f"unknown resource '{unknown[0]}' (known: {', '.join(project.resources)})")
-        client = _client(project)
+        check_names(project, names or [])
+        client = spawn.client(project)
         from orchestrator.control import ControlError
         try:
             reply = client.call({"op": "status", "names": names or []})
@@ -235,10 +227,10 @@ def restart(
     """Restart resources (and what depends on them); return when they are ready again."""
     try:
         project = _load(files)
-        client = _client(project, timeout=None)
+        client = spawn.client(project, timeout=None)
         if not client.alive():
             raise SupervisorUnavailable(f"{project.name} is not running; use `vrooli up`")
-        code = follow.follow(client, {"op": "restart", "names": names}, json_out)
+        code = follow_replies(client, {"op": "restart", "names": names}, json_out)
     except VrooliError as exc:
         _fail(exc, json_out)
     raise typer.Exit(code)
@@ -258,8 +250,7 @@ def logs(
 
     try:
         project = _load(files)
-        if name not in project.resources:
-            raise UsageError(f"unknown resource '{name}' (known: {', '.join(project.resources)})")
+        check_names(project, [name])
     except VrooliError as exc:
         _fail(exc, json_out)
     output = OutputLog(paths.resource_log(project.state_dir, name))
@@ -310,7 +301,7 @@ def models(
         _fail(UsageError(f"unknown action '{action}' (list, pull, ensure, unload)"), json_out)
     try:
         project = _load(files)
-        client = _client(project, timeout=None)
+        client = spawn.client(project, timeout=None)
         if not client.alive():
             raise SupervisorUnavailable(f"{project.name} is not running; use `vrooli up`")
         final: dict[str, Any] = {}
@@ -449,7 +440,7 @@ def reload(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
     """Re-read resources.toml and apply only the difference (as SIGHUP does for the daemon)."""
     try:
         project = _load(files)
-        client = _client(project, timeout=None)
+        client = spawn.client(project, timeout=None)
         if not client.alive():
             raise SupervisorUnavailable(f"{project.name} is not running")
         reply = client.call({"op": "reload", "files": [str(f) for f in project.files],
@@ -461,7 +452,7 @@ def reload(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
     if json_out:
         print(json.dumps(reply))
     else:
-        moved = {k: reply.get(k) for k in ("added", "removed", "restarted") if reply.get(k)}
+        moved: dict[str, list[str]] = {k: reply[k] for k in ("added", "removed", "restarted") if reply.get(k)}
         print("reloaded: " + ("; ".join(f"{k} {', '.join(v)}" for k, v in moved.items()) or "nothing changed"),
               file=sys.stderr)
 

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator import config, spawn
 from orchestrator.errors import (
@@ -23,6 +23,9 @@ from orchestrator.errors import (
     VrooliError,
 )
 
+if TYPE_CHECKING:
+    from orchestrator.spec import ProjectSpec
+
 
 def report_error(error: VrooliError, as_json: bool = False) -> None:
     if as_json:
@@ -32,13 +35,18 @@ def report_error(error: VrooliError, as_json: bool = False) -> None:
             print(text if isinstance(error, ConfigError) else f"vrooli: {text}", file=sys.stderr)
 
 
+def check_names(project: ProjectSpec, names: list[str]) -> None:
+    """Every name a command line gives must be a resource of the project."""
+    unknown = [n for n in names if n not in project.resources]
+    if unknown:
+        raise UsageError(f"unknown resource '{unknown[0]}' (known: {', '.join(project.resources)})")
+
+
 def run_up(names: list[str], files: list[str], no_deps: bool, json_out: bool) -> int:
     """Start NAMES (all if empty) through the project's supervisor; the exit code."""
     try:
         project = config.load(config.find_files(files or None))
-        unknown = [n for n in names if n not in project.resources]
-        if unknown:
-            raise UsageError(f"unknown resource '{unknown[0]}' (known: {', '.join(project.resources)})")
+        check_names(project, names)
         client = spawn.ensure_supervisor(project, up=names, no_deps=no_deps)
         return follow(client, {"op": "up", "names": names, "no_deps": no_deps,
                                "files": [str(f) for f in project.files], "environ": dict(os.environ)}, json_out)

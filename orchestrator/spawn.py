@@ -44,17 +44,18 @@ def ensure_supervisor(project: ProjectSpec, up: list[str] | None = None, no_deps
     With `up`, a new supervisor starts those resources as soon as it runs ("" = all),
     without waiting for the CLI to connect and ask: a cold `vrooli up` saves a round trip.
     """
-    client = _client(project)
-    if client.alive():
-        return client
+    existing = client(project)
+    if existing.alive():
+        return existing
     started = _spawn(project, up, no_deps)
-    return client if started is None else _wait_answering(project, started)
+    return existing if started is None else _wait_answering(project, started)
 
 
-def _client(project: ProjectSpec) -> Client:
+def client(project: ProjectSpec, timeout: float | None = 5.0) -> Client:
+    """A client of the project's control socket (plain blocking sockets: no event loop)."""
     from orchestrator.control import Client
 
-    return Client(paths.control_socket(project.state_dir), timeout=5.0)
+    return Client(paths.control_socket(project.state_dir), timeout=timeout)
 
 
 def _spawn(project: ProjectSpec, up: list[str] | None, no_deps: bool) -> Pending | None:
@@ -62,7 +63,7 @@ def _spawn(project: ProjectSpec, up: list[str] | None, no_deps: bool) -> Pending
     paths.ensure_state_dir(project.state_dir)
     spawn_lock = (project.state_dir / "spawn.lock").open("a")
     fcntl.flock(spawn_lock, fcntl.LOCK_EX)  # a second `up` waits here for the first
-    if _client(project).alive():
+    if client(project).alive():
         spawn_lock.close()
         return None
     log_path = paths.supervisor_log(project.state_dir)
@@ -88,12 +89,12 @@ def process_started_at() -> float:
 
 
 def _wait_answering(project: ProjectSpec, pending: Pending) -> Client:
-    client = _client(project)
+    answering = client(project)
     try:
         deadline = time.monotonic() + SPAWN_TIMEOUT
         while time.monotonic() < deadline:
-            if client.alive():
-                return client
+            if answering.alive():
+                return answering
             done, status = os.waitpid(pending.pid, os.WNOHANG)
             if done:
                 tail = _read_from(pending.log_path, pending.offset).strip().splitlines()[-3:]
