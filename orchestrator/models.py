@@ -341,8 +341,8 @@ class ModelManager:
         return rec is not None and rec.state is State.READY
 
     def _still_ready(self, incarnation: object) -> bool:
-        rec = self.sup.records.get(self.resource)
-        return rec is not None and rec.state is State.READY and rec.started_at == incarnation
+        """Ready, and the same start as `incarnation` (not a restart since)."""
+        return self._resource_ready() and self.sup.records[self.resource].started_at == incarnation
 
     def _rest_settled(self) -> bool:
         others = [r for n, r in self.sup.records.items() if n in self.sup.wanted and n != self.resource]
