@@ -255,8 +255,7 @@ async def serve_health(sup: Supervisor, sock: socket.socket, *, task_status: Any
     finally:
         with anyio.CancelScope(shield=True):
             server.should_exit = True
-            await server.shutdown(sockets=[sock])
-            sock.close()
+            await server.shutdown(sockets=[sock])  # the socket is the caller's to close
 
 
 

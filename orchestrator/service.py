@@ -161,8 +161,6 @@ def _import_health() -> None:
     import prometheus_client  # noqa: F401
     import uvicorn.protocols.http.h11_impl  # noqa: F401
 
-    import orchestrator.health  # noqa: F401
-
 
 async def _foreground_progress(sup: Supervisor, selected: frozenset[str]) -> None:
     from orchestrator.progress import Progress
