@@ -16,7 +16,7 @@ from urllib.parse import quote, unquote, urlsplit
 import anyio
 from anyio.abc import ByteStream
 
-from orchestrator.probes import ProbeResult
+from orchestrator.probes import ProbeResult, _os_error
 from orchestrator.spec import ProbeSpec, without_password
 
 MAX_HEAD = 64 * 1024  # a status line and headers beyond this are not a health answer
@@ -76,6 +76,7 @@ class HttpProbe:
         self.target = Target.parse(spec.url)
         self._stream: ByteStream | None = None
         self._buffer = b""
+        self._tls_context: ssl.SSLContext | None = None
 
     async def check(self) -> ProbeResult:
         shown = self.target.shown
@@ -142,10 +143,10 @@ class HttpProbe:
     async def _connect(self) -> ByteStream:
         target = self.target
         if not target.tls:
-            stream = await anyio.connect_tcp(target.host, target.port)
-            return stream
-        context = ssl.create_default_context()
-        return await anyio.connect_tcp(target.host, target.port, tls=True, ssl_context=context,
+            return await anyio.connect_tcp(target.host, target.port)
+        if self._tls_context is None:  # loading the CA store costs ms: once per probe, not per connection
+            self._tls_context = ssl.create_default_context()
+        return await anyio.connect_tcp(target.host, target.port, tls=True, ssl_context=self._tls_context,
                                        tls_standard_compatible=False)
 
     async def _drop(self) -> None:
@@ -166,7 +167,5 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, anyio.EndOfStream | anyio.BrokenResourceError | ConnectionResetError):
         return "connection closed without a response"
     if isinstance(exc, OSError):
-        from orchestrator.probes import _os_error
-
         return _os_error(exc)
     return str(exc) or type(exc).__name__
