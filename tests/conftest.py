@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,6 +34,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def close_listener(sock: socket.socket, acceptor: threading.Thread) -> None:
+    """Stop listening for real before the test asserts the port is closed.
+
+    close() alone does not interrupt a thread blocked in accept(): the kernel keeps the
+    listening socket alive until that call returns, so the port still accepts connections
+    (the cause of test_tcp_probe failing now and then). shutdown() wakes accept() at once.
+    """
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+    acceptor.join(timeout=5)
+    assert not acceptor.is_alive(), "the test server's accept thread did not stop"
 
 
 def processes_with_token(token: str) -> list[psutil.Process]:

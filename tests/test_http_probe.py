@@ -15,7 +15,7 @@ import pytest
 from orchestrator.probes import ProbeContext, make_probe, run_once
 from orchestrator.probes.http import HttpProbe
 from orchestrator.spec import ProbeSpec
-from tests.conftest import free_port
+from tests.conftest import close_listener, free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -39,7 +39,8 @@ class RawServer:
         self.connections = 0
         self.requests: list[bytes] = []
         self._conns: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
 
     def _accept(self) -> None:
         while True:
@@ -83,7 +84,7 @@ class RawServer:
                 pass
 
     def close(self) -> None:
-        self.sock.close()
+        close_listener(self.sock, self._acceptor)  # shutdown first: close() leaves accept() listening
         self.close_idle_connections()
 
 

@@ -17,7 +17,7 @@ import pytest
 from orchestrator.logs import OutputLog
 from orchestrator.probes import ProbeContext, make_probe, run_once, until_ready
 from orchestrator.spec import ProbeSpec
-from tests.conftest import free_port, postgres_command, postgres_data_dir
+from tests.conftest import close_listener, free_port, postgres_command, postgres_data_dir
 
 pytestmark = pytest.mark.anyio
 
@@ -70,7 +70,8 @@ class LineServer:
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
         self.reply = reply
-        threading.Thread(target=self._serve, daemon=True).start()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
 
     def _serve(self) -> None:
         while True:
@@ -83,7 +84,7 @@ class LineServer:
                 conn.sendall(self.reply)
 
     def close(self) -> None:
-        self.sock.close()
+        close_listener(self.sock, self._thread)
 
 
 async def test_redis_loading_is_not_ready() -> None:
@@ -205,9 +206,10 @@ async def test_first_checks_are_milliseconds_apart() -> None:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
-        sock.listen(1)
+        # Both recorded before listen(): the probe may connect the instant it listens.
         listener.append(sock)
         opened.append(time.monotonic())
+        sock.listen(1)
 
     opened: list[float] = []
     threading.Thread(target=open_later, daemon=True).start()
