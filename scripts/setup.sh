@@ -21,12 +21,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# The Debian postgresql package starts a cluster of its own; we never use it.
-if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q online; then
-  as_root pg_ctlcluster 15 main stop 2>/dev/null || true
-fi
-# Same for the packaged redis-server service (it would hold port 6379).
-pkill -f '^/usr/bin/redis-server 127.0.0.1:6379' 2>/dev/null || true
+# The Debian postgresql and redis-server packages may start servers of their own (5432,
+# 6379). They are the user's: we leave them alone. Tests and the shipped stack use other
+# ports (tests pick free ones; the stack uses 5433 and 6380).
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 # An editable install leaves bytecode to the first import, and with PYTHONDONTWRITEBYTECODE
@@ -38,7 +35,8 @@ if command -v pyenv >/dev/null; then pyenv rehash; fi
 
 if ! docker info >/dev/null 2>&1; then
   echo "setup: starting dockerd"
-  as_root sh -c 'nohup dockerd >/var/log/vrooli-dockerd.log 2>&1 &'
+  # Its pid is kept so that whoever asked for it (CI) can stop exactly this one.
+  as_root sh -c 'nohup dockerd >/var/log/vrooli-dockerd.log 2>&1 & echo $! >/run/vrooli-dockerd.pid'
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
   docker info >/dev/null 2>&1 || { echo "setup: dockerd did not start; see /var/log/vrooli-dockerd.log" >&2; exit 1; }
 fi
