@@ -432,7 +432,7 @@ def export_cmd(
 
     try:
         request = export.Request(fmt, config.find_files(files), Path(out) if out else None,
-                                 namespace, skip_process, conditions)
+                                 namespace, skip_process, conditions, directory=bool(out and out.endswith("/")))
         result = export.run(request)
     except VrooliError as exc:
         _fail(exc, json_out)

@@ -27,6 +27,7 @@ class Request:
     namespace: str | None = None
     skip_process: bool = False
     conditions: bool = False
+    directory: bool = False  # OUT was given with a trailing '/': a directory even if it does not exist
 
 
 @dataclass
@@ -45,7 +46,7 @@ class Result:
 def run(request: Request) -> Result:
     if request.format not in FORMATS:
         raise ExportError(f"unknown export format '{request.format}' (known: {', '.join(FORMATS)})")
-    as_directory = request.out is not None and (request.out.is_dir() or str(request.out).endswith("/"))
+    as_directory = request.out is not None and (request.directory or request.out.is_dir())
     if as_directory and request.format == "compose":
         raise ExportError(f"{request.out}: is a directory; give the Compose file's name")
     the_plan = plan(load_source(request.files), request.skip_process)
@@ -62,8 +63,8 @@ def run(request: Request) -> Result:
             groups.setdefault(manifest.group, []).append(manifest.doc)
     header = [f"vrooli export {request.format}: project {the_plan.project.name}"] if request.format != "compose" else []
     every = [d for docs in groups.values() for d in docs]
-    result = Result(request.format, the_plan.project.name, dump_all(every, header), [d.data for d in every], list(the_plan.containers),
-                    list(the_plan.external), list(the_plan.skipped), the_plan.notes)
+    result = Result(request.format, the_plan.project.name, dump_all(every, header), [d.data for d in every],
+                    list(the_plan.containers), list(the_plan.external), list(the_plan.skipped), the_plan.notes)
     if request.out is not None:
         if as_directory:
             texts = {request.out / f"{name}.yaml": dump_all(docs, header) for name, docs in groups.items()}

@@ -74,7 +74,7 @@ class Text:
         """One sh word whose references the shell resolves from the container's environment
         (the same `${VAR:-default}` syntax), everything else literal."""
         if not self.variables():
-            return _single_quote(self.with_defaults())
+            return sh_quote(self.with_defaults())
         parts = []
         for piece in re.split(r"(\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}|\$\$)", self.template):
             if piece == "$$":
@@ -91,7 +91,7 @@ def _dq_escape(text: str) -> str:
     return re.sub(r'([\\"`$])', r"\\\1", text)
 
 
-def _single_quote(text: str) -> str:
+def sh_quote(text: str) -> str:
     if re.fullmatch(r"[A-Za-z0-9_./:=@%+-]+", text):
         return text  # nothing the shell would read differently
     return "'" + text.replace("'", "'\\''") + "'"
@@ -389,7 +389,7 @@ def _redis_script(plan: Plan, spec: ResourceSpec, probe: ProbeSpec, host: str, p
 def tcp_script(host: str, port: int, timeout: float) -> Script:
     """Connect with whatever the image has: nc, bash's /dev/tcp, or python3."""
     seconds = max(1, math.ceil(timeout))
-    quoted = _single_quote(host)
+    quoted = sh_quote(host)
     return (
         f"if command -v nc >/dev/null 2>&1; then exec nc -z -w {seconds} {quoted} {port}; fi; "
         f"if command -v bash >/dev/null 2>&1; then exec bash -c 'exec 3<>/dev/tcp/'{quoted}'/{port}'; fi; "
@@ -404,7 +404,7 @@ def http_script(target: HttpTarget, statuses: tuple[int, ...], timeout: float) -
     certificate carries, so https is not verified here (the service is its own peer).
     """
     seconds = max(1, math.ceil(timeout))
-    url = _single_quote(target.url)
+    url = sh_quote(target.url)
     pattern = "|".join(str(s) for s in statuses) if statuses else "2??|3??"
     accepted = f"s in {tuple(statuses)!r}" if statuses else "200 <= s < 400"
     python = ("import http.client as h, ssl, sys, urllib.parse as p; u = p.urlsplit(sys.argv[1]); "

@@ -23,6 +23,7 @@ from orchestrator.export.common import (
     exec_timeout,
     external_address,
     probe_check,
+    sh_quote,
 )
 from orchestrator.export.yamltext import Document
 from orchestrator.spec import ProbeSpec, ResourceSpec, RestartPolicy
@@ -199,7 +200,7 @@ def render_script(script: Script) -> str:
     out = []
     for part in script:
         if isinstance(part, Text):
-            out.append("'" + part.for_compose().replace("'", "'\\''") + "'")
+            out.append(sh_quote(part.for_compose()))
         else:
             out.append(part.replace("$", "$$"))
     return "".join(out)
