@@ -561,15 +561,18 @@ def test_kubernetes_secrets_get_placeholders_and_config_maps_get_defaults(
     done = export(kitchen, "kubernetes")
     assert SECRET not in done.stdout and "sk_live_from_env_file" not in done.stdout
     assert "written-in-the-file" not in done.stdout and "user-from-env" not in done.stdout
+    assert "a,b" not in done.stdout
     docs = [d for d in yaml.safe_load_all(done.stdout) if d]
     secret = find(docs, "Secret", "db-secrets")
     assert secret["stringData"] == {"POSTGRES_PASSWORD": "CHANGE-ME"}
     assert "# fill in: the value of ${DB_PASSWORD}" in done.stdout
     assert find(docs, "ConfigMap", "db-env")["data"] == {"PGDATA": "/data/pg", "POSTGRES_USER": "app"}
     api_secret = find(docs, "Secret", "api-secrets")["stringData"]
-    # Keys named like secrets, and the command's reference without a default.
-    assert api_secret == {"SIGNING_KEY": "CHANGE-ME", "STRIPE_SECRET": "CHANGE-ME", "API_TOKEN": "CHANGE-ME"}
-    assert find(docs, "ConfigMap", "api-env")["data"] == {"FEATURE_FLAGS": "a,b", "LOG_LEVEL": "debug"}
+    # Keys named like secrets, everything from the env file, and the command's reference without a default.
+    assert api_secret == {"FEATURE_FLAGS": "CHANGE-ME", "SIGNING_KEY": "CHANGE-ME", "STRIPE_SECRET": "CHANGE-ME",
+                          "API_TOKEN": "CHANGE-ME"}
+    assert "# fill in: FEATURE_FLAGS (its env_file has it; not copied here)" in done.stdout
+    assert find(docs, "ConfigMap", "api-env")["data"] == {"LOG_LEVEL": "debug"}
     env_from = container(find(docs, "Deployment", "api"))["envFrom"]
     assert env_from == [{"configMapRef": {"name": "api-env"}}, {"secretRef": {"name": "api-secrets"}}]
 
@@ -630,10 +633,11 @@ def one_line(done: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def test_unknown_format_is_one_line_and_writes_nothing(kitchen: Project) -> None:
+@pytest.mark.parametrize("fmt", ["helm", "", "COMPOSE", "compose ", "k8s", "kube", "swarm", "compose,kubernetes"])
+def test_unknown_format_is_one_line_and_writes_nothing(kitchen: Project, fmt: str) -> None:
     out = kitchen.dir / "out.yml"
-    line = one_line(export(kitchen, "helm", "-o", str(out)))
-    assert line == "vrooli: unknown export format 'helm' (known: compose, kubernetes)"
+    line = one_line(export(kitchen, fmt, "-o", str(out)))
+    assert line.startswith("vrooli: unknown export format") and "(known: compose, kubernetes)" in line
     assert not out.exists()
 
 
@@ -661,21 +665,25 @@ def test_process_without_export_image_names_it_and_leaves_old_output(project: Pr
     assert "depends_on" not in yaml.safe_load(out.read_text())["services"]["web"]
 
 
-@pytest.mark.parametrize("where", ["missing-dir/out.yml", "a-file/out.yml", "a-dir"])
-def test_unwritable_output_is_one_line_and_no_partial_file(kitchen: Project, where: str) -> None:
+@pytest.mark.parametrize(("fmt", "where"), [
+    ("compose", "missing-dir/out.yml"), ("compose", "a-file/out.yml"), ("compose", "a-dir"),
+    ("compose", "a-dir/"), ("kubernetes", "missing-dir/out.yaml"), ("kubernetes", "a-file/out.yaml"),
+    ("kubernetes", "a-file/sub/"), ("kubernetes", "missing-dir/sub/"),
+])
+def test_unwritable_output_is_one_line_and_no_partial_file(kitchen: Project, fmt: str, where: str) -> None:
     (kitchen.dir / "a-file").write_text("not a directory\n")
     (kitchen.dir / "a-dir").mkdir()
-    before = sorted(p.name for p in kitchen.dir.rglob("*"))
-    line = one_line(export(kitchen, "compose", "-o", str(kitchen.dir / where)))
+    before = sorted(str(p) for p in kitchen.dir.rglob("*"))
+    line = one_line(export(kitchen, fmt, "-o", str(kitchen.dir / where) + ("/" if where.endswith("/") else "")))
     assert str(kitchen.dir / where.split("/")[0]) in line
-    assert sorted(p.name for p in kitchen.dir.rglob("*")) == before
+    assert sorted(str(p) for p in kitchen.dir.rglob("*")) == before
+    assert (kitchen.dir / "a-file").read_text() == "not a directory\n"
 
 
-def test_unwritable_kubernetes_directory_writes_no_file(kitchen: Project) -> None:
-    (kitchen.dir / "a-file").write_text("x\n")
-    line = one_line(export(kitchen, "kubernetes", "-o", f"{kitchen.dir}/a-file/sub/"))
-    assert "cannot write" in line and "a-file/sub" in line
-    assert not (kitchen.dir / "a-file" / "sub").exists()
+@pytest.mark.parametrize("where", ["/proc/vrooli-export.yml", "/proc/vrooli-export/", "/sys/vrooli.yml"])
+def test_output_on_a_filesystem_that_takes_no_files_is_one_line(kitchen: Project, where: str) -> None:
+    line = one_line(export(kitchen, "kubernetes" if where.endswith("/") else "compose", "-o", where))
+    assert line.startswith(f"vrooli: cannot write {where.rstrip('/')}")
 
 
 def test_export_of_a_broken_file_is_the_config_error(project: Project) -> None:

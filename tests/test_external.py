@@ -60,6 +60,26 @@ def test_an_external_resource_needs_a_probe_that_can_reach_it(project: Project) 
     assert validate(project).returncode == 0
 
 
+@pytest.mark.parametrize(("table", "expected"), [
+    ('image = 3', "resources.a.export.image: expected a string"),
+    ('command = "serve"', "resources.a.export.command: expected a list of strings"),
+    ('command = []', "resources.a.export.command: must not be empty"),
+    ('healthcheck = ["pg_isready"]', 'resources.a.export.healthcheck: expected ["CMD", "program", ...]'),
+    ('healthcheck = ["CMD"]', 'resources.a.export.healthcheck: expected ["CMD", "program", ...]'),
+    ('healthcheck = ["CMD-SHELL", "a", "b"]', 'resources.a.export.healthcheck: expected ["CMD", "program", ...]'),
+    ('healthcheck = "CMD true"', "resources.a.export.healthcheck: expected a list of strings"),
+    ('env = ["A=b"]', 'resources.a.export.env: expected a table of NAME = "value"'),
+    ('env = { A = 1 }', 'resources.a.export.env: expected a table of NAME = "value"'),
+    ('imgae = "x"', "resources.a.export.imgae: unknown key in [export] (did you mean 'image'?)"),
+])
+def test_each_bad_export_key_is_one_line(project: Project, table: str, expected: str) -> None:
+    project.write(f'[resources.a]\ncommand = ["x"]\n[resources.a.export]\n{table}\n')
+    done = validate(project)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{project.file}: {expected}"), lines
+
+
 def test_the_export_table_is_checked(project: Project) -> None:
     project.write('[resources.a]\ncommand = ["x"]\n[resources.a.export]\nimage = 3\nhealthcheck = ["pg_isready"]\n'
                   'imgae = "x"\n')

@@ -102,7 +102,8 @@ class _Builder:
         env = self.plan.environment(spec)
         in_command: dict[str, str] = {}  # references without a default in the command: Secret keys
         container = self.container(spec, {v.key for v in env}, in_command)
-        plain = [v for v in env if not (is_secret_name(v.key) or v.text.needs_value)]
+        # An env file is where secrets usually live: none of its values is copied.
+        plain = [v for v in env if not (is_secret_name(v.key) or v.text.needs_value or v.origin == "env_file")]
         hidden = [v for v in env if v not in plain]
         docs: list[Document] = []
         env_from: list[object] = []
@@ -140,7 +141,8 @@ class _Builder:
         for v in hidden:
             data[v.key] = PLACEHOLDER
             refs = ", ".join("${" + n + "}" for n, _ in v.text.variables())
-            what = f"the value of {refs}" if refs else f"{v.key} (resources.toml has it; not copied here)"
+            source = "its env_file" if v.origin == "env_file" else "resources.toml"
+            what = f"the value of {refs}" if refs else f"{v.key} ({source} has it; not copied here)"
             doc.note(("stringData", v.key), f"fill in: {what}")
         for name in in_command:
             if name not in data:
