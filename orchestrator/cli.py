@@ -413,6 +413,43 @@ def graph_cmd(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
         print(f"disabled: {', '.join(disabled)}")
 
 
+@app.command("export")
+def export_cmd(
+    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="compose | kubernetes")],
+    files: FilesOpt = None,
+    out: Annotated[str | None, typer.Option(
+        "--output", "-o", help="Write here (kubernetes: a directory gets one file per resource); default stdout.")
+    ] = None,
+    namespace: Annotated[str | None, typer.Option("--namespace", help="kubernetes: the namespace to set.")] = None,
+    skip_process: Annotated[bool, typer.Option(
+        "--skip-process", help="Leave out native processes that have no [export] image.")] = False,
+    conditions: Annotated[bool, typer.Option(
+        "--conditions", help="compose: depends_on with conditions (docker-compose only, not Swarm).")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write the stack as a Compose file or Kubernetes manifests (nothing is started)."""
+    from orchestrator import export
+
+    try:
+        request = export.Request(fmt, config.find_files(files), Path(out) if out else None,
+                                 namespace, skip_process, conditions, directory=bool(out and out.endswith("/")))
+        result = export.run(request)
+    except VrooliError as exc:
+        _fail(exc, json_out)
+    if json_out:
+        print(json.dumps({"ok": True, "format": result.format, "project": result.project,
+                          "output": [str(p) for p in result.written] or None, "resources": result.resources,
+                          "external": result.external, "skipped": result.skipped, "notes": result.notes.lines,
+                          **({} if result.written else {"documents": result.documents})}, indent=2))
+        return
+    for line in result.notes.lines:
+        print(f"vrooli: {line}", file=sys.stderr)
+    if result.written:
+        print(f"wrote {', '.join(str(p) for p in result.written)}", file=sys.stderr)
+    else:
+        sys.stdout.write(result.text)
+
+
 @app.command()
 def daemon(
     names: NamesArg = None,

@@ -22,6 +22,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.spec import (
     Condition,
     Dependency,
+    ExportSpec,
     ModelLoad,
     ModelsSpec,
     PortSpec,
@@ -39,11 +40,14 @@ COMMON_KEYS = {
     "runtime", "command", "cwd", "env", "env_file", "ports", "depends_on", "start_timeout",
     "stop_signal", "stop_timeout", "restart", "restart_delay", "restart_max_delay",
     "restart_burst", "restart_window", "enabled", "health", "user", "description",
-    "models", "model_load", "keep_alive", "model_concurrency",
+    "models", "model_load", "keep_alive", "model_concurrency", "export",
 }
 DOCKER_ONLY_KEYS = {"image", "entrypoint", "volumes", "memory_limit"}
 RESOURCE_KEYS = COMMON_KEYS | DOCKER_ONLY_KEYS
-RUNTIMES = ("process", "docker")
+RUNTIMES = ("process", "docker", "external")
+# An external resource is only probed: keys about starting, stopping or restarting it do not apply.
+EXTERNAL_KEYS = {"runtime", "depends_on", "start_timeout", "enabled", "health", "description", "export"}
+EXPORT_KEYS = {"image", "command", "healthcheck", "env"}
 PROBE_KINDS = ("tcp", "http", "exec", "postgres", "redis", "log")
 PROBE_KEYS = {
     "probe", "host", "port", "url", "expect_status", "command", "pattern", "inside", "user",
@@ -456,6 +460,8 @@ def _parse_resource(name: str, raw: object, project_dir: Path, variables: Mappin
         check.fail((*path, "runtime"), f"must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
         return None
     check.unknown_keys(raw, RESOURCE_KEYS, path, "a resource")
+    if runtime == "external":
+        _check_external(raw, path, check)
     if runtime == "process":
         for key in sorted(DOCKER_ONLY_KEYS & raw.keys()):
             check.fail((*path, key), 'only applies to runtime = "docker"')
@@ -544,7 +550,40 @@ def _parse_resource(name: str, raw: object, project_dir: Path, variables: Mappin
         health=health, user=check.string(raw, "user", path),
         image=image, entrypoint=entrypoint, volumes=volumes, memory_limit=memory_limit,
         models=models, description=check.string(raw, "description", path, "") or "",
+        export=_parse_export(raw["export"], (*path, "export"), check) if "export" in raw else None,
     )
+
+
+def _check_external(raw: Mapping[str, Any], path: tuple[str, ...], check: _Checker) -> None:
+    for key in sorted((raw.keys() & RESOURCE_KEYS) - EXTERNAL_KEYS):
+        check.fail((*path, key), 'does not apply to runtime = "external" (vrooli never starts, stops or restarts it)')
+    health = raw.get("health")
+    if health is None:
+        check.fail((*path, "health"), "an external resource needs a probe (host and port, or url): "
+                                      "it is how vrooli knows it is there")
+    elif isinstance(health, dict) and health.get("probe") == "log":
+        check.fail((*path, "health", "probe"), "an external resource has no output to read; use tcp, http, "
+                                               "postgres, redis or exec")
+
+
+def _parse_export(raw: object, path: tuple[str, ...], check: _Checker) -> ExportSpec | None:
+    if not isinstance(raw, dict):
+        check.fail(path, f"expected a table, got {_type_name(raw)}")
+        return None
+    check.unknown_keys(raw, EXPORT_KEYS, path, "[export]")
+    healthcheck = check.command(raw, "healthcheck", path)
+    if healthcheck is not None and (healthcheck[0] not in ("CMD", "CMD-SHELL", "NONE")
+                                    or (healthcheck[0] != "NONE" and len(healthcheck) < 2)
+                                    or (healthcheck[0] == "CMD-SHELL" and len(healthcheck) != 2)):
+        check.fail((*path, "healthcheck"), 'expected ["CMD", "program", ...], ["CMD-SHELL", "a shell line"] '
+                                           'or ["NONE"]')
+        healthcheck = None
+    env = raw.get("env", {})
+    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+        check.fail((*path, "env"), 'expected a table of NAME = "value"')
+        env = {}
+    return ExportSpec(image=check.string(raw, "image", path), command=check.command(raw, "command", path),
+                      healthcheck=healthcheck, env=tuple(sorted(env.items())))
 
 
 def _whole(raw: Mapping[str, Any], key: str, path: tuple[str, ...], check: _Checker,
@@ -699,6 +738,15 @@ def load(files: list[Path], environ: Mapping[str, str] | None = None) -> Project
         files=tuple(files), resources=resources,
         health_listen=health_listen, health_enabled=health_enabled,
     )
+
+
+def read_merged(files: list[Path]) -> dict[str, Any]:
+    """The files merged as written, before ${VAR} expansion: `vrooli export` writes the
+    references out, never the values they stand for."""
+    merged: dict[str, Any] = {}
+    for path in files:
+        merge(merged, _read_toml(path), str(path), {})
+    return merged
 
 
 def _dedupe(lines: list[str]) -> list[str]:

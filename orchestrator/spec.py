@@ -102,9 +102,23 @@ class ModelsSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ExportSpec:
+    """`[resources.NAME.export]`: what `vrooli export` uses in place of the resource's own.
+
+    Only the exporters read it; it never changes how `vrooli up` runs the resource.
+    """
+
+    image: str | None = None  # a native process needs one to become a container
+    command: tuple[str, ...] | None = None
+    healthcheck: tuple[str, ...] | None = None  # ["CMD", ...] | ["CMD-SHELL", "..."] | ["NONE"]
+    env: tuple[tuple[str, str], ...] = ()  # laid over `env` (OLLAMA_HOST = "0.0.0.0:11434")
+
+
+@dataclass(frozen=True, slots=True)
 class ResourceSpec:
     name: str
-    runtime: str  # "process" | "docker"
+    # "process" | "docker" | "external" (vrooli only probes it: never starts or stops it)
+    runtime: str
     command: tuple[str, ...] = ()
     cwd: str | None = None
     env: tuple[tuple[str, str], ...] = ()
@@ -131,6 +145,7 @@ class ResourceSpec:
     memory_limit: int | None = None  # bytes
     models: ModelsSpec | None = None
     description: str = ""
+    export: ExportSpec | None = None
 
     @property
     def env_dict(self) -> dict[str, str]:

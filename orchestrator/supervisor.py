@@ -707,7 +707,9 @@ class Supervisor:
                     if failures >= spec.health.failure_threshold and rec.state is State.READY:
                         self._set(rec, State.UNHEALTHY,
                                   f"{failures} probes failed in a row: {result.message}")
-                        if spec.restart is not RestartPolicy.NO:
+                        # An external resource is not ours to restart: it stays `unhealthy`
+                        # (dependents see it) until its probe passes again.
+                        if spec.restart is not RestartPolicy.NO and spec.runtime != "external":
                             outcome["unhealthy"] = True
                             tg.cancel_scope.cancel()
                             return

@@ -1,4 +1,5 @@
-"""Runtimes run one resource: a native process, a Docker container, or a fake for tests.
+"""Runtimes run one resource: a native process, a Docker container, an external service
+(only probed), or a fake for tests.
 
 Each is a small plug-in behind `Runtime`; the supervisor never knows which one it drives.
 """
@@ -97,4 +98,7 @@ def runtime_for(kind: str, project: ProjectSpec) -> Runtime:
     if kind == "docker":
         from orchestrator.runtimes.docker import DockerRuntime
         return DockerRuntime(project)
+    if kind == "external":
+        from orchestrator.runtimes.external import ExternalRuntime
+        return ExternalRuntime()
     raise ValueError(f"unknown runtime {kind!r}")

@@ -1,0 +1,450 @@
+"""What every exporter shares: the project as written, what gets exported, probes as commands.
+
+The exporters read the validated project (numbers, paths, probes) and, for every string a
+deployer may have to supply, the text as written in resources.toml: `${POSTGRES_PASSWORD}`
+stays a reference in the output and the value it stands for here is never written out.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from orchestrator import config
+from orchestrator.errors import ConfigError, UsageError
+from orchestrator.spec import ProbeSpec, ProjectSpec, ResourceSpec
+
+FORMATS = ("compose", "kubernetes")
+# Running a check inside a container (docker exec, a kubelet exec) costs process start-up on
+# top of the check itself: on a busy node that alone can pass a network probe's 1 s.
+MIN_EXEC_TIMEOUT = 5.0
+_TOKEN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$")
+_SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|KEY", re.IGNORECASE)
+_LOOPBACK = {"127.0.0.1", "localhost", "::1", "0.0.0.0", "::", ""}
+
+
+class ExportError(UsageError):
+    """The project cannot be exported as asked (exit 2, nothing written)."""
+
+
+# ---------------------------------------------------------------------------- text
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """A string as resources.toml has it: `${VAR}` / `${VAR:-default}` references, `$$` a `$`."""
+
+    template: str
+
+    @classmethod
+    def literal(cls, value: str) -> Text:
+        return cls(value.replace("$", "$$"))
+
+    def variables(self) -> list[tuple[str, str | None]]:
+        return [(m.group(1), m.group(2)) for m in _TOKEN.finditer(self.template) if m.group(1)]
+
+    @property
+    def needs_value(self) -> bool:
+        """A reference without a default: only the deployer can supply it."""
+        return any(default is None for _, default in self.variables())
+
+    def for_compose(self) -> str:
+        """Compose interpolates the same `${VAR:-default}` and `$$`; a lone `$` must be doubled."""
+        return _TOKEN.sub(lambda m: m.group(0) if m.group(0) != "$" else "$$", self.template)
+
+    def with_defaults(self, missing: Callable[[str], str] = lambda name: "") -> str:
+        """The value with every reference at its default (the environment is never read)."""
+        def one(m: re.Match[str]) -> str:
+            if m.group(1) is None:
+                return "$"
+            return m.group(2) if m.group(2) is not None else missing(m.group(1))
+        return _TOKEN.sub(one, self.template)
+
+    def as_shell_source(self) -> str:
+        """The text as a shell line: `${VAR:-default}` is the shell's own syntax, `$$` a `$`."""
+        return _TOKEN.sub(lambda m: "$" if m.group(0) == "$$" else m.group(0), self.template)
+
+    def shell_word(self) -> str:
+        """One sh word whose references the shell resolves from the container's environment
+        (the same `${VAR:-default}` syntax), everything else literal."""
+        if not self.variables():
+            return sh_quote(self.with_defaults())
+        parts = []
+        for piece in re.split(r"(\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}|\$\$)", self.template):
+            if piece == "$$":
+                parts.append("\\$")
+            elif piece.startswith("${"):
+                name, _, default = piece[2:-1].partition(":-")
+                parts.append("${" + name + (":-" + _dq_escape(default) if ":-" in piece else "") + "}")
+            else:
+                parts.append(_dq_escape(piece))
+        return '"' + "".join(parts) + '"'
+
+
+def _dq_escape(text: str) -> str:
+    return re.sub(r'([\\"`$])', r"\\\1", text)
+
+
+def sh_quote(text: str) -> str:
+    if re.fullmatch(r"[A-Za-z0-9_./:=@%+-]+", text):
+        return text  # nothing the shell would read differently
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+# A shell line built from literal shell source and argument words. Each format renders the
+# words its own way: compose substitutes ${VAR} before the shell runs; in Kubernetes the
+# shell resolves them from the container's environment.
+Script = tuple[str | Text, ...]
+
+
+def is_secret_name(key: str) -> bool:
+    return bool(_SECRET_NAME.search(key))
+
+
+# ---------------------------------------------------------------------------- the project
+
+
+@dataclass(frozen=True, slots=True)
+class EnvVar:
+    key: str
+    text: Text
+    origin: str  # "env" | "env_file" | "export"
+
+
+@dataclass
+class Notes:
+    """What could not be translated, or was translated with a loss: printed on stderr."""
+
+    lines: list[str] = field(default_factory=list)
+
+    def add(self, resource: str, key: str, message: str) -> None:
+        where = f"resources.{resource}" + (f".{key}" if key else "")
+        line = f"{where}: {message}"
+        if line not in self.lines:
+            self.lines.append(line)
+
+
+@dataclass(frozen=True)
+class Source:
+    """The validated project plus the merged files as written (before ${VAR} expansion)."""
+
+    project: ProjectSpec
+    raw: Mapping[str, Any]
+
+    def raw_at(self, name: str, *keys: str | int) -> object:
+        value: object = self.raw.get("resources", {}).get(name)
+        for key in keys:
+            if isinstance(value, dict):
+                value = value.get(key)
+            elif isinstance(value, list) and isinstance(key, int) and key < len(value):
+                value = value[key]
+            else:
+                return None
+        return value
+
+    def text(self, name: str, keys: tuple[str | int, ...], expanded: str) -> Text:
+        """The string at resources.NAME.<keys> as written, or the validated value as a literal."""
+        written = self.raw_at(name, *keys)
+        return Text(written) if isinstance(written, str) else Text.literal(expanded)
+
+    def texts(self, name: str, key: tuple[str | int, ...], values: tuple[str, ...]) -> list[Text]:
+        return [self.text(name, (*key, i), v) for i, v in enumerate(values)]
+
+
+def load_source(files: list[Path]) -> Source:
+    """Validate the files; a reference nobody set here is no error: the deployer supplies it."""
+    raw = config.read_merged(files)
+    environ = dict(os.environ)
+    dotenv = files[0].parent / ".env"
+    known = set(environ)
+    if dotenv.is_file():
+        try:
+            known |= set(config.read_env_file(dotenv))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ConfigError([f"{dotenv}: {exc}"]) from None
+    for name in _referenced(raw) - known:
+        environ[name] = ""
+    return Source(config.load(files, environ), raw)
+
+
+def _referenced(value: object) -> set[str]:
+    if isinstance(value, str):
+        return {m.group(1) for m in _TOKEN.finditer(value) if m.group(1)}
+    if isinstance(value, dict):
+        return set().union(*(_referenced(v) for v in value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*(_referenced(v) for v in value)) if value else set()
+    return set()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which enabled resources become containers, which are external, which are left out."""
+
+    source: Source
+    containers: dict[str, ResourceSpec]
+    external: dict[str, ResourceSpec]
+    skipped: dict[str, str]  # name -> why
+    notes: Notes
+
+    @property
+    def project(self) -> ProjectSpec:
+        return self.source.project
+
+    def image(self, spec: ResourceSpec) -> Text:
+        if spec.export is not None and spec.export.image:
+            return self.source.text(spec.name, ("export", "image"), spec.export.image)
+        return self.source.text(spec.name, ("image",), spec.image or "")
+
+    def command(self, spec: ResourceSpec) -> list[Text] | None:
+        if spec.export is not None and spec.export.command is not None:
+            return self.source.texts(spec.name, ("export", "command"), spec.export.command)
+        return self.source.texts(spec.name, ("command",), spec.command) if spec.command else None
+
+    def entrypoint(self, spec: ResourceSpec) -> list[Text] | None:
+        if spec.runtime != "docker" or spec.entrypoint is None:
+            return None
+        return self.source.texts(spec.name, ("entrypoint",), spec.entrypoint)
+
+    def environment(self, spec: ResourceSpec) -> list[EnvVar]:
+        """env_file values, then `env`, then `[export] env`: later wins, as in `up`."""
+        found: dict[str, EnvVar] = {}
+        raw_env = self.source.raw_at(spec.name, "env")
+        written = raw_env if isinstance(raw_env, dict) else {}
+        for key, value in spec.env:
+            if key in written:
+                found[key] = EnvVar(key, self.source.text(spec.name, ("env", key), value), "env")
+            else:
+                found[key] = EnvVar(key, Text.literal(value), "env_file")
+        if spec.export is not None:
+            for key, value in spec.export.env:
+                found[key] = EnvVar(key, self.source.text(spec.name, ("export", "env", key), value), "export")
+        return list(found.values())
+
+    def env_file(self, spec: ResourceSpec) -> Path | None:
+        written = self.source.raw_at(spec.name, "env_file")
+        return (self.project.project_dir / written).resolve() if isinstance(written, str) else None
+
+    def dependencies(self, spec: ResourceSpec) -> list[tuple[str, str]]:
+        """(dependency, condition) for dependencies that are exported as containers."""
+        return [(d.name, d.condition.value) for d in spec.depends_on if d.name in self.containers]
+
+    def completed_targets(self) -> set[str]:
+        """Resources some exported dependent waits for with condition = "completed": one-shot jobs."""
+        return {d.name for r in self.containers.values() for d in r.depends_on
+                if d.condition.value == "completed" and d.name in self.containers}
+
+
+def plan(source: Source, skip_process: bool) -> Plan:
+    containers: dict[str, ResourceSpec] = {}
+    external: dict[str, ResourceSpec] = {}
+    skipped: dict[str, str] = {}
+    notes = Notes()
+    problems: list[str] = []
+    for name, spec in source.project.resources.items():
+        if not spec.enabled:
+            continue
+        if spec.runtime == "external":
+            external[name] = spec
+        elif spec.runtime == "process" and not (spec.export and spec.export.image):
+            if skip_process:
+                skipped[name] = "a native process with no [export] image"
+                notes.add(name, "", "left out (--skip-process): a native process with no [resources."
+                                    f"{name}.export] image")
+            else:
+                problems.append(f"resources.{name}: a native process has no image to export; set "
+                                f"[resources.{name}.export] image = \"...\" (and command), or pass --skip-process")
+        else:
+            containers[name] = spec
+    if problems:
+        raise ExportError("; ".join(problems) if len(problems) > 1 else problems[0])
+    for name, spec in containers.items():
+        for dep in spec.depends_on:
+            if dep.name in skipped:
+                notes.add(name, "depends_on", f"the dependency on '{dep.name}' is left out with it")
+    return Plan(source, containers, external, skipped, notes)
+
+
+# ---------------------------------------------------------------------------- probes
+
+
+def inside_host(host: str) -> str:
+    """Where a probe that vrooli runs from this host reaches the service, seen from inside."""
+    return "127.0.0.1" if host in _LOOPBACK or host.startswith("127.") else host
+
+
+def inside_port(spec: ResourceSpec, port: int) -> int:
+    """vrooli probes a container through its published port; inside, it is the container's."""
+    for mapping in spec.ports:
+        if mapping.host_port == port:
+            return mapping.container_port
+    return port
+
+
+@dataclass(frozen=True, slots=True)
+class HttpTarget:
+    scheme: str
+    host: str  # as seen from inside the container (127.0.0.1 for its own service)
+    port: int
+    path: str  # with the query
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}{self.path}"
+
+
+def http_target(spec: ResourceSpec, probe: ProbeSpec) -> HttpTarget | str:
+    """The URL as seen from inside the container, or why it cannot be translated."""
+    url = probe.url or ""
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        return ("the probe URL carries credentials, which vrooli does not write into a manifest; "
+                "give [export] healthcheck")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return f"cannot read the port of {url!r}"
+    host = parts.hostname or "127.0.0.1"
+    local = inside_host(host) == "127.0.0.1"
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return HttpTarget(parts.scheme, "127.0.0.1" if local else host,
+                      inside_port(spec, port) if local else port, path)
+
+
+def exec_timeout(probe: ProbeSpec) -> float:
+    return max(probe.timeout, MIN_EXEC_TIMEOUT)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """A container-side health check: an argv run directly, a shell line we built, or a
+    shell line as the user wrote it in `[export] healthcheck = ["CMD-SHELL", "..."]`."""
+
+    argv: tuple[Text, ...] = ()
+    script: Script = ()
+    shell: Text | None = None
+
+
+def probe_check(plan: Plan, spec: ResourceSpec) -> Check | str | None:
+    """The resource's probe as a command that runs inside its container.
+
+    None: no probe (or `["NONE"]`). A string: why it cannot be translated.
+    """
+    override = spec.export.healthcheck if spec.export else None
+    if override is not None:
+        texts = plan.source.texts(spec.name, ("export", "healthcheck"), override)
+        if override[0] == "NONE":
+            return None
+        return Check(shell=texts[1]) if override[0] == "CMD-SHELL" else Check(argv=tuple(texts[1:]))
+    probe = spec.health
+    if probe is None:
+        return None
+    for key in ("url", "host"):
+        if Text(str(plan.source.raw_at(spec.name, "health", key) or "")).variables():
+            return f"its {key} uses ${{...}}, which a health check cannot resolve; give [export] healthcheck"
+    host, port = inside_host(probe.host), inside_port(spec, probe.port or 0)
+    if probe.kind == "exec":
+        if not probe.inside:
+            plan.notes.add(spec.name, "health", "the exec probe runs on this host under vrooli; the export "
+                                                "runs it inside the container, so the image must have it")
+        return Check(argv=tuple(plan.source.texts(spec.name, ("health", "command"), probe.command)))
+    if probe.kind == "postgres":
+        return Check(argv=tuple(_postgres_argv(plan, spec, probe, host, port)))
+    if probe.kind == "redis":
+        return Check(script=_redis_script(plan, spec, probe, host, port))
+    if probe.kind == "tcp":
+        return Check(script=tcp_script(host, port, probe.timeout))
+    if probe.kind == "http":
+        target = http_target(spec, probe)
+        if isinstance(target, str):
+            return target
+        return Check(script=http_script(target, probe.expect_status, probe.timeout))
+    return "a log probe reads vrooli's copy of the output; no engine has that: give [export] healthcheck"
+
+
+def _postgres_argv(plan: Plan, spec: ResourceSpec, probe: ProbeSpec, host: str, port: int) -> list[Text]:
+    argv = [Text.literal(a) for a in ("pg_isready", "-q", "-h", host, "-p", str(port),
+                                      "-t", str(max(2, math.ceil(probe.timeout))), "-U")]
+    argv.append(plan.source.text(spec.name, ("health", "user"), probe.user))
+    if probe.database:
+        argv += [Text.literal("-d"), plan.source.text(spec.name, ("health", "database"), probe.database)]
+    return argv
+
+
+def _redis_script(plan: Plan, spec: ResourceSpec, probe: ProbeSpec, host: str, port: int) -> Script:
+    # redis-cli exits 0 even on an error reply (-LOADING, -NOAUTH): only PONG is ready.
+    auth: Script = ()
+    if probe.password:
+        auth = (" --no-auth-warning -a ", plan.source.text(spec.name, ("health", "password"), probe.password))
+    return ('[ "$(redis-cli -h ', Text.literal(host), f" -p {port}", *auth, ' ping)" = PONG ]')
+
+
+def tcp_script(host: str, port: int, timeout: float) -> Script:
+    """Connect with whatever the image has: nc, bash's /dev/tcp, or python3."""
+    seconds = max(1, math.ceil(timeout))
+    quoted = sh_quote(host)
+    return (
+        f"if command -v nc >/dev/null 2>&1; then exec nc -z -w {seconds} {quoted} {port}; fi; "
+        f"if command -v bash >/dev/null 2>&1; then exec bash -c 'exec 3<>/dev/tcp/'{quoted}'/{port}'; fi; "
+        f"exec python3 -c 'import socket,sys; socket.create_connection((sys.argv[1], {port}), {seconds})' {quoted}",
+    )
+
+
+def http_script(target: HttpTarget, statuses: tuple[int, ...], timeout: float) -> Script:
+    """A GET with whatever the image has: curl, wget, or python3; ready as vrooli's http probe is.
+
+    Inside the container the service is reached at 127.0.0.1, not under the name its
+    certificate carries, so https is not verified here (the service is its own peer).
+    """
+    seconds = max(1, math.ceil(timeout))
+    url = sh_quote(target.url)
+    pattern = "|".join(str(s) for s in statuses) if statuses else "2??|3??"
+    accepted = f"s in {tuple(statuses)!r}" if statuses else "200 <= s < 400"
+    python = ("import http.client as h, ssl, sys, urllib.parse as p; u = p.urlsplit(sys.argv[1]); "
+              f"c = h.HTTPSConnection(u.hostname, u.port, timeout={seconds}, "
+              "context=ssl._create_unverified_context()) "
+              f"if u.scheme == \"https\" else h.HTTPConnection(u.hostname, u.port, timeout={seconds}); "
+              "c.request(\"GET\", u.path + (\"?\" + u.query if u.query else \"\")); "
+              f"s = c.getresponse().status; sys.exit(0 if {accepted} else 1)")
+    wget = "" if statuses else (f"if command -v wget >/dev/null 2>&1; then exec wget -q --no-check-certificate "
+                                f"-T {seconds} -O /dev/null {url}; fi; ")
+    return (
+        f"if command -v curl >/dev/null 2>&1; then case $(curl -sk -o /dev/null -m {seconds} "
+        f"-w '%{{http_code}}' {url}) in {pattern}) exit 0;; esac; exit 1; fi; "
+        + wget + f"exec python3 -c '{python}' {url}",
+    )
+
+
+def external_address(spec: ResourceSpec) -> tuple[str, int | None]:
+    """Where an external resource lives, from its probe."""
+    probe = spec.health
+    if probe is None:
+        return spec.name, None
+    if probe.kind == "http" and probe.url:
+        parts = urlsplit(probe.url)
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            port = None
+        return parts.hostname or probe.host, port
+    return probe.host, probe.port
+
+
+# ---------------------------------------------------------------------------- units
+
+
+def duration(seconds: float) -> str:
+    """A duration both compose parsers read: whole seconds, else milliseconds."""
+    millis = round(seconds * 1000)
+    return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
+
+
+def whole_seconds(seconds: float, minimum: int = 1) -> int:
+    return max(minimum, math.ceil(seconds))

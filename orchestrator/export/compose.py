@@ -1,0 +1,238 @@
+"""`vrooli export compose`: one Compose file (format "3.8") for docker-compose and Swarm.
+
+Format 3.8 is the newest that both docker-compose 1.29 and `docker stack deploy` accept.
+That choice costs two things, each said in a comment where it applies:
+- `depends_on` must be the plain list (stack deploy rejects conditions), so "healthy" and
+  "completed" become "started"; `--conditions` writes them for docker-compose alone.
+- `mem_limit` is a "forbidden property" for stack deploy; `deploy.resources.limits.memory`
+  carries the limit instead, and docker-compose 1.29 applies that one too.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.export.common import (
+    Check,
+    Plan,
+    Script,
+    Text,
+    duration,
+    exec_timeout,
+    external_address,
+    probe_check,
+    sh_quote,
+)
+from orchestrator.export.yamltext import Document
+from orchestrator.spec import ProbeSpec, ResourceSpec, RestartPolicy
+
+VERSION = "3.8"
+_CONDITIONS = {"started": "service_started", "healthy": "service_healthy",
+               "completed": "service_completed_successfully"}
+_SWARM_RESTART = {RestartPolicy.NO: "none", RestartPolicy.ON_FAILURE: "on-failure", RestartPolicy.ALWAYS: "any"}
+
+
+@dataclass(frozen=True)
+class Options:
+    conditions: bool = False  # long-form depends_on (docker-compose only)
+    out_dir: Path | None = None  # bind mounts and env files are written relative to it
+
+
+def build(plan: Plan, options: Options) -> Document:
+    doc = Document({"version": VERSION, "services": {}})
+    services: dict[str, object] = {}
+    healthchecked = set()
+    for name, spec in plan.containers.items():
+        service = _service(plan, spec, options, doc)
+        if "healthcheck" in service and service["healthcheck"] != {"disable": True}:
+            healthchecked.add(name)
+        services[name] = service
+    for name, spec in plan.containers.items():
+        _depends_on(plan, spec, services[name], healthchecked, options, doc)  # type: ignore[arg-type]
+    doc.data["services"] = services
+    volumes = sorted({v.source for r in plan.containers.values() for v in r.volumes if not v.is_bind})
+    if volumes:
+        doc.data["volumes"] = {v: {} for v in volumes}
+    _header(plan, doc)
+    return doc
+
+
+def _header(plan: Plan, doc: Document) -> None:
+    files = ", ".join(str(f) for f in plan.project.files)
+    doc.note((), f"Written by `vrooli export compose` from {files}; export again after editing those.")
+    doc.note((), f"  docker-compose -p {plan.project.name} -f THIS_FILE up -d")
+    doc.note((), f"  docker stack deploy -c THIS_FILE {plan.project.name}")
+    doc.note((), "${VAR} references are resolved when deployed, from the environment or .env.")
+    doc.note((), "docker stack deploy publishes ports on every interface of every node (its ingress), "
+                 "whatever host IP is written here; docker-compose honours the IP.")
+    for name, spec in plan.external.items():
+        host, port = external_address(spec)
+        doc.note((), f"{name} is external (runtime = \"external\"): not started here; it lives at "
+                     f"{host}:{port}, and its dependents must be configured to reach it there.")
+    for name, why in plan.skipped.items():
+        doc.note((), f"{name} is left out: {why}.")
+
+
+def _service(plan: Plan, spec: ResourceSpec, options: Options, doc: Document) -> dict[str, object]:
+    name = spec.name
+    service: dict[str, object] = {"image": plan.image(spec).for_compose()}
+    if spec.description:
+        doc.note(("services", name), spec.description)
+    entrypoint = plan.entrypoint(spec)
+    if entrypoint is not None:
+        service["entrypoint"] = [t.for_compose() for t in entrypoint]
+    command = plan.command(spec)
+    if command is not None:
+        service["command"] = [t.for_compose() for t in command]
+    if spec.runtime == "docker":
+        if spec.cwd:
+            service["working_dir"] = plan.source.text(name, ("cwd",), spec.cwd).for_compose()
+        if spec.user:
+            service["user"] = plan.source.text(name, ("user",), spec.user).for_compose()
+    _environment(plan, spec, service, options)
+    if spec.ports:
+        service["ports"] = [_port(plan, spec, i) for i in range(len(spec.ports))]
+    if spec.volumes:
+        service["volumes"] = [_volume(plan, spec, i, options) for i in range(len(spec.volumes))]
+    service["stop_signal"] = spec.stop_signal
+    service["stop_grace_period"] = duration(spec.stop_timeout)
+    service["restart"] = spec.restart.value
+    healthcheck = _healthcheck(plan, spec)
+    if healthcheck is not None:
+        service["healthcheck"] = healthcheck
+    service["deploy"] = _deploy(spec, doc)
+    if spec.models is not None and spec.models.names:
+        doc.note(("services", name), f"models {', '.join(spec.models.names)}: Compose has no step that waits "
+                                     f"for Ollama's API; pull them once it answers, e.g. "
+                                     f"`docker-compose exec {name} ollama pull MODEL`.")
+    return service
+
+
+def _environment(plan: Plan, spec: ResourceSpec, service: dict[str, object], options: Options) -> None:
+    env_file = plan.env_file(spec)
+    if env_file is not None:
+        # Referenced, never copied: an env file is where secrets usually live.
+        service["env_file"] = [_relative(env_file, options)]
+    environment = {v.key: v.text.for_compose() for v in plan.environment(spec) if v.origin != "env_file"}
+    if environment:
+        service["environment"] = environment
+
+
+def _port(plan: Plan, spec: ResourceSpec, index: int) -> str:
+    written = plan.source.raw_at(spec.name, "ports", index)
+    if isinstance(written, str) and Text(written).variables():
+        return Text(written).for_compose()
+    port = spec.ports[index]
+    suffix = "/udp" if port.protocol == "udp" else ""
+    return f"{port.host_ip}:{port.host_port}:{port.container_port}{suffix}"
+
+
+def _volume(plan: Plan, spec: ResourceSpec, index: int, options: Options) -> str:
+    written = plan.source.raw_at(spec.name, "volumes", index)
+    if isinstance(written, str) and Text(written).variables():
+        return Text(written).for_compose()
+    volume = spec.volumes[index]
+    source = _relative(Path(volume.source), options) if volume.is_bind else volume.source
+    return f"{source}:{volume.target}" + (":ro" if volume.read_only else "")
+
+
+def _relative(path: Path, options: Options) -> str:
+    """Relative to the written file (compose resolves it so), or absolute on stdout."""
+    if options.out_dir is None:
+        return str(path)
+    text = os.path.relpath(path, options.out_dir)
+    return text if text.startswith("../") or text == ".." else f"./{text}"
+
+
+def _deploy(spec: ResourceSpec, doc: Document) -> dict[str, object]:
+    deploy: dict[str, object] = {"restart_policy": {
+        "condition": _SWARM_RESTART[spec.restart],
+        "delay": duration(spec.restart_delay),
+        "max_attempts": spec.restart_burst,
+        "window": duration(spec.restart_window),
+    }}
+    if spec.memory_limit is not None:
+        deploy["resources"] = {"limits": {"memory": _size(spec.memory_limit)}}
+        doc.note(("services", spec.name, "deploy", "resources"),
+                 "memory_limit: docker-compose 1.29 and Swarm both apply this; no mem_limit, "
+                 "which docker stack deploy rejects in a 3.x file")
+    return deploy
+
+
+def _size(size: int) -> str:
+    for unit, scale in (("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10)):
+        if size % scale == 0:
+            return f"{size // scale}{unit}"
+    return f"{size}b"
+
+
+def _healthcheck(plan: Plan, spec: ResourceSpec) -> dict[str, object] | None:
+    check = probe_check(plan, spec)
+    if isinstance(check, str):
+        plan.notes.add(spec.name, "health", f"no healthcheck: {check}")
+        return None
+    if check is None:
+        disabled = spec.export is not None and spec.export.healthcheck == ("NONE",)
+        return {"disable": True} if disabled else None
+    probe = spec.health or ProbeSpec(kind="exec")
+    return {
+        "test": render_test(check),
+        "interval": duration(probe.liveness_interval),
+        "timeout": duration(exec_timeout(probe)),
+        "retries": probe.failure_threshold,
+        "start_period": duration(spec.start_timeout),
+    }
+
+
+def render_test(check: Check) -> list[str]:
+    if check.shell is not None:
+        return ["CMD-SHELL", check.shell.for_compose()]
+    if check.script:
+        return ["CMD-SHELL", render_script(check.script)]
+    return ["CMD", *(t.for_compose() for t in check.argv)]
+
+
+def render_script(script: Script) -> str:
+    """Compose substitutes ${VAR} in the line before the shell sees it: literal `$` doubled,
+    words single-quoted (a value holding a single quote would need [export] healthcheck)."""
+    out = []
+    for part in script:
+        if isinstance(part, Text):
+            out.append(sh_quote(part.for_compose()))
+        else:
+            out.append(part.replace("$", "$$"))
+    return "".join(out)
+
+
+def _depends_on(plan: Plan, spec: ResourceSpec, service: dict[str, object], healthchecked: set[str],
+                options: Options, doc: Document) -> None:
+    name = spec.name
+    for dependency in spec.depends_on:
+        if dependency.name in plan.external:
+            host, port = external_address(plan.external[dependency.name])
+            doc.note(("services", name), f"waits for external {dependency.name} ({host}:{port}) under vrooli; "
+                                         "Compose cannot: it must retry until that answers.")
+    deps = plan.dependencies(spec)
+    if not deps:
+        return
+    wanted = {}
+    for dep, condition in deps:
+        if condition == "healthy" and dep not in healthchecked:
+            plan.notes.add(name, "depends_on", f"'{dep}' has no healthcheck to wait for; waiting for it to start")
+            condition = "started"
+        wanted[dep] = condition
+    if options.conditions:
+        service["depends_on"] = {dep: {"condition": _CONDITIONS[c]} for dep, c in wanted.items()}
+        doc.note(("services", name, "depends_on"),
+                 "with conditions: docker-compose 1.29 only; docker stack deploy rejects this form")
+        return
+    service["depends_on"] = list(wanted)
+    lost = [f"{dep} {c}" for dep, c in wanted.items() if c != "started"]
+    if lost:
+        doc.note(("services", name, "depends_on"),
+                 f"vrooli waits for {', '.join(lost)}; the 3.8 list form only orders the start "
+                 "(docker stack deploy rejects conditions and ignores the order), so this service "
+                 "must retry until they are ready. `vrooli export compose --conditions` keeps them "
+                 "for docker-compose alone.")

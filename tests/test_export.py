@@ -1,0 +1,699 @@
+"""`vrooli export compose|kubernetes`: what the files say, and that real engines take them.
+
+Structure is checked on the parsed YAML; acceptance by the real tools: docker-compose 1.29
+and `docker stack config` (schema), docker-compose bringing the shipped stack up healthy,
+a single-node Swarm (opt-in, see test_swarm...), and `kubernetes-validate --strict`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, Project, free_port, wait_for
+
+SECRET = "s3cret-from-the-environment-4711"
+
+
+def export(p: Project, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return p.run("export", *args, timeout=timeout)
+
+
+def compose_of(p: Project, *args: str) -> dict[str, Any]:
+    done = export(p, "compose", *args)
+    assert done.returncode == 0, done.stderr
+    return yaml.safe_load(done.stdout)
+
+
+def manifests(p: Project, *args: str) -> list[dict[str, Any]]:
+    done = export(p, "kubernetes", *args)
+    assert done.returncode == 0, done.stderr
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind}/{name} in {[(d['kind'], d['metadata']['name']) for d in docs]}"
+    return found[0]
+
+
+def container(doc: dict[str, Any]) -> dict[str, Any]:
+    return doc["spec"]["template"]["spec"]["containers"][0]
+
+
+def shipped(p: Project, **ports: int) -> list[str]:
+    """The shipped stack on the local images, on free ports, Ollama's stand-in as an image."""
+    (p.dir / "resources.toml").write_text((ROOT / "resources.toml").read_text())
+    (p.dir / "resources.local.toml").write_text((ROOT / "resources.local.toml").read_text())
+    port = {k: ports.get(k) or free_port() for k in ("postgres", "redis", "qdrant", "n8n", "ollama")}
+    p.write(f"""
+        [project]
+        name = "x{uuid.uuid4().hex[:8]}"
+        state_dir = ".state"
+        [resources.postgres]
+        ports = ["127.0.0.1:{port['postgres']}:5432"]
+        memory_limit = "256m"
+        [resources.redis]
+        ports = ["127.0.0.1:{port['redis']}:6379"]
+        [resources.qdrant]
+        ports = ["127.0.0.1:{port['qdrant']}:6333"]
+        [resources.n8n]
+        ports = ["127.0.0.1:{port['n8n']}:5678"]
+        [resources.ollama]
+        ports = [{port['ollama']}]
+        health = {{ probe = "http", url = "http://127.0.0.1:{port['ollama']}/api/version" }}
+        [resources.ollama.export]
+        image = "vrooli-test/standin:1"
+        command = ["/standins/ollama.py"]
+        env = {{ OLLAMA_HOST = "0.0.0.0:{port['ollama']}" }}
+        """, "export.toml")
+    return ["-f", "resources.toml", "-f", "resources.local.toml", "-f", "export.toml"]
+
+
+# A project exercising every probe kind, condition, volume kind, limit and secret.
+KITCHEN = """
+[project]
+name = "kitchen"
+state_dir = ".state"
+
+[resources.db]
+runtime = "docker"
+image = "postgres:16-alpine"
+ports = ["127.0.0.1:15433:5432"]
+env = { POSTGRES_PASSWORD = "${DB_PASSWORD}", POSTGRES_USER = "${DB_USER:-app}", PGDATA = "/data/pg" }
+volumes = ["pgdata:/data", "./init:/docker-entrypoint-initdb.d:ro"]
+memory_limit = "512m"
+user = "999:999"
+stop_signal = "SIGINT"
+stop_timeout = "30s"
+start_timeout = "90s"
+restart = "on-failure"
+[resources.db.health]
+probe = "postgres"
+user = "${DB_USER:-app}"
+database = "app"
+liveness_interval = "15s"
+failure_threshold = 4
+
+[resources.cache]
+runtime = "docker"
+image = "redis:7-alpine"
+command = ["redis-server", "--requirepass", "${REDIS_PASSWORD:-devpass}"]
+ports = ["127.0.0.1:16380:6379"]
+restart = "always"
+health = { probe = "redis", password = "${REDIS_PASSWORD:-devpass}" }
+
+[resources.migrate]
+runtime = "docker"
+image = "app/migrate:1"
+command = ["migrate", "up"]
+depends_on = { db = "healthy" }
+restart = "on-failure"
+restart_burst = 3
+
+[resources.api]
+runtime = "docker"
+image = "${REGISTRY:-registry.example}/api:2"
+entrypoint = ["/bin/api"]
+command = ["--token", "${API_TOKEN}", "--db", "postgres://db:5432/app"]
+cwd = "/srv"
+user = "www-data"
+ports = ["127.0.0.1:18080:8080"]
+env = { LOG_LEVEL = "debug", SIGNING_KEY = "written-in-the-file" }
+env_file = "api.env"
+depends_on = { db = "healthy", cache = "started", migrate = "completed", billing = "healthy" }
+health = { probe = "http", url = "http://127.0.0.1:18080/healthz", expect_status = [200, 204] }
+
+[resources.admin]
+runtime = "docker"
+image = "app/admin:1"
+ports = ["127.0.0.1:18081:8081"]
+depends_on = ["api"]
+health = { probe = "http", url = "https://localhost:18081/status", expect_status = 401 }
+
+[resources.worker]
+runtime = "docker"
+image = "app/worker:1"
+ports = ["127.0.0.1:19000:9000"]
+health = { probe = "tcp", port = 19000, timeout = "3s" }
+
+[resources.cron]
+runtime = "docker"
+image = "app/cron:1"
+health = { probe = "exec", command = ["cron-check", "--quick"], inside = true }
+
+[resources.logger]
+runtime = "docker"
+image = "app/logger:1"
+health = { probe = "log", pattern = "listening" }
+
+[resources.custom]
+runtime = "docker"
+image = "app/custom:1"
+health = { probe = "log", pattern = "up" }
+export = { healthcheck = ["CMD-SHELL", "test -f /tmp/ready"] }
+
+[resources.quiet]
+runtime = "docker"
+image = "app/quiet:1"
+health = { probe = "tcp", port = 1234 }
+export = { healthcheck = ["NONE"] }
+
+[resources.llm]
+command = ["ollama", "serve"]
+ports = [11434]
+health = { probe = "http", url = "http://127.0.0.1:11434/api/version" }
+restart = "on-failure"
+models = ["llama3.1:8b", "nomic-embed-text"]
+export = { image = "ollama/ollama:0.5", command = ["serve"], env = { OLLAMA_HOST = "0.0.0.0:11434" } }
+
+[resources.billing]
+runtime = "external"
+health = { probe = "http", url = "https://billing.example.com:8443/health" }
+
+[resources.legacy]
+runtime = "external"
+health = { probe = "tcp", host = "10.20.30.40", port = 5432 }
+
+[resources.off]
+runtime = "docker"
+image = "app/off:1"
+enabled = false
+"""
+
+
+@pytest.fixture
+def kitchen(project: Project) -> Project:
+    project.write(KITCHEN)
+    (project.dir / "init").mkdir()
+    (project.dir / "api.env").write_text("FEATURE_FLAGS=a,b\nSTRIPE_SECRET=sk_live_from_env_file\n")
+    return project
+
+
+# ------------------------------------------------------------------------ compose
+
+
+def test_compose_keeps_references_and_never_writes_a_value_from_the_environment(
+        kitchen: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_PASSWORD", SECRET)
+    monkeypatch.setenv("REDIS_PASSWORD", SECRET + "-redis")
+    monkeypatch.setenv("API_TOKEN", SECRET + "-token")
+    done = export(kitchen, "compose")
+    assert done.returncode == 0, done.stderr
+    assert SECRET not in done.stdout
+    assert "sk_live_from_env_file" not in done.stdout  # an env file is referenced, never copied
+    services = yaml.safe_load(done.stdout)["services"]
+    assert services["db"]["environment"]["POSTGRES_PASSWORD"] == "${DB_PASSWORD}"
+    assert services["db"]["environment"]["POSTGRES_USER"] == "${DB_USER:-app}"
+    assert services["cache"]["command"] == ["redis-server", "--requirepass", "${REDIS_PASSWORD:-devpass}"]
+    assert services["api"]["command"][1] == "${API_TOKEN}"
+    assert services["api"]["image"] == "${REGISTRY:-registry.example}/api:2"
+    assert services["api"]["env_file"] == [str(kitchen.dir / "api.env")]
+    assert "STRIPE_SECRET" not in services["api"].get("environment", {})
+    # A variable nobody set here is no error: the deployer supplies it.
+    monkeypatch.delenv("DB_PASSWORD")
+    monkeypatch.delenv("API_TOKEN")
+    assert export(kitchen, "compose").returncode == 0
+
+
+def test_compose_translates_every_probe_kind(kitchen: Project) -> None:
+    done = export(kitchen, "compose")
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    db = services["db"]["healthcheck"]
+    assert db["test"] == ["CMD", "pg_isready", "-q", "-h", "127.0.0.1", "-p", "5432", "-t", "2",
+                          "-U", "${DB_USER:-app}", "-d", "app"]  # the container's port, not the host's
+    assert (db["interval"], db["retries"], db["start_period"]) == ("15s", 4, "90s")
+    cache = services["cache"]["healthcheck"]["test"]
+    assert cache[0] == "CMD-SHELL" and "redis-cli -h 127.0.0.1 -p 6379" in cache[1]
+    assert "-a '${REDIS_PASSWORD:-devpass}'" in cache[1] and '= PONG ]' in cache[1]
+    assert "$$(redis-cli" in cache[1]  # the shell's own $ is escaped from compose interpolation
+    api = services["api"]["healthcheck"]["test"][1]
+    assert "http://127.0.0.1:8080/healthz" in api and "200|204)" in api and "wget" not in api
+    admin = services["admin"]["healthcheck"]["test"][1]
+    assert "https://127.0.0.1:8081/status" in admin and "401)" in admin
+    worker = services["worker"]["healthcheck"]
+    assert "nc -z -w 3 127.0.0.1 9000" in worker["test"][1] and worker["timeout"] == "5s"
+    assert services["cron"]["healthcheck"]["test"] == ["CMD", "cron-check", "--quick"]
+    assert "healthcheck" not in services["logger"]
+    assert "resources.logger.health: no healthcheck: a log probe" in done.stderr
+    assert services["custom"]["healthcheck"]["test"] == ["CMD-SHELL", "test -f /tmp/ready"]
+    assert services["quiet"]["healthcheck"] == {"disable": True}
+    assert services["llm"]["image"] == "ollama/ollama:0.5" and services["llm"]["command"] == ["serve"]
+    assert services["llm"]["environment"]["OLLAMA_HOST"] == "0.0.0.0:11434"
+    assert "off" not in services
+
+
+def test_compose_depends_on_is_the_list_form_with_what_was_lost_said(kitchen: Project) -> None:
+    done = export(kitchen, "compose")
+    services = yaml.safe_load(done.stdout)["services"]
+    assert services["api"]["depends_on"] == ["db", "cache", "migrate"]  # billing is external
+    text = done.stdout
+    assert "# vrooli waits for db healthy, migrate completed; the 3.8 list form only orders" in text
+    assert "waits for external billing (billing.example.com:8443)" in text
+    assert "billing is external" in text and "billing" not in services
+    with_conditions = compose_of(kitchen, "--conditions")["services"]
+    assert with_conditions["api"]["depends_on"] == {
+        "db": {"condition": "service_healthy"}, "cache": {"condition": "service_started"},
+        "migrate": {"condition": "service_completed_successfully"}}
+    # `healthy` on a dependency with no healthcheck cannot be waited for: it says so.
+    kitchen.write('[resources.cron]\ndepends_on = ["logger"]\n', "dep.toml")
+    done = export(kitchen, "compose", "-f", "resources.toml", "-f", "dep.toml", "--conditions")
+    assert yaml.safe_load(done.stdout)["services"]["cron"]["depends_on"] == {"logger": {"condition": "service_started"}}
+    assert "resources.cron.depends_on: 'logger' has no healthcheck to wait for" in done.stderr
+
+
+def test_compose_limits_restart_stop_ports_volumes(kitchen: Project) -> None:
+    out = kitchen.dir / "deploy" / "compose.yml"
+    out.parent.mkdir()
+    assert export(kitchen, "compose", "-o", str(out)).returncode == 0
+    doc = yaml.safe_load(out.read_text())
+    db = doc["services"]["db"]
+    assert db["deploy"]["resources"]["limits"]["memory"] == "512m"
+    assert "mem_limit" not in out.read_text().replace("no mem_limit", "")  # stack deploy forbids it
+    assert (db["stop_signal"], db["stop_grace_period"], db["restart"]) == ("SIGINT", "30s", "on-failure")
+    assert db["deploy"]["restart_policy"] == {"condition": "on-failure", "delay": "500ms", "max_attempts": 5,
+                                              "window": "60s"}
+    assert doc["services"]["cache"]["deploy"]["restart_policy"]["condition"] == "any"
+    assert db["ports"] == ["127.0.0.1:15433:5432"]
+    assert db["volumes"] == ["pgdata:/data", "../init:/docker-entrypoint-initdb.d:ro"]  # relative to the file
+    assert doc["volumes"] == {"pgdata": {}}
+    assert db["user"] == "999:999" and doc["services"]["api"]["working_dir"] == "/srv"
+    assert doc["services"]["api"]["entrypoint"] == ["/bin/api"]
+    assert doc["version"] == "3.8"
+
+
+@pytest.mark.docker
+def test_compose_file_passes_docker_compose_and_stack_deploy_schemas(kitchen: Project) -> None:
+    if not shutil.which("docker-compose") or not shutil.which("docker"):
+        pytest.skip("needs docker-compose and the docker CLI")
+    out = kitchen.dir / "compose.yml"
+    assert export(kitchen, "compose", "-o", str(out)).returncode == 0
+    env = {**os.environ, "DB_PASSWORD": "x", "API_TOKEN": "y"}
+    checked = subprocess.run(["docker-compose", "-f", str(out), "config", "-q"], capture_output=True, text=True,
+                             env=env, timeout=60)
+    assert checked.returncode == 0, checked.stderr
+    stack = subprocess.run(["docker", "stack", "config", "-c", str(out)], capture_output=True, text=True,
+                           env=env, timeout=60)
+    assert stack.returncode == 0, stack.stderr
+    assert export(kitchen, "compose", "--conditions", "-o", str(out)).returncode == 0
+    checked = subprocess.run(["docker-compose", "-f", str(out), "config", "-q"], capture_output=True, text=True,
+                             env=env, timeout=60)
+    assert checked.returncode == 0, checked.stderr
+
+
+# ------------------------------------------------------------------------ real engines
+
+
+def docker(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def engine_ready() -> bool:
+    try:
+        return docker("image", "inspect", "vrooli-test/postgres:15", "vrooli-test/redis:7",
+                      "vrooli-test/standin:1", timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.fixture
+def engine() -> None:
+    if not engine_ready() or not shutil.which("docker-compose"):
+        message = "needs a Docker engine, docker-compose and `scripts/build-test-images.sh`"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def health_states(ids: list[str]) -> dict[str, str]:
+    found = {}
+    for ident in ids:
+        done = docker("inspect", "-f", "{{.Name}} {{if .State.Health}}{{.State.Health.Status}}{{end}}", ident)
+        if done.returncode == 0:
+            name, _, state = done.stdout.strip().partition(" ")
+            found[name] = state
+    return found
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_shipped_stack_export_comes_up_healthy_under_docker_compose(project: Project, engine: None) -> None:
+    files = shipped(project)
+    out = project.dir / "docker-compose.yml"
+    done = export(project, "compose", *files, "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    name = f"vx{uuid.uuid4().hex[:8]}"
+    compose = ["docker-compose", "-p", name, "-f", str(out)]
+    try:
+        up = subprocess.run([*compose, "up", "-d"], capture_output=True, text=True, timeout=300)
+        assert up.returncode == 0, up.stderr
+        ids = subprocess.run([*compose, "ps", "-q"], capture_output=True, text=True, timeout=60).stdout.split()
+        assert len(ids) == 5
+        healthy = wait_for(lambda: (s := health_states(ids)) and all(v == "healthy" for v in s.values()) and s,
+                           timeout=240, interval=1)
+        assert sorted(healthy) == sorted(f"/{name}_{n}_1" for n in ("postgres", "redis", "qdrant", "n8n", "ollama"))
+        memory = docker("inspect", "-f", "{{.HostConfig.Memory}}", f"{name}_postgres_1").stdout.strip()
+        assert memory == str(256 << 20)  # deploy.resources.limits.memory, applied by docker-compose too
+        # The healthchecks can fail: a probe of a port nothing serves is not healthy.
+        redis_test = yaml.safe_load(out.read_text())["services"]["redis"]["healthcheck"]["test"][1]
+        wrong = docker("exec", f"{name}_redis_1", "sh", "-c", redis_test.replace("$$", "$").replace("6379", "6399"))
+        assert wrong.returncode != 0
+        qdrant_test = yaml.safe_load(out.read_text())["services"]["qdrant"]["healthcheck"]["test"][1]
+        wrong = docker("exec", f"{name}_qdrant_1", "sh", "-c", qdrant_test.replace("$$", "$").replace("6333", "6399"))
+        assert wrong.returncode != 0
+    finally:
+        subprocess.run([*compose, "down", "-v", "--remove-orphans"], capture_output=True, text=True, timeout=300)
+    left = docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={name}").stdout.split()
+    assert not left
+
+
+def swarm_state() -> str:
+    return docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip()
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_shipped_stack_export_deploys_on_a_single_node_swarm(project: Project, engine: None) -> None:
+    # `docker swarm init` changes the engine for everyone using it (an ingress network,
+    # iptables rules, docker_gwbridge): run it only where that is acceptable.
+    if os.environ.get("VROOLI_TEST_SWARM") != "1":
+        pytest.skip("set VROOLI_TEST_SWARM=1 to let this test put the Docker engine in swarm mode")
+    if swarm_state() != "inactive":
+        pytest.skip(f"the engine is already in swarm mode ({swarm_state()}); not touching a swarm we did not make")
+    files = shipped(project)
+    out = project.dir / "stack.yml"
+    assert export(project, "compose", *files, "-o", str(out)).returncode == 0
+    stack = f"vx{uuid.uuid4().hex[:8]}"
+    init = docker("swarm", "init", "--advertise-addr", "127.0.0.1", timeout=120)
+    assert init.returncode == 0, init.stderr
+    try:
+        deploy = docker("stack", "deploy", "--resolve-image", "never", "-c", str(out), stack, timeout=300)
+        assert deploy.returncode == 0, deploy.stderr
+
+        def all_running() -> bool:
+            rows = docker("stack", "services", stack, "--format", "{{.Name}} {{.Replicas}}").stdout.split("\n")
+            replicas = dict(r.split(" ", 1) for r in rows if r)
+            return len(replicas) == 5 and all(v.startswith("1/1") for v in replicas.values())
+
+        wait_for(all_running, timeout=300, interval=2)
+        ids = docker("ps", "-q", "--filter", f"label=com.docker.stack.namespace={stack}").stdout.split()
+        assert len(ids) == 5
+        wait_for(lambda: all(v == "healthy" for v in health_states(ids).values()), timeout=120, interval=1)
+    finally:
+        docker("stack", "rm", stack, timeout=120)
+        deadline = time.monotonic() + 120
+        while docker("ps", "-aq", "--filter", f"label=com.docker.stack.namespace={stack}").stdout.strip() \
+                and time.monotonic() < deadline:
+            time.sleep(1)
+        docker("swarm", "leave", "--force", timeout=120)
+        volumes = docker("volume", "ls", "-q", "--filter", f"label=com.docker.stack.namespace={stack}")
+        for volume in volumes.stdout.split():
+            docker("volume", "rm", "-f", volume)
+    assert swarm_state() == "inactive"
+
+
+# ------------------------------------------------------------------------ kubernetes
+
+
+def validator() -> str:
+    found = shutil.which("kubernetes-validate")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("kubernetes-validate is missing (pip install -e '.[test]')")
+        pytest.skip("needs kubernetes-validate (pip install kubernetes-validate)")
+    return found
+
+
+def newest_kubernetes() -> str:
+    from kubernetes_validate.utils import latest_version
+
+    return str(latest_version())
+
+
+@pytest.mark.parametrize("version", ["1.30.0", "newest"])
+def test_every_manifest_passes_kubernetes_validate_strict(kitchen: Project, version: str) -> None:
+    tool = validator()
+    version = newest_kubernetes() if version == "newest" else version
+    single = kitchen.dir / "all.yaml"
+    assert export(kitchen, "kubernetes", "-o", str(single), "--namespace", "apps").returncode == 0
+    per_resource = kitchen.dir / "k8s"
+    assert export(kitchen, "kubernetes", "-o", f"{per_resource}/").returncode == 0
+    files = [single, *sorted(per_resource.glob("*.yaml"))]
+    done = subprocess.run([tool, "--strict", "-k", version, *map(str, files)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "did not validate" not in done.stdout + done.stderr
+    checked = done.stdout.count(" passed for resource ")
+    assert checked == 2 * len([d for d in yaml.safe_load_all(single.read_text()) if d])
+
+
+def test_shipped_stack_manifests_pass_kubernetes_validate_strict(project: Project) -> None:
+    tool = validator()
+    files = shipped(project)
+    out = project.dir / "k8s.yaml"
+    assert export(project, "kubernetes", *files, "-o", str(out)).returncode == 0
+    for version in ("1.30.0", newest_kubernetes()):
+        done = subprocess.run([tool, "--strict", "-k", version, str(out)], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_kubernetes_probes_translate_natively(kitchen: Project) -> None:
+    docs = manifests(kitchen)
+    api = container(find(docs, "Deployment", "api"))
+    assert api["startupProbe"]["httpGet"] == {"path": "/healthz", "port": 8080, "scheme": "HTTP"}
+    assert api["readinessProbe"]["httpGet"]["port"] == 8080
+    assert api["startupProbe"]["periodSeconds"] == 1 and api["startupProbe"]["failureThreshold"] == 60
+    assert "livenessProbe" not in api  # restart = "no": vrooli never restarts it for failing probes
+    db = container(find(docs, "StatefulSet", "db"))
+    command = db["readinessProbe"]["exec"]["command"]
+    assert command[:2] == ["sh", "-c"] and "pg_isready" in command[2] and '"${DB_USER:-app}"' in command[2]
+    assert "-p 5432" in command[2]
+    assert (db["readinessProbe"]["periodSeconds"], db["readinessProbe"]["failureThreshold"]) == (15, 4)
+    assert db["livenessProbe"]["failureThreshold"] == 4
+    assert db["startupProbe"]["failureThreshold"] == 90  # start_timeout 90s at 1s
+    assert db["startupProbe"]["timeoutSeconds"] == 5  # an exec in the container gets at least 5 s
+    cache = container(find(docs, "Deployment", "cache"))
+    script = cache["livenessProbe"]["exec"]["command"][2]
+    assert 'redis-cli -h 127.0.0.1 -p 6379 --no-auth-warning -a "${REDIS_PASSWORD:-devpass}" ping' in script
+    worker = container(find(docs, "Deployment", "worker"))
+    assert worker["readinessProbe"]["tcpSocket"] == {"port": 9000}
+    assert worker["readinessProbe"]["timeoutSeconds"] == 3
+    assert container(find(docs, "Deployment", "cron"))["readinessProbe"]["exec"]["command"] == ["cron-check", "--quick"]
+    admin = container(find(docs, "Deployment", "admin"))["readinessProbe"]
+    assert "exec" in admin and "401)" in admin["exec"]["command"][2]  # httpGet cannot expect a 401
+    assert "readinessProbe" not in container(find(docs, "Deployment", "logger"))
+    assert container(find(docs, "Deployment", "custom"))["readinessProbe"]["exec"]["command"] == [
+        "sh", "-c", "test -f /tmp/ready"]
+    assert "readinessProbe" not in container(find(docs, "Deployment", "quiet"))
+    llm = container(find(docs, "Deployment", "llm"))
+    assert llm["readinessProbe"]["httpGet"] == {"path": "/api/version", "port": 11434, "scheme": "HTTP"}
+
+
+def test_kubernetes_conditions_become_waits_and_a_job(kitchen: Project) -> None:
+    docs = manifests(kitchen, "--namespace", "apps")
+    api = find(docs, "Deployment", "api")
+    init = {c["name"]: c for c in api["spec"]["template"]["spec"]["initContainers"]}
+    assert sorted(init) == ["wait-for-billing", "wait-for-db", "wait-for-migrate"]  # cache is only "started"
+    assert "nc -z -w 2 db 5432" in init["wait-for-db"]["command"][2]
+    assert "nc -z -w 2 billing 8443" in init["wait-for-billing"]["command"][2]
+    assert init["wait-for-migrate"]["args"] == ["wait", "--for=condition=complete", "--timeout=24h", "job/migrate"]
+    assert api["spec"]["template"]["spec"]["serviceAccountName"] == "kitchen-job-waiter"
+    job = find(docs, "Job", "migrate")
+    assert job["spec"]["backoffLimit"] == 3
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "OnFailure"
+    assert [c["name"] for c in job["spec"]["template"]["spec"]["initContainers"]] == ["wait-for-db"]
+    role = find(docs, "Role", "kitchen-job-waiter")
+    assert role["rules"] == [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch"]}]
+    binding = find(docs, "RoleBinding", "kitchen-job-waiter")
+    assert binding["subjects"][0] == {"kind": "ServiceAccount", "name": "kitchen-job-waiter", "namespace": "apps"}
+    assert all(d["metadata"].get("namespace") == "apps" for d in docs)
+    text = export(kitchen, "kubernetes").stdout
+    assert "after cache started: Kubernetes starts pods together" in text
+
+
+def test_kubernetes_volumes_limits_users_and_labels(kitchen: Project) -> None:
+    docs = manifests(kitchen)
+    db = find(docs, "StatefulSet", "db")
+    assert db["spec"]["serviceName"] == "db"
+    claim = db["spec"]["volumeClaimTemplates"][0]
+    assert claim["metadata"]["name"] == "pgdata"
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    pod = db["spec"]["template"]["spec"]
+    assert pod["volumes"] == [{"name": "bind-1", "hostPath": {"path": str(kitchen.dir / "init")}}]
+    assert container(db)["volumeMounts"] == [
+        {"name": "pgdata", "mountPath": "/data"},
+        {"name": "bind-1", "mountPath": "/docker-entrypoint-initdb.d", "readOnly": True}]
+    assert container(db)["resources"] == {"limits": {"memory": "512Mi"}}
+    assert container(db)["securityContext"] == {"runAsUser": 999, "runAsGroup": 999}
+    assert pod["terminationGracePeriodSeconds"] == 30
+    assert "securityContext" not in container(find(docs, "Deployment", "api"))  # "www-data" is no uid
+    api = container(find(docs, "Deployment", "api"))
+    assert api["command"] == ["/bin/api"] and api["workingDir"] == "/srv"
+    assert api["image"] == "registry.example/api:2"
+    assert api["args"] == ["--token", "$(API_TOKEN)", "--db", "postgres://db:5432/app"]
+    service = find(docs, "Service", "db")
+    assert service["spec"]["ports"] == [{"name": "tcp-5432", "port": 5432, "targetPort": 5432, "protocol": "TCP"}]
+    for doc in docs:
+        labels = doc["metadata"]["labels"]
+        assert labels["app.kubernetes.io/part-of"] == "kitchen"
+        assert labels["app.kubernetes.io/managed-by"] == "vrooli"
+    assert find(docs, "Deployment", "api")["metadata"]["labels"]["app.kubernetes.io/name"] == "api"
+    assert not [d for d in docs if d["metadata"]["name"].startswith("off")]
+
+
+def test_kubernetes_secrets_get_placeholders_and_config_maps_get_defaults(
+        kitchen: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_PASSWORD", SECRET)
+    monkeypatch.setenv("REDIS_PASSWORD", SECRET)
+    monkeypatch.setenv("API_TOKEN", SECRET)
+    monkeypatch.setenv("DB_USER", "user-from-env")
+    done = export(kitchen, "kubernetes")
+    assert SECRET not in done.stdout and "sk_live_from_env_file" not in done.stdout
+    assert "written-in-the-file" not in done.stdout and "user-from-env" not in done.stdout
+    assert "a,b" not in done.stdout
+    docs = [d for d in yaml.safe_load_all(done.stdout) if d]
+    secret = find(docs, "Secret", "db-secrets")
+    assert secret["stringData"] == {"POSTGRES_PASSWORD": "CHANGE-ME"}
+    assert "# fill in: the value of ${DB_PASSWORD}" in done.stdout
+    assert find(docs, "ConfigMap", "db-env")["data"] == {"PGDATA": "/data/pg", "POSTGRES_USER": "app"}
+    api_secret = find(docs, "Secret", "api-secrets")["stringData"]
+    # Keys named like secrets, everything from the env file, and the command's reference without a default.
+    assert api_secret == {"FEATURE_FLAGS": "CHANGE-ME", "SIGNING_KEY": "CHANGE-ME", "STRIPE_SECRET": "CHANGE-ME",
+                          "API_TOKEN": "CHANGE-ME"}
+    assert "# fill in: FEATURE_FLAGS (its env_file has it; not copied here)" in done.stdout
+    assert find(docs, "ConfigMap", "api-env")["data"] == {"LOG_LEVEL": "debug"}
+    env_from = container(find(docs, "Deployment", "api"))["envFrom"]
+    assert env_from == [{"configMapRef": {"name": "api-env"}}, {"secretRef": {"name": "api-secrets"}}]
+
+
+def test_kubernetes_external_resources_and_models(kitchen: Project) -> None:
+    docs = manifests(kitchen)
+    billing = find(docs, "Service", "billing")
+    assert billing["spec"]["type"] == "ExternalName"
+    assert billing["spec"]["externalName"] == "billing.example.com"
+    legacy = find(docs, "Service", "legacy")
+    assert "selector" not in legacy["spec"] and legacy["spec"]["ports"][0]["port"] == 5432
+    endpoints = find(docs, "EndpointSlice", "legacy")
+    assert endpoints["endpoints"] == [{"addresses": ["10.20.30.40"]}]
+    assert endpoints["metadata"]["labels"]["kubernetes.io/service-name"] == "legacy"
+    assert not [d for d in docs if d["kind"] in ("Deployment", "StatefulSet") and d["metadata"]["name"] in
+                ("billing", "legacy")]
+    models = find(docs, "Job", "llm-models")
+    script = models["spec"]["template"]["spec"]["containers"][0]["command"][2]
+    assert script.startswith("until wget -q -O /dev/null http://llm:11434/api/version")
+    assert '{"model": "llama3.1:8b"}' in script and '{"model": "nomic-embed-text"}' in script
+    # Models never gate the rest: nothing waits for that Job.
+    waits = [c for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Job")
+             for c in d["spec"]["template"]["spec"].get("initContainers", [])]
+    assert not [c for c in waits if "llm-models" in json.dumps(c)]
+
+
+def test_kubernetes_to_a_directory_writes_one_file_per_resource(kitchen: Project) -> None:
+    out = kitchen.dir / "k8s"
+    done = export(kitchen, "kubernetes", "-o", f"{out}/", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(Path(p).name for p in report["output"])
+    assert "api.yaml" in names and "_project.yaml" in names and "billing.yaml" in names
+    assert {d["kind"] for d in yaml.safe_load_all((out / "db.yaml").read_text()) if d} == {
+        "ConfigMap", "Secret", "Service", "StatefulSet"}
+    assert report["resources"][0] == "db" and report["external"] == ["billing", "legacy"]
+    assert "documents" not in report
+
+
+def test_json_on_stdout_carries_the_documents_and_notes(kitchen: Project) -> None:
+    done = export(kitchen, "compose", "--json")
+    report = json.loads(done.stdout)
+    assert report["ok"] is True and report["format"] == "compose" and report["output"] is None
+    assert report["documents"][0]["services"]["db"]["image"] == "postgres:16-alpine"
+    assert any("resources.logger.health" in n for n in report["notes"])
+    assert done.stderr == ""
+
+
+# ------------------------------------------------------------------------ bad input
+
+
+def one_line(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+@pytest.mark.parametrize("fmt", ["helm", "", "COMPOSE", "compose ", "k8s", "kube", "swarm", "compose,kubernetes"])
+def test_unknown_format_is_one_line_and_writes_nothing(kitchen: Project, fmt: str) -> None:
+    out = kitchen.dir / "out.yml"
+    line = one_line(export(kitchen, fmt, "-o", str(out)))
+    assert line.startswith("vrooli: unknown export format") and "(known: compose, kubernetes)" in line
+    assert not out.exists()
+
+
+def test_process_without_export_image_names_it_and_leaves_old_output(project: Project) -> None:
+    project.write("""
+        [resources.tool]
+        command = ["python3", "-m", "http.server"]
+        [resources.web]
+        runtime = "docker"
+        image = "nginx:1"
+        depends_on = ["tool"]
+        """)
+    out = project.dir / "out.yml"
+    out.write_text("the previous export\n")
+    for fmt in ("compose", "kubernetes"):
+        line = one_line(export(project, fmt, "-o", str(out)))
+        assert "resources.tool: a native process has no image to export" in line
+        assert "[resources.tool.export] image" in line and "--skip-process" in line
+        assert out.read_text() == "the previous export\n"
+    assert sorted(p.name for p in project.dir.iterdir() if p.name.startswith(".out")) == []
+    skipped = export(project, "compose", "--skip-process", "-o", str(out))
+    assert skipped.returncode == 0
+    assert "resources.tool: left out (--skip-process)" in skipped.stderr
+    assert "resources.web.depends_on: the dependency on 'tool' is left out with it" in skipped.stderr
+    assert "depends_on" not in yaml.safe_load(out.read_text())["services"]["web"]
+
+
+@pytest.mark.parametrize(("fmt", "where"), [
+    ("compose", "missing-dir/out.yml"), ("compose", "a-file/out.yml"), ("compose", "a-dir"),
+    ("compose", "a-dir/"), ("kubernetes", "missing-dir/out.yaml"), ("kubernetes", "a-file/out.yaml"),
+    ("kubernetes", "a-file/sub/"), ("kubernetes", "missing-dir/sub/"),
+])
+def test_unwritable_output_is_one_line_and_no_partial_file(kitchen: Project, fmt: str, where: str) -> None:
+    (kitchen.dir / "a-file").write_text("not a directory\n")
+    (kitchen.dir / "a-dir").mkdir()
+    before = sorted(str(p) for p in kitchen.dir.rglob("*"))
+    line = one_line(export(kitchen, fmt, "-o", str(kitchen.dir / where) + ("/" if where.endswith("/") else "")))
+    assert str(kitchen.dir / where.split("/")[0]) in line
+    assert sorted(str(p) for p in kitchen.dir.rglob("*")) == before
+    assert (kitchen.dir / "a-file").read_text() == "not a directory\n"
+
+
+@pytest.mark.parametrize("where", ["/proc/vrooli-export.yml", "/proc/vrooli-export/", "/sys/vrooli.yml"])
+def test_output_on_a_filesystem_that_takes_no_files_is_one_line(kitchen: Project, where: str) -> None:
+    line = one_line(export(kitchen, "kubernetes" if where.endswith("/") else "compose", "-o", where))
+    assert line.startswith(f"vrooli: cannot write {where.rstrip('/')}")
+
+
+def test_export_of_a_broken_file_is_the_config_error(project: Project) -> None:
+    project.write('[resources.a]\ncommand = "not a list"\n')
+    line = one_line(export(project, "compose"))
+    assert "resources.a.command" in line
+
+
+def test_successful_write_leaves_no_temporary_files(kitchen: Project) -> None:
+    out = kitchen.dir / "out.yml"
+    assert export(kitchen, "compose", "-o", str(out)).returncode == 0
+    assert [p.name for p in kitchen.dir.iterdir() if p.name.endswith(".tmp")] == []
+    assert oct(out.stat().st_mode & 0o777) != oct(0o600)  # a plain file, not mkstemp's private mode
