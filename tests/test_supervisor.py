@@ -85,16 +85,35 @@ async def test_start_timeout_fails_with_last_probe_message(tmp_path: Path) -> No
 
 
 async def test_exit_before_ready_is_a_failure_and_zero_exit_completes(tmp_path: Path) -> None:
-    body = res("crash") + res("oneshot") + res("after", '{ oneshot = "completed" }')
+    body = (res("crash") + res("oneshot") + res("after", '{ oneshot = "completed" }')
+            + '[resources.migrate]\ncommand = ["fake"]\n' + res("after_migrate", '{ migrate = "completed" }'))
     sup, _fake = make(tmp_path, body, {"crash": Script(ready_after=5, exit_after=0.05, exit_code=3),
-                                      "oneshot": Script(ready_after=5, exit_after=0.05, exit_code=0)})
+                                      "oneshot": Script(ready_after=0.049, exit_after=0.05, exit_code=0),
+                                      "migrate": Script(ready_after=5, exit_after=0.05, exit_code=0)})
     async with anyio.create_task_group() as tg:
         await tg.start(sup.run)
         await run_until_settled(sup)
         assert sup.records["crash"].state is State.FAILED
         assert sup.records["crash"].message.startswith("exited with code 3")
+        # Its line is in the log, whether the probe saw it before the exit or only after.
         assert sup.records["oneshot"].state is State.COMPLETED
         assert sup.records["after"].state is State.READY
+        assert sup.records["migrate"].state is State.COMPLETED  # no probe: exit 0 is all it promised
+        assert sup.records["after_migrate"].state is State.READY
+        sup.shutdown_requested.set()
+
+
+async def test_zero_exit_before_its_probe_passed_is_not_completed(tmp_path: Path) -> None:
+    # A daemon's launcher exits 0 at once; if nothing of it is left and its probe never
+    # passed, it did not start: failed, and what waits for it is blocked.
+    body = res("launcher") + res("after", '{ launcher = "completed" }')
+    sup, _fake = make(tmp_path, body, {"launcher": Script(ready_after=5, exit_after=0.05, exit_code=0)})
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        await run_until_settled(sup)
+        assert sup.records["launcher"].state is State.FAILED
+        assert sup.records["launcher"].message == "exited with code 0 before it was ready"
+        assert sup.records["after"].state is State.BLOCKED
         sup.shutdown_requested.set()
 
 
@@ -170,7 +189,7 @@ async def test_unknown_exit_status_is_not_mistaken_for_a_signal(tmp_path: Path) 
             while {r.state for r in sup.records.values()} != {State.FAILED}:
                 await sup.wait_change()
         assert sup.records["adopted"].message.startswith("exited;")
-        assert sup.records["hungup"].message.startswith("killed by signal 1;")
+        assert sup.records["hungup"].message.startswith("killed by signal 1 (SIGHUP);")
         sup.shutdown_requested.set()
 
 
