@@ -147,16 +147,17 @@ def _has_marker(pid: int, marker: bytes) -> bool:
         return False
 
 
-def _members(pid: int, groups: frozenset[int], token: str | None) -> list[psutil.Process]:
+def _members(pid: int, groups: frozenset[int], token: str | None, born: float = 0.0) -> list[psutil.Process]:
     """The process and everything of its resource, in one pass over the process table:
     members of its process groups and sessions, processes carrying its token, and all
-    their descendants (a process that left the group is still found by its ancestry)."""
+    their descendants (a process that left the group is still found by its ancestry).
+    Only processes started since `born` can carry the token: older ones are not read."""
     me = os.getpid()
     marker = f"\0{INSTANCE_ENV}={token}\0".encode() if token else None
     procs: dict[int, psutil.Process] = {}
     children: dict[int, list[int]] = {}
     roots = []
-    for proc in psutil.process_iter(["ppid"]):
+    for proc in psutil.process_iter(["ppid", "create_time"]):
         if proc.pid == me:
             continue
         procs[proc.pid] = proc
@@ -167,7 +168,7 @@ def _members(pid: int, groups: frozenset[int], token: str | None) -> list[psutil
                 continue
         except OSError:
             continue
-        if marker is not None and _has_marker(proc.pid, marker):
+        if marker is not None and (proc.info["create_time"] or born) >= born and _has_marker(proc.pid, marker):
             roots.append(proc.pid)
     found: set[int] = set()
     while roots:
@@ -237,6 +238,7 @@ class ProcessInstance:
                  token: str | None = None, report: Callable[[str], None] | None = None) -> None:
         self._pid = pid
         self._create_time = create_time
+        self._born = create_time  # the first process's start: every member started later
         self._config_hash = config_hash
         self._process = process  # None when adopted: we are not its parent
         self._exit_code: int | None = None
@@ -298,7 +300,8 @@ class ProcessInstance:
         return True
 
     def _members(self) -> list[psutil.Process]:
-        return _members(self._pid, self._groups, self._token)
+        # A second of slack: create times are rounded to clock ticks.
+        return _members(self._pid, self._groups, self._token, self._born - 1.0)
 
     async def _wait_foreign(self) -> int:
         # Not our child, so the kernel gives us no exit status: poll until it is gone.
