@@ -235,10 +235,11 @@ def live_sleepers(token: str) -> list[psutil.Process]:
     return found
 
 
-async def test_hung_exec_probe_is_killed_with_its_whole_group(no_leaked_processes: str) -> None:
+@pytest.mark.parametrize("script", ["sleep 1000", "setsid sleep 1000"])
+async def test_hung_exec_probe_is_killed_with_its_whole_group(no_leaked_processes: str, script: str) -> None:
     # `sh -c 'sleep 1000'`: cutting the probe at its timeout must take the sleep along,
-    # or every check leaves one more orphan behind.
-    spec = ProbeSpec("exec", command=("sh", "-c", "sleep 1000"), timeout=0.2)
+    # or every check leaves one more orphan behind; also one that left the group.
+    spec = ProbeSpec("exec", command=("sh", "-c", script), timeout=0.2)
     probe = make_probe(spec, ProbeContext())
     checks = 0
     with anyio.move_on_after(3):

@@ -5,6 +5,7 @@ import signal
 import subprocess
 
 import anyio
+import psutil
 from anyio.abc import ByteReceiveStream
 
 from orchestrator.probes import ExecInside, ProbeResult
@@ -60,9 +61,24 @@ async def run_in_own_group(command: tuple[str, ...]) -> tuple[int, str]:
             _kill_group(process.pid)  # what it left behind; the pipe then ends
     finally:
         with anyio.CancelScope(shield=True):
+            if process.returncode is None:  # cut short: not reaped, so its pid is still its own
+                await anyio.to_thread.run_sync(_kill_descendants, process.pid)
             _kill_group(process.pid)
             await process.aclose()  # closes the pipe and reaps the command
     return code, kept.decode(errors="replace")
+
+
+def _kill_descendants(pid: int) -> None:
+    """SIGKILL what the command started, including what left its group (`setsid`)."""
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return
+    for child in children:
+        try:
+            child.kill()
+        except psutil.Error:
+            continue
 
 
 def _kill_group(pgid: int) -> None:
