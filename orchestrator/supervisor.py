@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ from orchestrator import graph, scheduler
 from orchestrator.errors import VrooliError
 from orchestrator.logs import OutputLog
 from orchestrator.models import ModelError, ModelManager, managers_for
-from orchestrator.probes import ProbeContext, ProbeResult, make_probe, run_once, until_ready
+from orchestrator.probes import Probe, ProbeContext, ProbeResult, make_probe, run_once, until_ready
 from orchestrator.runtimes import EXIT_UNKNOWN, Adoptable, Instance, Runtime, runtime_for
 from orchestrator.scheduler import State, View
 from orchestrator.spec import ProjectSpec, ResourceSpec, RestartPolicy
@@ -37,6 +39,22 @@ log = structlog.get_logger("vrooli.supervisor")
 RuntimeFactory = Callable[[str, ProjectSpec], Runtime]
 LOG_LIMIT_PERIOD = 5.0  # seconds between log size checks
 EXIT_CLEANUP_TIMEOUT = 2.0  # leftover group members of a process that exited on its own
+
+
+class Started(Enum):
+    """How one start of a resource ended."""
+
+    READY = "ready"
+    FAILED = "failed"  # the state says why (or it completed)
+    CRASHED = "crashed"  # exited before it was ready: the restart policy decides
+
+
+def killed_by(number: int) -> str:
+    """One wording for a process and a container killed by a signal."""
+    try:
+        return f"killed by signal {number} ({signal.Signals(number).name})"
+    except ValueError:
+        return f"killed by signal {number}"
 
 
 def rfc3339(moment: datetime | None) -> str | None:
@@ -520,7 +538,7 @@ class Supervisor:
     async def _lifecycle(self, rec: Record) -> None:
         spec = rec.spec
         while True:
-            ready = await self._start_once(rec)
+            ready = await self._start_until_ready(rec)
             if not ready:
                 return
             reason, code = await self._watch(rec)
@@ -536,20 +554,47 @@ class Supervisor:
                 else:
                     self._set(rec, State.FAILED, self._exit_message(rec, code, reason))
                 return
-            delay = self._next_backoff(rec)
-            why = self._exit_message(rec, code, reason)
-            if delay is None:
-                self._set(rec, State.FAILED,
-                          f"restarted {spec.restart_burst} times within {spec.restart_window:g}s; "
-                          f"giving up ({why})")
+            if not await self._back_off(rec, self._exit_message(rec, code, reason)):
                 return
-            if rec.instance is not None:
-                await self._stop_instance(rec)
-                rec.instance = None
-            self._set(rec, State.STARTING, f"{why}; restarting in {delay:.2f}s")
-            await self._restart_followers(rec)
-            await anyio.sleep(delay)
-            rec.restarts += 1
+
+    async def _start_until_ready(self, rec: Record) -> bool:
+        """Start until ready. A crash before ready follows `restart` like any other
+        (backoff, burst limit), within one `start_timeout` for all the attempts; the
+        resource stays starting meanwhile, so its dependents wait instead of being blocked.
+        `restart = "no"` fails at the first crash."""
+        spec = rec.spec
+        deadline = time.monotonic() + spec.start_timeout
+        while True:
+            started = await self._start_once(rec, deadline)
+            if started is not Started.CRASHED:
+                return started is Started.READY
+            why = self._exit_message(rec, rec.exit_code, "exit") + " before it was ready"
+            if spec.restart is RestartPolicy.NO:
+                self._set(rec, State.FAILED, why)
+                return False
+            if not await self._back_off(rec, why, deadline):
+                return False
+
+    async def _back_off(self, rec: Record, why: str, deadline: float | None = None) -> bool:
+        """Wait out the backoff before a restart; False (and failed) once the burst limit or
+        the start deadline leaves no room for another try."""
+        spec = rec.spec
+        delay = self._next_backoff(rec)
+        if delay is None:
+            self._set(rec, State.FAILED,
+                      f"restarted {spec.restart_burst} times within {spec.restart_window:g}s; giving up ({why})")
+            return False
+        if deadline is not None and time.monotonic() + delay >= deadline:
+            self._set(rec, State.FAILED, f"not ready after {spec.start_timeout:g}s: {why}")
+            return False
+        if rec.instance is not None:
+            await self._stop_instance(rec)
+            rec.instance = None
+        self._set(rec, State.STARTING, f"{why}; restarting in {delay:.2f}s")
+        await self._restart_followers(rec)
+        await anyio.sleep(delay)
+        rec.restarts += 1
+        return True
 
     def _next_backoff(self, rec: Record) -> float | None:
         """Exponential backoff with jitter, or None when the burst limit is reached."""
@@ -580,18 +625,55 @@ class Supervisor:
         if code is None or code == EXIT_UNKNOWN:
             text = "exited"
         elif code < 0:
-            text = f"killed by signal {-code}"
+            text = killed_by(-code)
         else:
             text = f"exited with code {code}"
         last = self.output(rec.spec.name).tail(1) if code != 0 else []
         return f"{text}; last output: {last[0][:200]}" if last else text
 
-    async def _start_once(self, rec: Record) -> bool:
+    async def _start_once(self, rec: Record, deadline: float) -> Started:
+        """One start, probed until ready, `deadline` or an exit. CRASHED leaves the state
+        to the caller (rec.exit_code says how it ended); every other outcome sets it."""
+        instance = await self._launch(rec)
+        if instance is None:
+            return Started.FAILED
+        spec = rec.spec
+        if spec.health is None:
+            self._mark_ready(rec)
+            return Started.READY
+        # Made in a worker thread: the first HTTP probe imports httpx (~60 ms), which must
+        # not stall the event loop while other resources are starting and probing.
+        probe = await anyio.to_thread.run_sync(
+            make_probe, spec.health,
+            ProbeContext(log=self.output(spec.name), exec_inside=instance.exec_inside, log_start=rec.log_start))
+        try:
+            outcome = await self._probe_until_ready(rec, instance, probe, deadline)
+            if outcome == "exit" and rec.exit_code == 0:
+                # A one-shot whose probe passes one last check (its line is in the log)
+                # has completed; one that exited 0 before it was ever ready has not.
+                outcome = "completed" if (await run_once(probe, spec.health.timeout)).ok else "exit"
+        finally:
+            with anyio.CancelScope(shield=True):
+                await probe.aclose()
+        if outcome == "ready":
+            return await self._load_models_then_ready(rec)
+        last = rec.last_probe.message if rec.last_probe else "no probe result"
+        await self._stop_instance(rec)
+        rec.instance = None
+        if outcome == "completed":
+            self._set(rec, State.COMPLETED, "exited with code 0")
+        elif outcome == "exit":
+            return Started.CRASHED
+        else:
+            self._set(rec, State.FAILED, f"not ready after {spec.start_timeout:g}s: {last}")
+        return Started.FAILED
+
+    async def _launch(self, rec: Record) -> Instance | None:
+        """Start (or take back) the resource's instance; None, and failed, if it cannot start."""
         spec = rec.spec
         output = self.output(spec.name)
         if rec.adopt is None:
             rec.log_start = output.size()
-        log_start = rec.log_start
         rec.started_mono = time.monotonic()
         rec.exit_code = None
         rec.last_probe = None
@@ -600,26 +682,25 @@ class Supervisor:
         if rec.adopt is not None:
             instance, rec.adopt = rec.adopt, None
         else:
-            try:
-                def report(message: str) -> None:
-                    rec.message = message
-                    self._changed()
+            def report(message: str) -> None:
+                rec.message = message
+                self._persist()  # a daemon the instance now follows has a new pid to record
+                self._changed()
 
+            try:
                 instance = await self.runtime(spec.runtime).start(spec, output, self._tg_required, report)
             except VrooliError as exc:
                 self._set(rec, State.FAILED, str(exc))
-                return False
+                return None
         rec.instance = instance
         self._set(rec, State.STARTING, "started; waiting for " + (spec.health.describe() if spec.health else "nothing"))
-        if spec.health is None:
-            self._mark_ready(rec)
-            return True
-        # Made in a worker thread: the first HTTP probe imports httpx (~60 ms), which must
-        # not stall the event loop while other resources are starting and probing.
-        probe = await anyio.to_thread.run_sync(
-            make_probe, spec.health, ProbeContext(log=output, exec_inside=instance.exec_inside, log_start=log_start))
+        return instance
+
+    async def _probe_until_ready(self, rec: Record, instance: Instance, probe: Probe, deadline: float) -> str:
+        """"ready", "exit" (rec.exit_code set) or "timeout", whichever comes first."""
+        assert rec.spec.health is not None
+        health = rec.spec.health
         outcome: dict[str, Any] = {}
-        deadline = rec.started_mono + spec.start_timeout
 
         def on_result(result: ProbeResult) -> None:
             rec.last_probe = result
@@ -633,43 +714,32 @@ class Supervisor:
 
         async def watch_probe(tg: TaskGroup) -> None:
             with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
-                await until_ready(probe, spec.health, on_result)  # type: ignore[arg-type]
+                await until_ready(probe, health, on_result)
                 outcome["ready"] = True
             tg.cancel_scope.cancel()
 
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(watch_exit, tg)
-                tg.start_soon(watch_probe, tg)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await probe.aclose()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch_exit, tg)
+            tg.start_soon(watch_probe, tg)
         if outcome.get("ready"):
-            manager = self.models.get(spec.name)
-            if manager is not None and spec.models is not None and spec.models.load.value == "eager":
-                self._set(rec, State.STARTING, "loading models (model_load = eager)")
-                try:
-                    await manager.ensure_all()
-                except ModelError as exc:
-                    self._set(rec, State.FAILED, f"models: {exc}")
-                    return False
-            self._mark_ready(rec)
-            return True
+            return "ready"
         if "exit" in outcome:
-            code = outcome["exit"]
-            rec.exit_code = code
-            await self._stop_instance(rec)
-            rec.instance = None
-            if code == 0:
-                self._set(rec, State.COMPLETED, "exited with code 0")
-            else:
-                self._set(rec, State.FAILED, self._exit_message(rec, code, "exit") + " before it was ready")
-            return False
-        last = rec.last_probe.message if rec.last_probe else "no probe result"
-        await self._stop_instance(rec)
-        rec.instance = None
-        self._set(rec, State.FAILED, f"not ready after {spec.start_timeout:g}s: {last}")
-        return False
+            rec.exit_code = outcome["exit"]
+            return "exit"
+        return "timeout"
+
+    async def _load_models_then_ready(self, rec: Record) -> Started:
+        spec = rec.spec
+        manager = self.models.get(spec.name)
+        if manager is not None and spec.models is not None and spec.models.load.value == "eager":
+            self._set(rec, State.STARTING, "loading models (model_load = eager)")
+            try:
+                await manager.ensure_all()
+            except ModelError as exc:
+                self._set(rec, State.FAILED, f"models: {exc}")
+                return Started.FAILED
+        self._mark_ready(rec)
+        return Started.READY
 
     def _mark_ready(self, rec: Record) -> None:
         assert rec.started_mono is not None

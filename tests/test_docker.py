@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -150,10 +151,108 @@ def test_container_killed_from_outside_is_reported_and_restarted(stack: Project)
     docker("kill", f"{stack.name}-qdrant")
     docker("kill", f"{stack.name}-redis")
     qdrant = wait_for(lambda: (r := status()["qdrant"])["state"] == "failed" and r, 30)
-    assert qdrant["message"].startswith("exited with code 137")
+    assert qdrant["message"].startswith("killed by signal 9 (SIGKILL)")  # as a process would read
     redis = wait_for(lambda: (r := status()["redis"])["state"] == "ready" and r["restarts"] == 1 and r, 30)
     assert redis["restarts"] == 1
     assert stack.run("status", *files).returncode == 1  # something is not ready
+
+
+@pytest.fixture
+def solo(project: Project) -> Iterator[Project]:
+    """A project of our own with a known name, checked for leftovers afterwards."""
+    project.name = f"t{uuid.uuid4().hex[:8]}"
+    yield project
+    project.run("down", "--volumes", timeout=180)
+    left = leftovers(project.name)
+    for item in left:
+        kind, ident = item.split()
+        subprocess.run(["docker", kind, "rm", "-f", ident], capture_output=True)
+    assert not left, f"test left docker objects behind: {left}"
+
+
+def sleeps_in(container: str) -> int:
+    """How many `sleep 1000` run in the container (-1: it is not running)."""
+    try:
+        lines = docker("top", container).splitlines()[1:]
+    except subprocess.CalledProcessError:
+        return -1
+    return sum(1 for line in lines if line.split(None, 7)[-1] == "sleep 1000")
+
+
+def redis_resource(name: str, extra: str) -> str:
+    return (f'[project]\nname = "{name}"\nstate_dir = ".state"\nhealth_listen = "127.0.0.1:0"\n\n'
+            f'[resources.cache]\nruntime = "docker"\nimage = "vrooli-test/redis:7"\n'
+            f'ports = ["127.0.0.1:{free_port()}:6379"]\n{extra}\n')
+
+
+def test_container_killed_by_sigkill_reads_as_a_process_does(solo: Project) -> None:
+    solo.write(redis_resource(solo.name, 'health = { probe = "redis" }'))
+    assert solo.run("up", timeout=180).returncode == 0
+    docker("kill", f"{solo.name}-cache")
+    row = wait_for(lambda: (r := solo.rows()["cache"])["state"] == "failed" and r, 30)
+    assert row["message"].startswith("killed by signal 9 (SIGKILL)"), row["message"]
+    assert row["exit_code"] == -9
+
+
+def test_hung_exec_inside_the_container_is_killed_not_piled_up(solo: Project) -> None:
+    solo.write(redis_resource(solo.name, 'start_timeout = "5s"\n'
+                              'health = { probe = "exec", command = ["sh", "-c", "sleep 1000"], inside = true, '
+                              'timeout = "200ms" }'))
+    up = subprocess.Popen([sys.executable, "-m", "orchestrator", "up"], cwd=solo.dir,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        container = f"{solo.name}-cache"
+        wait_for(lambda: sleeps_in(container) >= 0, 60)
+        counts = []
+        while up.poll() is None:
+            counts.append(sleeps_in(container))
+            time.sleep(0.1)
+        _out, err = up.communicate(timeout=60)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.communicate()
+    assert up.returncode == 1
+    assert "cache: failed: not ready after 5s: probe timed out after 0.2s" in err
+    assert len(counts) > 10 and max(counts) <= 1, counts  # each hung exec killed before the next one
+
+
+def test_an_exec_that_cannot_be_killed_blocks_the_next_instead_of_piling_up(
+        solo: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    # With a remote engine the exec's pid means nothing here and cannot be killed: the
+    # hung exec is remembered and no second one starts beside it until it ends.
+    import anyio
+
+    from orchestrator import config
+    from orchestrator.logs import OutputLog
+    from orchestrator.runtimes import docker as docker_runtime
+
+    monkeypatch.setattr(docker_runtime, "_same_pid_namespace", lambda pid, other: False)
+    path = solo.write(redis_resource(solo.name, ""))
+    project = config.load([path], {})
+    spec = project.resources["cache"]
+    container = f"{solo.name}-cache"
+
+    async def scenario() -> list[int]:
+        runtime = docker_runtime.DockerRuntime(project)
+        counts = []
+        async with anyio.create_task_group() as tg:
+            instance = await runtime.start(spec, OutputLog(solo.dir / "cache.log"), tg)
+            try:
+                for _ in range(4):
+                    started = time.monotonic()
+                    with pytest.raises(TimeoutError):
+                        await instance.exec_inside(("sh", "-c", "sleep 1000"), 0.3)
+                    assert time.monotonic() - started < 5
+                    counts.append(sleeps_in(container))
+                    await anyio.sleep(0.2)
+            finally:
+                await instance.stop("SIGTERM", 5)
+                await runtime.cleanup(project, remove_volumes=True)
+                tg.cancel_scope.cancel()
+        return counts
+
+    assert anyio.run(scenario) == [1, 1, 1, 1]
 
 
 def test_postgres_data_survives_down_and_up(stack: Project) -> None:

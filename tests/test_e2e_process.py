@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -15,7 +16,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import Project, free_port, postgres_command, postgres_data_dir, wait_for
+from tests.conftest import (
+    Project,
+    free_port,
+    postgres_command,
+    postgres_data_dir,
+    processes_with_token,
+    wait_for,
+)
 
 PG = Path("/usr/lib/postgresql/15/bin/postgres")
 
@@ -273,3 +281,228 @@ def test_secrets_never_reach_the_logs(project: Project) -> None:
     supervisor_log = (project.state_dir / "supervisor.log").read_text()
     for text in (done.stdout, done.stderr, status, supervisor_log):
         assert "s3cr3t-value-xyz" not in text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running as another user needs root")
+def test_user_runs_with_that_users_groups_and_login_environment(project: Project) -> None:
+    nobody = pwd.getpwnam("nobody")
+    groups = sorted(os.getgrouplist("nobody", nobody.pw_gid))
+    script = ('echo "ids $(id -u) $(id -g) $(id -G)"; '
+              'echo "env HOME=$HOME USER=$USER LOGNAME=$LOGNAME SHELL=$SHELL"; exec sleep 1000')
+    project.write(f"""
+        [resources.plain]
+        command = ["sh", "-c", {json.dumps(script)}]
+        user = "nobody"
+        health = {{ probe = "log", pattern = "^env " }}
+
+        [resources.explicit]
+        command = ["sh", "-c", {json.dumps(script)}]
+        user = "nobody"
+        env = {{ HOME = "/tmp/elsewhere" }}
+        health = {{ probe = "log", pattern = "^env " }}
+    """)
+    done = project.run("up")
+    assert done.returncode == 0, done.stderr
+    plain = project.run("logs", "plain", check=True).stdout.splitlines()
+    assert f"ids {nobody.pw_uid} {nobody.pw_gid} {' '.join(map(str, groups))}" in plain
+    assert f"env HOME={nobody.pw_dir} USER=nobody LOGNAME=nobody SHELL={nobody.pw_shell}" in plain
+    explicit = project.run("logs", "explicit", check=True).stdout.splitlines()
+    assert f"env HOME=/tmp/elsewhere USER=nobody LOGNAME=nobody SHELL={nobody.pw_shell}" in explicit  # env wins
+    for row in project.rows().values():
+        proc = psutil.Process(row["pid"])
+        assert set(proc.uids()) == {nobody.pw_uid} and set(proc.gids()) == {nobody.pw_gid}
+        status = Path(f"/proc/{row['pid']}/status").read_text()
+        supplementary = next(line for line in status.splitlines() if line.startswith("Groups:"))
+        assert sorted(int(g) for g in supplementary.split()[1:]) == groups  # none of root's
+        assert proc.environ()["HOME"] in (nobody.pw_dir, "/tmp/elsewhere")
+
+
+DAEMON = """
+import os, socket, sys, time
+port = int(sys.argv[1])
+if os.fork():
+    os._exit(0)          # the launcher: exits 0 at once
+os.setsid()              # out of the session and the process group it was started in
+if os.fork():
+    os._exit(0)
+time.sleep(1)            # the launcher is long gone before the port opens
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("127.0.0.1", port))
+server.listen(16)
+print("daemon serving", flush=True)
+while True:
+    server.accept()[0].close()
+"""
+
+
+def test_double_forking_daemon_is_ready_not_completed_and_down_stops_it(project: Project) -> None:
+    port = free_port()
+    project.write(f"""
+        [resources.daemon]
+        command = ["{sys.executable}", "-c", {json.dumps(DAEMON)}, "{port}"]
+        health = {{ probe = "tcp", port = {port} }}
+
+        [resources.client]
+        command = ["sh", "-c", "echo client up; exec sleep 1000"]
+        depends_on = ["daemon"]
+        health = {{ probe = "log", pattern = "client up" }}
+    """)
+    done = project.run("up")
+    assert done.returncode == 0, done.stderr
+    rows = project.rows()
+    daemon, client = rows["daemon"], rows["client"]
+    assert daemon["state"] == "ready" and daemon["restarts"] == 0
+    assert ts(client["started_at"]) >= ts(daemon["ready_at"])
+    serving = psutil.Process(daemon["pid"])  # the daemon itself, not its long-gone launcher
+    assert any(c.laddr.port == port for c in serving.net_connections("tcp"))
+    assert os.getsid(serving.pid) != os.getsid(0)
+
+    # A supervisor killed with SIGKILL: its heir takes the daemon back, no duplicate.
+    supervisor = next(p for p in psutil.process_iter(["name", "cwd", "status"]) if p.info["name"] == "vrooli-sup"
+                      and p.info["cwd"] == str(project.dir) and p.info["status"] != psutil.STATUS_ZOMBIE)
+    supervisor.kill()
+    supervisor.wait(10)
+    assert project.run("up").returncode == 0
+    again = project.rows()["daemon"]
+    assert again["state"] == "ready" and again["pid"] == serving.pid
+
+    assert project.run("down").returncode == 0
+    assert not serving.is_running() or serving.status() == psutil.STATUS_ZOMBIE
+
+
+def test_launcher_leaving_a_background_process_is_followed_and_adopted(project: Project) -> None:
+    # No probe: ready at once; the launcher's exit 0 leaves `sleep` behind, which is the
+    # service now. A supervisor killed with SIGKILL right after must not lose track of it.
+    project.write("""
+        [resources.bg]
+        command = ["sh", "-c", "sleep 1000 & echo launched"]
+    """)
+    assert project.run("up").returncode == 0
+
+    def cmdline(pid: int) -> list[str]:
+        try:
+            return psutil.Process(pid).cmdline()
+        except psutil.Error:
+            return []
+
+    sleeper = wait_for(lambda: (r := project.rows()["bg"])["state"] == "ready"
+                       and cmdline(r["pid"]) == ["sleep", "1000"] and r, 10)
+    supervisor = next(p for p in psutil.process_iter(["name", "cwd", "status"]) if p.info["name"] == "vrooli-sup"
+                      and p.info["cwd"] == str(project.dir) and p.info["status"] != psutil.STATUS_ZOMBIE)
+    supervisor.kill()
+    supervisor.wait(10)
+    assert project.run("up").returncode == 0
+    assert project.rows()["bg"]["pid"] == sleeper["pid"]
+    token = os.environ["VROOLI_TEST_TOKEN"]
+    sleeps = [p for p in processes_with_token(token) if p.cmdline() == ["sleep", "1000"]]
+    assert [p.pid for p in sleeps] == [sleeper["pid"]]  # taken back, not started twice
+    assert project.run("down").returncode == 0
+    assert not psutil.pid_exists(sleeper["pid"]) or psutil.Process(sleeper["pid"]).status() == psutil.STATUS_ZOMBIE
+
+
+def test_zero_exit_with_nothing_left_before_its_probe_passed_is_a_failure(project: Project) -> None:
+    port = free_port()
+    project.write(f"""
+        [resources.gone]
+        command = ["sh", "-c", "echo launched"]
+        health = {{ probe = "tcp", port = {port} }}
+
+        [resources.migrate]
+        command = ["sh", "-c", "echo migrated"]
+
+        [resources.after]
+        command = ["sh", "-c", "echo after up; exec sleep 1000"]
+        depends_on = {{ migrate = "completed" }}
+        health = {{ probe = "log", pattern = "after up" }}
+    """)
+    done = project.run("up")
+    assert done.returncode == 1
+    rows = project.rows()
+    assert rows["gone"]["state"] == "failed"
+    assert rows["gone"]["message"] == "exited with code 0 before it was ready"
+    assert rows["migrate"]["state"] == "completed"  # a one-shot with no probe: exit 0 is its success
+    assert rows["after"]["state"] == "ready"
+
+
+FLAKY = ('n=$(cat count 2>/dev/null || echo 0); n=$((n+1)); echo $n > count; '
+         'if [ $n -le 2 ]; then echo "crash $n"; exit 1; fi; echo serving; exec sleep 1000')
+
+
+def flaky_stack(project: Project, restart: str) -> None:
+    project.write(f"""
+        [resources.flaky]
+        command = ["sh", "-c", {json.dumps(FLAKY)}]
+        restart = "{restart}"
+        restart_delay = "100ms"
+        start_timeout = "60s"
+        health = {{ probe = "log", pattern = "^serving" }}
+
+        [resources.dependent]
+        command = ["sh", "-c", "echo dependent up; exec sleep 1000"]
+        depends_on = ["flaky"]
+        health = {{ probe = "log", pattern = "dependent up" }}
+    """)
+
+
+def test_crash_before_ready_follows_the_restart_policy(project: Project) -> None:
+    flaky_stack(project, "on-failure")
+    done = project.run("up")
+    assert done.returncode == 0, done.stderr
+    rows = project.rows()
+    flaky, dependent = rows["flaky"], rows["dependent"]
+    assert flaky["state"] == "ready" and flaky["restarts"] == 2
+    assert dependent["state"] == "ready" and ts(dependent["started_at"]) >= ts(flaky["ready_at"])
+    assert (project.dir / "count").read_text().strip() == "3"
+
+
+def test_crash_before_ready_with_restart_no_fails_at_once(project: Project) -> None:
+    flaky_stack(project, "no")
+    done = project.run("up")
+    assert done.returncode == 1
+    rows = project.rows()
+    assert rows["flaky"]["state"] == "failed"
+    assert rows["flaky"]["message"] == "exited with code 1; last output: crash 1 before it was ready"
+    assert rows["dependent"]["state"] == "blocked"
+    assert (project.dir / "count").read_text().strip() == "1"
+
+
+def test_catastrophic_log_pattern_leaves_the_supervisor_responsive(project: Project) -> None:
+    from orchestrator import paths
+    from orchestrator.control import Client
+
+    printer = f"{sys.executable} -c \"print('a' * 5000 + '!', flush=True)\"; exec sleep 1000"
+    project.write(f"""
+        [resources.nested]
+        command = ["sh", "-c", {json.dumps(printer)}]
+        start_timeout = "120s"
+        health = {{ probe = "log", pattern = "^(a+)+$", timeout = "500ms" }}
+
+        [resources.alternation]
+        command = ["sh", "-c", {json.dumps(printer)}]
+        start_timeout = "120s"
+        health = {{ probe = "log", pattern = "^(a|aa)+$", timeout = "500ms" }}
+    """)
+    up = subprocess.Popen([sys.executable, "-m", "orchestrator", "up"], cwd=project.dir,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: project.run("status").returncode == 1, 60)  # the supervisor runs
+        client = Client(paths.control_socket(project.state_dir), timeout=10)
+        wait_for(lambda: "skipped" in json.dumps(client.call({"op": "status", "names": []})), 30)
+        slowest = 0.0
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            reply = client.call({"op": "status", "names": []})
+            slowest = max(slowest, time.monotonic() - started)
+            time.sleep(0.1)
+        assert slowest < 1.0, slowest
+        rows = {r["name"]: r for r in reply["resources"]}
+        assert {r["state"] for r in rows.values()} == {"starting"}
+        assert "line(s) skipped: matching took longer than 0.125s" in rows["alternation"]["message"]
+        timed = time.monotonic()
+        assert project.run("status", timeout=30).returncode == 1
+        assert time.monotonic() - timed < 10
+    finally:
+        up.terminate()
+        up.wait(30)

@@ -12,12 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
+import psutil
 import pytest
 
 from orchestrator.logs import OutputLog
 from orchestrator.probes import ProbeContext, make_probe, run_once, until_ready
 from orchestrator.spec import ProbeSpec
-from tests.conftest import close_listener, free_port, postgres_command, postgres_data_dir
+from tests.conftest import close_listener, free_port, postgres_command, postgres_data_dir, processes_with_token
 
 pytestmark = pytest.mark.anyio
 
@@ -223,3 +224,89 @@ async def test_first_checks_are_milliseconds_apart() -> None:
 
 def test_redis_binary_present() -> None:
     assert shutil.which("redis-server"), "redis-server must be installed (.ci/run installs it)"
+
+
+def live_sleepers(token: str) -> list[psutil.Process]:
+    found = []
+    for proc in processes_with_token(token):
+        try:
+            if proc.cmdline() == ["sleep", "1000"] and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.mark.parametrize("script", ["sleep 1000", "setsid sleep 1000"])
+async def test_hung_exec_probe_is_killed_with_its_whole_group(no_leaked_processes: str, script: str) -> None:
+    # `sh -c 'sleep 1000'`: cutting the probe at its timeout must take the sleep along,
+    # or every check leaves one more orphan behind; also one that left the group.
+    spec = ProbeSpec("exec", command=("sh", "-c", script), timeout=0.2)
+    probe = make_probe(spec, ProbeContext())
+    checks = 0
+    with anyio.move_on_after(3):
+        while True:
+            result = await run_once(probe, spec.timeout)
+            assert not result.ok and "timed out after 0.2s" in result.message
+            checks += 1
+            # Killed and reaped before the check returned: at most the SIGKILL in flight.
+            with anyio.fail_after(2):
+                while live_sleepers(no_leaked_processes):
+                    await anyio.sleep(0.02)
+    await probe.aclose()
+    assert checks >= 5
+    assert live_sleepers(no_leaked_processes) == []
+
+
+async def test_exec_probe_leaves_no_background_child_of_a_passing_check(no_leaked_processes: str) -> None:
+    spec = ProbeSpec("exec", command=("sh", "-c", "sleep 1000 & echo started"), timeout=5)
+    ok, message = await check(spec)
+    assert ok and message == "exec sh exited 0"
+    with anyio.fail_after(2):
+        while live_sleepers(no_leaked_processes):
+            await anyio.sleep(0.02)
+
+
+async def test_log_probe_with_a_catastrophic_pattern_keeps_the_event_loop_responsive(tmp_path: Path) -> None:
+    # `(a|aa)+$` backtracks exponentially: on 36 a's Python's `re` needs seconds, on 5,000
+    # it never ends. The check must stay within its timeout and the loop keep running.
+    log = OutputLog(tmp_path / "x.log")
+    log.write(b"a" * 36 + b"!\n" + b"a" * 5000 + b"!\n")
+    spec = ProbeSpec("log", pattern=r"^(a|aa)+$", timeout=0.5)
+    probe = make_probe(spec, ProbeContext(log=log))
+    gaps: list[float] = []
+
+    async def tick() -> None:
+        last = time.monotonic()
+        while True:
+            await anyio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(tick)
+        for _ in range(20):
+            started = time.monotonic()
+            result = await run_once(probe, spec.timeout)
+            assert not result.ok
+            assert time.monotonic() - started < 2
+            if "2 line(s) skipped: matching took longer than" in result.message:
+                break
+        assert "2 line(s) skipped: matching took longer than 0.125s" in result.message
+        log.write(b"aaaa\n")  # a line it does match, after the ones given up on
+        with anyio.fail_after(5):
+            while not (await run_once(probe, spec.timeout)).ok:
+                await anyio.sleep(0.05)
+        tg.cancel_scope.cancel()
+    assert max(gaps) < 0.3, max(gaps)
+
+
+async def test_log_probe_caps_lines_and_reads_a_huge_line_once(tmp_path: Path) -> None:
+    log = OutputLog(tmp_path / "x.log")
+    log.write(b"x" * (3 * 1024 * 1024) + b"ready\n")  # 3 MiB on one line: no match beyond 8 KiB
+    probe = make_probe(ProbeSpec("log", pattern="ready"), ProbeContext(log=log))
+    for _ in range(5):
+        assert not (await run_once(probe, 1)).ok
+    log.write(b"ready\n")
+    assert (await run_once(probe, 1)).ok

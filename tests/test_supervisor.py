@@ -85,16 +85,77 @@ async def test_start_timeout_fails_with_last_probe_message(tmp_path: Path) -> No
 
 
 async def test_exit_before_ready_is_a_failure_and_zero_exit_completes(tmp_path: Path) -> None:
-    body = res("crash") + res("oneshot") + res("after", '{ oneshot = "completed" }')
+    body = (res("crash") + res("oneshot") + res("after", '{ oneshot = "completed" }')
+            + '[resources.migrate]\ncommand = ["fake"]\n' + res("after_migrate", '{ migrate = "completed" }'))
     sup, _fake = make(tmp_path, body, {"crash": Script(ready_after=5, exit_after=0.05, exit_code=3),
-                                      "oneshot": Script(ready_after=5, exit_after=0.05, exit_code=0)})
+                                      "oneshot": Script(ready_after=0.049, exit_after=0.05, exit_code=0),
+                                      "migrate": Script(ready_after=5, exit_after=0.05, exit_code=0)})
     async with anyio.create_task_group() as tg:
         await tg.start(sup.run)
         await run_until_settled(sup)
         assert sup.records["crash"].state is State.FAILED
         assert sup.records["crash"].message.startswith("exited with code 3")
+        # Its line is in the log, whether the probe saw it before the exit or only after.
         assert sup.records["oneshot"].state is State.COMPLETED
         assert sup.records["after"].state is State.READY
+        assert sup.records["migrate"].state is State.COMPLETED  # no probe: exit 0 is all it promised
+        assert sup.records["after_migrate"].state is State.READY
+        sup.shutdown_requested.set()
+
+
+async def test_zero_exit_before_its_probe_passed_is_not_completed(tmp_path: Path) -> None:
+    # A daemon's launcher exits 0 at once; if nothing of it is left and its probe never
+    # passed, it did not start: failed, and what waits for it is blocked.
+    body = res("launcher") + res("after", '{ launcher = "completed" }')
+    sup, _fake = make(tmp_path, body, {"launcher": Script(ready_after=5, exit_after=0.05, exit_code=0)})
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        await run_until_settled(sup)
+        assert sup.records["launcher"].state is State.FAILED
+        assert sup.records["launcher"].message == "exited with code 0 before it was ready"
+        assert sup.records["after"].state is State.BLOCKED
+        sup.shutdown_requested.set()
+
+
+async def test_crash_before_ready_retries_within_start_timeout_while_dependents_wait(tmp_path: Path) -> None:
+    extra = 'restart = "on-failure"\nrestart_delay = "50ms"\nrestart_max_delay = "50ms"\n' \
+            'restart_burst = 100\nstart_timeout = "1s"\n'
+    sup, fake = make(tmp_path, res("crashy", extra=extra) + res("dependent", '["crashy"]'),
+                     {"crashy": Script(ready_after=5, exit_after=0.02, exit_code=1)})
+    seen: list[tuple[State, str, State]] = []
+    sup.on_change.append(lambda: seen.append((sup.records["crashy"].state, sup.records["crashy"].message,
+                                              sup.records["dependent"].state)))
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        t0 = time.monotonic()
+        sup.request_up()
+        with anyio.fail_after(10):
+            await sup.wait_settled(["crashy", "dependent"])
+        assert 0.9 < time.monotonic() - t0 < 3  # one start_timeout for all the attempts
+        rec = sup.records["crashy"]
+        assert rec.state is State.FAILED
+        assert rec.message.startswith("not ready after 1s: exited with code 1")
+        assert rec.message.endswith("before it was ready")
+        assert rec.restarts == len(fake.starts["crashy"]) - 1 >= 5
+        assert sup.records["dependent"].state is State.BLOCKED
+        assert "dependent" not in fake.starts
+        retrying = [(state, dep) for state, message, dep in seen if "before it was ready; restarting in" in message]
+        assert len(retrying) >= 5
+        assert set(retrying) == {(State.STARTING, State.PENDING)}  # the dependent waited meanwhile
+        sup.shutdown_requested.set()
+
+
+async def test_crash_before_ready_stops_at_the_burst_limit(tmp_path: Path) -> None:
+    extra = 'restart = "always"\nrestart_delay = "20ms"\nrestart_burst = 2\n'
+    sup, fake = make(tmp_path, res("crashy", extra=extra),
+                     {"crashy": Script(ready_after=5, exit_after=0.02, exit_code=2)})
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        await run_until_settled(sup)
+        rec = sup.records["crashy"]
+        assert rec.state is State.FAILED
+        assert rec.message.startswith("restarted 2 times within 60s; giving up (exited with code 2")
+        assert len(fake.starts["crashy"]) == 3 and rec.restarts == 2
         sup.shutdown_requested.set()
 
 
@@ -170,7 +231,7 @@ async def test_unknown_exit_status_is_not_mistaken_for_a_signal(tmp_path: Path) 
             while {r.state for r in sup.records.values()} != {State.FAILED}:
                 await sup.wait_change()
         assert sup.records["adopted"].message.startswith("exited;")
-        assert sup.records["hungup"].message.startswith("killed by signal 1;")
+        assert sup.records["hungup"].message.startswith("killed by signal 1 (SIGHUP);")
         sup.shutdown_requested.set()
 
 

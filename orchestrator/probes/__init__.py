@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import anyio
@@ -37,7 +38,10 @@ ExecInside = Callable[[tuple[str, ...], float], Awaitable[tuple[int, str]]]
 
 
 class LogWatch(Protocol):
-    def search(self, pattern: str, since: int) -> tuple[bool, int]: ...
+    """A resource's output file, read by the log probe."""
+
+    @property
+    def path(self) -> Path: ...
 
 
 @dataclass

@@ -374,6 +374,48 @@ def _raw_ping(path: str) -> None:
         raise OSError(f"unexpected answer from the engine: {reply[:60]!r}")
 
 
+def _as_signal(code: int) -> int:
+    """A container's 128+N exit status is its process killed by signal N: reported as a
+    native process's would be (minus N), so both read "killed by signal 9 (SIGKILL)"."""
+    if 128 < code < EXIT_UNKNOWN:
+        try:
+            return -signals.Signals(code - 128).value
+        except ValueError:
+            pass
+    return code
+
+
+def _same_pid_namespace(pid: int, other: int) -> bool:
+    """Is `pid` a process of the container whose main process is `other`, on this host?
+    (A remote engine's pids mean nothing here: they never match a local namespace.)"""
+    try:
+        return os.stat(f"/proc/{pid}/ns/pid").st_ino == os.stat(f"/proc/{other}/ns/pid").st_ino \
+            and os.stat(f"/proc/{pid}/ns/pid").st_ino != os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return False
+
+
+def _kill_tree(pid: int) -> bool:
+    """SIGKILL an exec's process and all its descendants; False if not permitted."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.AccessDenied:
+        return False
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            continue
+        except psutil.AccessDenied:
+            return False
+    return True
+
+
 def _split_image(image: str) -> tuple[str, str]:
     name, _, digest = image.partition("@")
     if digest:
@@ -391,6 +433,7 @@ class DockerInstance:
         self.container = container
         self.spec = spec
         self._exit_code: int | None = None
+        self._hung: set[str] = set()  # execs that overran and could not be killed
 
     def __repr__(self) -> str:
         return f"<DockerInstance {self.container.name} id={self.container.short_id}>"
@@ -442,8 +485,8 @@ class DockerInstance:
             with sdk_errors(f"waiting for {self.spec.name}"):
                 code = await anyio.to_thread.run_sync(blocking_wait, abandon_on_cancel=True)
             if code is not None:
-                self._exit_code = code
-                return code
+                self._exit_code = _as_signal(code)
+                return self._exit_code
 
     async def stop(self, signal_name: str, timeout: float) -> None:
         import docker.errors
@@ -476,12 +519,59 @@ class DockerInstance:
             await anyio.to_thread.run_sync(remove)
 
     async def exec_inside(self, command: tuple[str, ...], timeout: float) -> tuple[int, str]:
-        def run() -> tuple[int, str]:
-            result = self.container.exec_run(list(command), stdout=True, stderr=True)
-            return int(result.exit_code), result.output.decode(errors="replace")
+        """Run `command` in the container, for at most `timeout` seconds.
 
+        The engine has no way to stop an exec, so one that overruns (or is cancelled) is
+        killed from the host by its pid, after checking that the pid lives in this
+        container's pid namespace. Where that is impossible (a remote engine) the hung
+        exec is remembered and no new one starts beside it: hung execs never pile up.
+        """
+        api = (await anyio.to_thread.run_sync(self.runtime.client)).api
         with sdk_errors(f"exec in {self.spec.name}"):
-            return await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+            if await anyio.to_thread.run_sync(self._still_hung, api):
+                raise TimeoutError("the previous exec is still running")
+            exec_id = (await anyio.to_thread.run_sync(
+                lambda: api.exec_create(self.container.id, list(command), stdout=True, stderr=True)))["Id"]
+            output: bytes | None = None
+            try:
+                with anyio.fail_after(timeout):
+                    output = await anyio.to_thread.run_sync(api.exec_start, exec_id, abandon_on_cancel=True)
+            finally:
+                if output is None:
+                    with anyio.CancelScope(shield=True):
+                        await anyio.to_thread.run_sync(self._kill_exec, api, exec_id)
+            code = (await anyio.to_thread.run_sync(api.exec_inspect, exec_id)).get("ExitCode")
+        assert output is not None  # else the timeout or the cancellation has been raised
+        return (EXIT_UNKNOWN if code is None else int(code)), output.decode(errors="replace")
+
+    def _still_hung(self, api: Any) -> bool:
+        """Forget the remembered hung execs that have ended; is one still running?"""
+        for exec_id in list(self._hung):
+            try:
+                running = bool(api.exec_inspect(exec_id).get("Running"))
+            except Exception as exc:
+                if not _is_sdk_error(exc):
+                    raise
+                running = False
+            if not running:
+                self._hung.discard(exec_id)
+        return bool(self._hung)
+
+    def _kill_exec(self, api: Any, exec_id: str) -> None:
+        try:
+            info = api.exec_inspect(exec_id)
+            if not info.get("Running"):
+                return
+            pid = int(info.get("Pid") or 0)
+            main = int((api.inspect_container(self.container.id).get("State") or {}).get("Pid") or 0)
+            if pid and main and _same_pid_namespace(pid, main) and _kill_tree(pid):
+                return
+        except Exception as exc:
+            if not _is_sdk_error(exc):
+                raise
+        self._hung.add(exec_id)
+        log.warning("a hung exec could not be killed; no new exec starts until it ends",
+                    resource=self.spec.name, exec_id=exec_id[:12])
 
     async def usage(self) -> Usage | None:
         def stats() -> Usage | None:

@@ -2,22 +2,31 @@
 
 Stopping signals the whole process group (and any descendant that left it), waits
 `stop_timeout`, then SIGKILLs and waits until every one of them is gone.
+
+Every start carries a token in its environment (`VROOLI_INSTANCE`) that its descendants
+inherit: a daemon that double-forks out of the session and the process group is still
+found by it. A main process that exits 0 while such members live on has daemonized;
+the instance then follows the eldest of them instead of counting as finished.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import pwd
 import shutil
 import signal
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import anyio
 import psutil
+import structlog
 from anyio.abc import Process
 
 from orchestrator.errors import StartFailed
@@ -34,14 +43,56 @@ if TYPE_CHECKING:
 PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
                "LISTEN_FDNAMES", "INVOCATION_ID")
 KILL_WAIT = 10.0  # seconds to wait for SIGKILLed processes to vanish
+INSTANCE_ENV = "VROOLI_INSTANCE"  # inherited by every descendant: finds daemons that left the session
+# A main process that exits 0 may leave a child finishing its last write; only what is
+# still there after this long is taken for a daemon.
+DAEMON_GRACE = 0.25
+
+log = structlog.get_logger("vrooli.process")
 
 
-def child_environment(spec: ResourceSpec, base: dict[str, str] | None = None) -> dict[str, str]:
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a child runs as: uid, primary gid, supplementary groups, and the login variables."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    env: tuple[tuple[str, str], ...]
+
+
+def identity_of(user: str) -> Identity:
+    """The passwd and group entries of `user` (a name or a numeric uid), as `su` would set them."""
+    try:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except (KeyError, ValueError, OverflowError):
+        raise StartFailed(f"unknown user {user!r}") from None
+    groups = tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
+    env = (("HOME", entry.pw_dir), ("USER", entry.pw_name), ("LOGNAME", entry.pw_name),
+           ("SHELL", entry.pw_shell or "/bin/sh"))
+    return Identity(entry.pw_uid, entry.pw_gid, groups, env)
+
+
+def child_environment(spec: ResourceSpec, base: dict[str, str] | None = None,
+                      identity: Identity | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     for key in PRIVATE_ENV:
         env.pop(key, None)
+    if identity is not None:
+        env.update(identity.env)  # never root's HOME for `nobody`; explicit `env` still wins
     env.update(spec.env)
     return env
+
+
+def _switch_user(identity: Identity | None) -> tuple[int | None, int | None, list[int] | None]:
+    """The uid, gid and supplementary groups that make a child `identity` (None: stay).
+
+    Without the gid and the groups a child of root would keep gid 0 and root's
+    supplementary groups, whatever its uid.
+    """
+    if identity is None or (os.geteuid() != 0 and identity.uid == os.geteuid()):
+        return None, None, None
+    return identity.uid, identity.gid, list(identity.groups)
 
 
 def port_owner(port: int) -> str:
@@ -75,23 +126,78 @@ def check_ports_free(ports: tuple[PortSpec, ...]) -> None:
                     raise StartFailed(f"port {port.host_port}: {exc.strerror}") from None
 
 
-def _tree(pid: int) -> list[psutil.Process]:
-    """The process, its descendants, and every member of its process group."""
-    found: dict[int, psutil.Process] = {}
-    try:
-        root = psutil.Process(pid)
-        found[pid] = root
-        for child in root.children(recursive=True):
-            found[child.pid] = child
-    except psutil.NoSuchProcess:
-        pass
-    for proc in psutil.process_iter():
+def own_groups(pid: int) -> frozenset[int]:
+    """The process group and session of `pid`, which belong to its resource: never the
+    supervisor's own, nor init's."""
+    mine = {0, 1, os.getpgrp(), os.getsid(0)}
+    found = set()
+    for lookup in (os.getpgid, os.getsid):
         try:
-            if proc.pid not in found and os.getpgid(proc.pid) == pid:
-                found[proc.pid] = proc
-        except (ProcessLookupError, psutil.Error, OSError):
+            found.add(lookup(pid))
+        except OSError:
             continue
-    return list(found.values())
+    return frozenset(found - mine)
+
+
+def _has_marker(pid: int, marker: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            return marker in b"\0" + handle.read()
+    except OSError:
+        return False
+
+
+def _members(pid: int, groups: frozenset[int], token: str | None, born: float = 0.0) -> list[psutil.Process]:
+    """The process and everything of its resource, in one pass over the process table:
+    members of its process groups and sessions, processes carrying its token, and all
+    their descendants (a process that left the group is still found by its ancestry).
+    Only processes started since `born` can carry the token: older ones are not read."""
+    me = os.getpid()
+    marker = f"\0{INSTANCE_ENV}={token}\0".encode() if token else None
+    procs: dict[int, psutil.Process] = {}
+    children: dict[int, list[int]] = {}
+    roots = []
+    for proc in psutil.process_iter(["ppid", "create_time"]):
+        if proc.pid == me:
+            continue
+        procs[proc.pid] = proc
+        children.setdefault(proc.info["ppid"] or 0, []).append(proc.pid)
+        try:
+            if proc.pid == pid or os.getpgid(proc.pid) in groups or os.getsid(proc.pid) in groups:
+                roots.append(proc.pid)
+                continue
+        except OSError:
+            continue
+        if marker is not None and (proc.info["create_time"] or born) >= born and _has_marker(proc.pid, marker):
+            roots.append(proc.pid)
+    found: set[int] = set()
+    while roots:
+        current = roots.pop()
+        if current not in found and current != me:
+            found.add(current)
+            roots.extend(children.get(current, ()))
+    return [procs[p] for p in found if p in procs]
+
+
+def _eldest(procs: list[psutil.Process]) -> psutil.Process | None:
+    """The first-started process whose parent is not among `procs`: a daemon's root."""
+    pids = {p.pid for p in procs}
+    candidates = []
+    for proc in procs:
+        try:
+            if proc.ppid() not in pids:
+                candidates.append((proc.create_time(), proc))
+        except psutil.Error:
+            continue
+    return min(candidates, key=lambda pair: pair[0])[1] if candidates else None
+
+
+def _token_of(pid: int) -> str | None:
+    """The instance token of an adopted process (None if it has rewritten its environment)."""
+    try:
+        return psutil.Process(pid).environ().get(INSTANCE_ENV)
+    except (psutil.Error, OSError):
+        return None
 
 
 def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
@@ -105,11 +211,20 @@ def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
     return alive
 
 
-def _signal_all(pid: int, procs: list[psutil.Process], signum: int) -> None:
-    try:
-        os.killpg(pid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
+def _signal_all(groups: frozenset[int], procs: list[psutil.Process], signum: int) -> None:
+    # A group is signalled only while a process we found still leads or belongs to it
+    # (so its id cannot have been reused), which also reaches a child forked meanwhile.
+    live_groups = set()
+    for proc in procs:
+        try:
+            live_groups.add(os.getpgid(proc.pid))
+        except OSError:
+            continue
+    for group in groups & live_groups:
+        try:
+            os.killpg(group, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
     for proc in procs:
         try:
             proc.send_signal(signum)
@@ -119,12 +234,19 @@ def _signal_all(pid: int, procs: list[psutil.Process], signum: int) -> None:
 
 class ProcessInstance:
     def __init__(self, pid: int, create_time: float, config_hash: str,
-                 process: Process | None = None) -> None:
+                 process: Process | None = None, *, groups: frozenset[int] | None = None,
+                 token: str | None = None, report: Callable[[str], None] | None = None) -> None:
         self._pid = pid
         self._create_time = create_time
+        self._born = create_time  # the first process's start: every member started later
         self._config_hash = config_hash
         self._process = process  # None when adopted: we are not its parent
         self._exit_code: int | None = None
+        # Process groups and sessions whose members are this resource's.
+        self._groups = own_groups(pid) if groups is None else groups
+        self._token = token if token is not None else _token_of(pid)
+        self._report = report
+        self._stopping = False  # a main process that exits 0 on our signal has not daemonized
 
     def __repr__(self) -> str:
         return f"<ProcessInstance pid={self._pid} exit={self._exit_code}>"
@@ -138,12 +260,48 @@ class ProcessInstance:
         return str(self._pid)
 
     async def wait(self) -> int:
-        if self._exit_code is None:
-            if self._process is not None:
-                self._exit_code = await self._process.wait()
-            else:
+        while self._exit_code is None:
+            if self._process is None:
                 self._exit_code = await self._wait_foreign()
+                break
+            code = await self._process.wait()
+            if code != 0 or self._stopping or not await self._follow_daemon():
+                self._exit_code = code
         return self._exit_code
+
+    async def _follow_daemon(self) -> bool:
+        """The main process exited 0: if it left processes running it has daemonized
+        (double fork), and the eldest of them becomes the process this instance tracks."""
+        deadline = time.monotonic() + DAEMON_GRACE
+        empty_scans = 0
+        while True:
+            left = _alive(await anyio.to_thread.run_sync(self._members))
+            # One empty scan may fall between a fork and its child's first appearance:
+            # "nothing is left" takes two, a few tens of milliseconds apart.
+            empty_scans = 0 if left else empty_scans + 1
+            if empty_scans >= 2:
+                return False
+            if left and time.monotonic() >= deadline:
+                break
+            await anyio.sleep(0.03)
+        eldest = _eldest(left)
+        if eldest is None:
+            return False
+        try:
+            create_time = eldest.create_time()
+        except psutil.NoSuchProcess:
+            return False
+        previous = self._pid
+        self._pid, self._create_time, self._process = eldest.pid, create_time, None
+        self._groups = self._groups | own_groups(eldest.pid)
+        log.info("main process exited 0 and left a daemon: following it", pid=previous, daemon=eldest.pid)
+        if self._report is not None:
+            self._report(f"pid {previous} exited 0 and left pid {eldest.pid} running: following it")
+        return True
+
+    def _members(self) -> list[psutil.Process]:
+        # A second of slack: create times are rounded to clock ticks.
+        return _members(self._pid, self._groups, self._token, self._born - 1.0)
 
     async def _wait_foreign(self) -> int:
         # Not our child, so the kernel gives us no exit status: poll until it is gone.
@@ -162,11 +320,12 @@ class ProcessInstance:
 
     async def stop(self, signal_name: str, timeout: float) -> None:
         signum = signal.Signals[signal_name]
-        procs = await anyio.to_thread.run_sync(_tree, self._pid)
-        _signal_all(self._pid, procs, signum)
+        self._stopping = True
+        procs = await anyio.to_thread.run_sync(self._members)
+        _signal_all(self._groups, procs, signum)
         if not await self._wait_gone(procs, timeout):
-            procs = _alive(procs) + await anyio.to_thread.run_sync(_tree, self._pid)
-            _signal_all(self._pid, procs, signal.SIGKILL)
+            procs = _alive(procs) + await anyio.to_thread.run_sync(self._members)
+            _signal_all(self._groups, procs, signal.SIGKILL)
             await self._wait_gone(procs, KILL_WAIT)
         with anyio.move_on_after(KILL_WAIT):
             await self.wait()
@@ -194,7 +353,7 @@ class ProcessInstance:
 
     def _usage(self) -> Usage | None:
         rss, cpu = 0, 0.0
-        procs = _tree(self._pid)
+        procs = _members(self._pid, self._groups, None)  # no environment scan on every scrape
         if not procs:
             return None
         for proc in procs:
@@ -224,18 +383,25 @@ class ProcessRuntime:
     async def start(self, spec: ResourceSpec, output: OutputLog, tasks: TaskGroup,
                     report: Callable[[str], None] | None = None) -> ProcessInstance:
         check_ports_free(spec.ports)
-        env = child_environment(spec)
+        identity = identity_of(spec.user) if spec.user else None
+        env = child_environment(spec, identity=identity)
+        token = uuid.uuid4().hex
+        env[INSTANCE_ENV] = token
         executable = shutil.which(spec.command[0], path=env.get("PATH"))
         if executable is None and not os.path.isfile(spec.command[0]):
             raise StartFailed(f"command not found: {spec.command[0]}")
         if spec.cwd is not None and not os.path.isdir(spec.cwd):
             raise StartFailed(f"cwd does not exist: {spec.cwd}")
+        uid, gid, groups = _switch_user(identity)
         fd = output.open_for_child()
         try:
             process = await anyio.open_process(
-                list(spec.command), stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
-                cwd=spec.cwd, env=env, start_new_session=True, user=spec.user,
+                list(spec.command), stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, cwd=spec.cwd, env=env,
+                start_new_session=True, user=uid, group=gid, extra_groups=groups,
             )
+        except PermissionError as exc:
+            who = f" as user {spec.user}" if spec.user else ""
+            raise StartFailed(f"cannot start {spec.command[0]}{who}: {exc.strerror}") from None
         except (OSError, KeyError, ValueError) as exc:
             raise StartFailed(f"cannot start {spec.command[0]}: {exc}") from None
         finally:
@@ -244,7 +410,8 @@ class ProcessRuntime:
             create_time = psutil.Process(process.pid).create_time()
         except psutil.NoSuchProcess:
             create_time = 0.0
-        return ProcessInstance(process.pid, create_time, spec.config_hash(), process)
+        return ProcessInstance(process.pid, create_time, spec.config_hash(), process,
+                               groups=frozenset({process.pid}), token=token, report=report)
 
     async def adopt(self, spec: ResourceSpec, record: Adoptable, output: OutputLog,
                     tasks: TaskGroup) -> ProcessInstance | None:
