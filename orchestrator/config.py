@@ -8,11 +8,8 @@ user fixes a broken file in one pass.
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import os
-import pwd
 import re
-import shutil
 import signal
 import tomllib
 from collections.abc import Callable, Mapping
@@ -373,6 +370,8 @@ def parse_port(text: str) -> PortSpec:
 
 
 def _ip_address(text: str, whole: str, version: int = 4) -> str:
+    import ipaddress  # ~2 ms, and most files write no host address
+
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
@@ -482,7 +481,7 @@ def _probe_host(raw: Mapping[str, Any], ports: tuple[PortSpec, ...], path: tuple
     host = check.string(raw, "host", path, default)
     if host is None:
         return default
-    from orchestrator.probes.http import UrlError, check_host
+    from orchestrator.probes.url import UrlError, check_host
 
     try:
         check_host(host[1:-1] if host.startswith("[") and host.endswith("]") else host)
@@ -495,9 +494,7 @@ def _probe_host(raw: Mapping[str, Any], ports: tuple[PortSpec, ...], path: tuple
 def _check_url(url: str, path: tuple[str, ...], check: _Checker) -> None:
     """Parse with the probe's own parser, so a URL that passes here cannot fail it later.
     The line never quotes the URL: it may hold a password."""
-    # Imported here: the probe module brings anyio and ssl, which `vrooli up` only pays for
-    # when a file has an HTTP probe (the forked supervisor then has them loaded already).
-    from orchestrator.probes.http import Target, UrlError
+    from orchestrator.probes.url import Target, UrlError
 
     try:
         Target.parse(url)
@@ -680,6 +677,9 @@ def _check_on_host(spec: ResourceSpec, project_dir: Path, environ: Mapping[str, 
                    check: _Checker) -> None:
     """What the process runtime would refuse at start, asked now (a container's command,
     cwd and user live in its image, so only processes are checked)."""
+    import pwd
+    import shutil
+
     if spec.runtime != "process" or not spec.enabled:
         return
     path = ("resources", spec.name)
