@@ -247,7 +247,7 @@ async def test_unexpected_error_in_a_check_is_a_failed_result_logged_once(
 async def test_probe_that_cannot_be_built_fails_without_showing_the_password() -> None:
     """urlsplit reads 'Zq8pw' of 'app:Zq8pw/x@host' as the port, then quotes it in its error."""
     for url, reason in ((f"http://app:{SECRET}/x@127.0.0.1:1/", "'@' after the host"),
-                        (f"http://app:{SECRET}@[::1:5432/", "an IPv6 address in a URL is written in brackets"),
+                        (f"http://app:{SECRET}@[::1:5432/", "'[' without its ']'"),
                         (f"http://app:{SECRET}@127.0.0.1:99999/", "the port must be a number from 1 to 65535"),
                         (f"http://app:{SECRET}/health", "the port must be a number")):
         probe = make_probe(ProbeSpec("http", url=url), ProbeContext())

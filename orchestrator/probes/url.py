@@ -83,8 +83,10 @@ def _split(url: str) -> tuple[str, str, str]:
 def _split_host_port(hostport: str) -> tuple[str, str]:
     if hostport.startswith("["):
         inside, bracket, port_part = hostport[1:].partition("]")
-        if not bracket or (port_part and not port_part.startswith(":")):
-            raise UrlError("an IPv6 address in a URL is written in brackets, like http://[::1]:8080/")
+        if not bracket:
+            raise UrlError("'[' without its ']': an IPv6 address is written like http://[::1]:8080/")
+        if port_part and not port_part.startswith(":"):
+            raise UrlError("after ']' only ':port' may follow, like http://[::1]:8080/")
         host, port_text = unquote(inside), port_part[1:]  # a zone is written %25: fe80::1%25eth0
         import ipaddress  # ~2 ms: only for the URLs that need it
 
