@@ -555,19 +555,8 @@ def _parse_resource(name: str, raw: object, project_dir: Path, variables: Mappin
     if runtime == "docker" and not image and "image" not in raw:
         check.fail((*path, "image"), "a docker resource needs an image")
 
-    env: dict[str, str] = {}
-    if "env_file" in raw:
-        env_file = raw["env_file"]
-        if isinstance(env_file, str):
-            env_path = (project_dir / env_file).resolve()
-            try:
-                env.update(read_env_file(env_path, variables))
-            except FileNotFoundError:
-                check.fail((*path, "env_file"), f"file not found: {env_path}")
-            except (OSError, UnicodeDecodeError, ValueError) as exc:
-                check.fail((*path, "env_file"), f"{env_path}: {exc}")
-        else:
-            check.fail((*path, "env_file"), f"expected a path, got {_type_name(env_file)}")
+    env = _read_env_file(raw["env_file"], project_dir, variables, (*path, "env_file"), check) \
+        if "env_file" in raw else {}
     env.update(_parse_env(raw.get("env", {}), (*path, "env"), check))
     cwd = _parse_cwd(raw, runtime, project_dir, path, check)
 
@@ -627,6 +616,21 @@ def _whole(raw: Mapping[str, Any], key: str, path: tuple[str, ...], check: _Chec
         check.fail((*path, key), f"expected a whole number from 1 to {MAX_COUNT}, got {_show(value)}")
         return default
     return value
+
+
+def _read_env_file(env_file: object, project_dir: Path, variables: Mapping[str, str],
+                   path: tuple[str, ...], check: _Checker) -> dict[str, str]:
+    if not isinstance(env_file, str):
+        check.fail(path, f"expected a path, got {_type_name(env_file)}")
+        return {}
+    env_path = (project_dir / env_file).resolve()
+    try:
+        return read_env_file(env_path, variables)
+    except FileNotFoundError:
+        check.fail(path, f"file not found: {env_path}")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        check.fail(path, f"{env_path}: {exc}")
+    return {}
 
 
 def _parse_env(raw_env: object, path: tuple[str, ...], check: _Checker) -> dict[str, str]:
