@@ -373,7 +373,10 @@ def validate(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
     """Check resources.toml (and overrides) without starting anything."""
     from orchestrator import graph
 
-    project = _project_or_exit(files, json_out)
+    try:  # host_checks: also what only a start would find out (cwd, command on PATH, user)
+        project = config.load(config.find_files(files), host_checks=True)
+    except VrooliError as exc:
+        _fail(exc, json_out)
     edges = {n: list(r.dependency_names) for n, r in project.resources.items()}
     waves = graph.waves(edges)
     if json_out:

@@ -32,6 +32,7 @@ from orchestrator.spec import (
     RestartPolicy,
     VolumeSpec,
 )
+from orchestrator.variables import InterpolationError, escaped_short, interpolate, read_env_file
 
 DEFAULT_FILE = "resources.toml"
 
@@ -53,31 +54,56 @@ PROBE_KEYS = {
     "probe", "host", "port", "url", "expect_status", "command", "pattern", "inside", "user",
     "database", "password", "interval", "timeout", "liveness_interval", "failure_threshold",
 }
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
-_VAR_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# fullmatch, never `$`: `$` also matches before a trailing newline ("web\n" would pass).
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}", re.ASCII)
+PROJECT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
+MAX_DEPTH = 32  # tables and lists deeper than this are refused before anything recurses into them
+MAX_DURATION = 365 * 24 * 3600.0  # a year: far beyond any timeout, well inside every OS timer
+MAX_COUNT = 1_000_000  # restart_burst, failure_threshold, model_concurrency
+MAX_SIZE = 1 << 50  # 1 PiB: memory_limit beyond this is a typo (Docker takes an int64)
+_DURATION_PART = re.compile(r" *(\d+(?:\.\d*)?|\.\d+) *(h|ms|m|s|us|µs|ns)", re.ASCII)
+_DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+_NUMBER_RE = re.compile(r" *(\d{1,30}(?:\.\d{0,30})?|\.\d{1,30}) *", re.ASCII)
+_SIZE_RE = re.compile(r"\s*(\d{1,30}(?:\.\d{1,30})?)\s*([kmgt]?)(i?b)?\s*", re.IGNORECASE | re.ASCII)
 
 
 # ---------------------------------------------------------------------------- parsing
 
 
 def parse_duration(value: object) -> float:
-    """Seconds from 5, 0.25, "250ms", "2s", "1m", "1h". Raises ValueError with the reason."""
+    """Seconds from 5, 0.25, "250ms", "2s", "1m30s", "1h2m3.5s". Raises ValueError with the reason.
+
+    Strings follow Go's time.ParseDuration (as compose does): numbers with units h, m, s,
+    ms, us, ns, one after another; a bare number means seconds.
+    """
     if isinstance(value, bool):
         raise ValueError(f"expected a duration like 2 or \"250ms\", got {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
+    if isinstance(value, int):
+        seconds = float(value) if abs(value) <= MAX_DURATION else float("inf") * (1 if value > 0 else -1)
+    elif isinstance(value, float):
+        seconds = value
     elif isinstance(value, str):
-        match = _DURATION_RE.match(value)
-        if not match:
-            raise ValueError(f"expected a duration like \"250ms\", \"2s\" or \"1m\", got {value!r}")
-        number, unit = float(match.group(1)), match.group(2) or "s"
-        seconds = number * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[unit]
+        seconds = _duration_text(value)
     else:
-        raise ValueError(f"expected a duration like 2 or \"250ms\", got {type(value).__name__}")
-    if seconds < 0 or seconds != seconds or seconds == float("inf"):
-        raise ValueError(f"expected a duration of zero or more seconds, got {value!r}")
+        raise ValueError(f"expected a duration like 2 or \"250ms\", got {_type_name(value)}")
+    if seconds < 0 or seconds != seconds:
+        raise ValueError(f"expected a duration of zero or more seconds, got {_show(value)}")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"expected a duration of at most 8760h (a year), got {_show(value)}")
+    return seconds
+
+
+def _duration_text(text: str) -> float:
+    bare = _NUMBER_RE.fullmatch(text)
+    if bare:
+        return float(bare.group(1))
+    seconds, position = 0.0, 0
+    while position < len(text.rstrip(" ")) or position == 0:
+        part = _DURATION_PART.match(text, position)
+        if part is None or len(part.group(1)) > 30:
+            raise ValueError(f"expected a duration like \"250ms\", \"2s\", \"1m\" or \"1m30s\", got {_show(text)}")
+        seconds += float(part.group(1)) * _DURATION_UNITS[part.group(2)]
+        position = part.end()
     return seconds
 
 
@@ -85,38 +111,25 @@ def parse_size(value: object) -> int:
     """Bytes from 536870912, "512m", "1g", "256MiB"."""
     if isinstance(value, bool):
         raise ValueError(f"expected a size like \"512m\", got {value!r}")
+    size = 0.0
     if isinstance(value, int):
-        if value <= 0:
-            raise ValueError(f"expected a positive size, got {value}")
-        return value
-    if isinstance(value, str):
-        match = _SIZE_RE.match(value)
+        size = value if value <= MAX_SIZE else MAX_SIZE + 1
+    elif isinstance(value, str):
+        match = _SIZE_RE.fullmatch(value)
         if match:
             scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-            size = int(float(match.group(1)) * scale[match.group(2).lower()])
-            if size > 0:
-                return size
-    raise ValueError(f"expected a size like \"512m\" or \"2g\", got {value!r}")
+            size = float(match.group(1)) * scale[match.group(2).lower()]
+    if size > MAX_SIZE:
+        raise ValueError(f"expected a size of at most 1024t, got {_show(value)}")
+    if size >= 1:
+        return int(size)
+    raise ValueError(f"expected a size like \"512m\" or \"2g\", got {_show(value)}")
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines as compose reads them: comments, `export`, optional quotes."""
-    values: dict[str, str] = {}
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export "):
-            line = line[len("export "):].lstrip()
-        key, sep, value = line.partition("=")
-        key = key.strip()
-        if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
-            raise ValueError(f"line {number}: expected KEY=VALUE")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        values[key] = value
-    return values
+def _show(value: object, limit: int = 60) -> str:
+    """A value as an error line quotes it: repr (one line, escapes visible), cut to `limit`."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**limit else "a huge number"
+    return text if len(text) <= limit else text[:limit - 5] + "…" + text[-4:]
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -128,18 +141,49 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError([f"{path}: cannot read: {exc}"]) from None
     try:
         return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        message = str(exc)
-        where = re.search(r"\(at line (\d+), column (\d+)\)", message)
-        reason = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", message)
-        if where is None and "end of document" in message:
-            lines = text.splitlines() or [""]
-            where = re.search(r"(\d+):(\d+)", f"{len(lines)}:{len(lines[-1]) + 1}")
-        if where:
-            raise ConfigError(
-                [f"{path}:{where.group(1)}:{where.group(2)}: invalid TOML: {reason}"]
-            ) from None
-        raise ConfigError([f"{path}: invalid TOML: {reason}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{path}: invalid TOML: arrays or inline tables nested too deeply "
+                           f"(at most {MAX_DEPTH} levels)"]) from None
+    except ValueError as exc:
+        if isinstance(exc, tomllib.TOMLDecodeError):
+            raise ConfigError([_toml_error(path, text, exc)]) from None
+        # int() refuses numbers of more than 4,300 digits before tomllib can say where
+        raise ConfigError([_huge_number_error(path, text)]) from None
+
+
+def _toml_error(path: Path, text: str, exc: tomllib.TOMLDecodeError) -> str:
+    message = str(exc)
+    where = re.search(r"\(at line (\d+), column (\d+)\)", message)
+    reason = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", message)
+    if where is None and "end of document" in message:
+        lines = text.splitlines() or [""]
+        where = re.search(r"(\d+):(\d+)", f"{len(lines)}:{len(lines[-1]) + 1}")
+    if where:
+        return f"{path}:{where.group(1)}:{where.group(2)}: invalid TOML: {reason}"
+    return f"{path}: invalid TOML: {reason}"
+
+
+def _huge_number_error(path: Path, text: str) -> str:
+    found = re.search(r"[0-9_]{4000,}", text)
+    if found is None:
+        return f"{path}: invalid TOML: a number too long to read"
+    line = text.count("\n", 0, found.start()) + 1
+    column = found.start() - (text.rfind("\n", 0, found.start()) + 1) + 1
+    return f"{path}:{line}:{column}: invalid TOML: a number of {len(found.group(0))} digits"
+
+
+def _too_deep(value: Any, limit: int = MAX_DEPTH) -> tuple[str, ...] | None:
+    """The key path of the first value nested deeper than `limit`, found without recursion."""
+    stack: list[tuple[Any, tuple[str, ...]]] = [(value, ())]
+    while stack:
+        item, path = stack.pop()
+        if len(path) > limit:
+            return path[:limit]
+        if isinstance(item, dict):
+            stack.extend((child, (*path, str(key))) for key, child in item.items())
+        elif isinstance(item, list):
+            stack.extend((child, (*path, str(index))) for index, child in enumerate(item))
+    return None
 
 
 # ---------------------------------------------------------------------------- merging
@@ -173,23 +217,13 @@ def _record_origins(value: object, origin: str, origins: Origins, path: tuple[st
 
 def expand(value: Any, variables: Mapping[str, str], problems: list[str],
            where: Callable[[tuple[str, ...]], str], path: tuple[str, ...] = ()) -> Any:
-    """Replace ${VAR} and ${VAR:-default} in every string; `$$` is a literal `$`."""
+    """Interpolate every string (see `interpolate`); each failure is one problem line."""
     if isinstance(value, str):
-        def replace(match: re.Match[str]) -> str:
-            if match.group(0) == "$$":
-                return "$"
-            name, default = match.group(1), match.group(2)
-            found = variables.get(name)
-            if found is not None and (found != "" or default is None):
-                return found
-            if default is not None:
-                return default
-            problems.append(
-                f"{where(path)}: ${{{name}}} is not set; set it in the environment or .env, "
-                f"or write ${{{name}:-default}}"
-            )
+        try:
+            return interpolate(value, variables)
+        except InterpolationError as exc:
+            problems.append(f"{where(path)}: {exc}")
             return ""
-        return _VAR_RE.sub(replace, value)
     if isinstance(value, dict):
         return {k: expand(v, variables, problems, where, (*path, k)) for k, v in value.items()}
     if isinstance(value, list):
@@ -208,7 +242,10 @@ class _Checker:
     problems: list[str] = field(default_factory=list)
 
     def fail(self, path: tuple[str, ...], message: str) -> None:
-        self.problems.append(f"{self.where(path)}: {message}")
+        line = f"{self.where(path)}: {message}"
+        if not line.isprintable():  # one problem, one line: whatever a value held
+            line = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in line)
+        self.problems.append(line)
 
     def unknown_keys(self, table: Mapping[str, Any], allowed: set[str], path: tuple[str, ...],
                      context: str) -> None:
@@ -294,36 +331,61 @@ def _parse_ports(raw: object, runtime: str, path: tuple[str, ...], check: _Check
         if not isinstance(item, str):
             check.fail(here, f"expected a port like 5433 or \"127.0.0.1:5433:5432\", got {_type_name(item)}")
             continue
-        spec, _, protocol = item.partition("/")
-        protocol = protocol or "tcp"
-        if protocol not in ("tcp", "udp"):
-            check.fail(here, f"protocol must be tcp or udp, got {protocol!r}")
-            continue
-        parts = spec.rsplit(":", 2) if not spec.startswith("[") else spec.split("]:")
-        host_ip = "127.0.0.1"
-        if len(parts) == 3:
-            host_ip, host_text, container_text = parts
-        elif len(parts) == 2:
-            host_text, container_text = parts
-        else:
-            host_text = container_text = parts[0]
-        numbers = []
-        for text in (host_text, container_text):
-            if not text.strip().isdigit():
-                check.fail(here, f"expected a port like 5433 or \"127.0.0.1:5433:5432\", got {item!r}")
-                break
-            number = check.port(int(text), here)
-            if number is None:
-                break
-            numbers.append(number)
-        else:
-            ports.append(PortSpec(host_port=numbers[0], container_port=numbers[1],
-                                  host_ip=host_ip or "127.0.0.1", protocol=protocol))
+        try:
+            ports.append(parse_port(item))
+        except ValueError as exc:
+            check.fail(here, str(exc))
     if runtime == "process":
         for port in ports:
             if port.host_port != port.container_port:
                 check.fail(path, f"a process cannot remap ports ({port.host_port} != {port.container_port})")
     return tuple(ports)
+
+
+def parse_port(text: str) -> PortSpec:
+    """ "[HOST_IP:]HOST:CONTAINER[/PROTOCOL]" as docker writes it, HOST_IP v4 or [v6]."""
+    usage = f"expected a port like 5433, \"127.0.0.1:5433:5432\" or \"[::1]:5433:5432\", got {_show(text)}"
+    spec, slash, protocol = text.partition("/")
+    protocol = protocol if slash else "tcp"
+    if protocol not in ("tcp", "udp"):
+        raise ValueError(f"protocol must be tcp or udp, got {_show(protocol)}")
+    host_ip = "127.0.0.1"
+    if spec.startswith("["):
+        inside, bracket, rest = spec[1:].partition("]")
+        if not bracket or not rest.startswith(":"):
+            raise ValueError(usage)
+        host_ip, numbers = _ip_address(inside, text, version=6), rest[1:].split(":")
+    else:
+        numbers = spec.split(":")
+        if len(numbers) > 3:
+            raise ValueError(f"{usage} (an IPv6 address goes in brackets)")
+        if len(numbers) == 3:
+            given = numbers.pop(0)
+            host_ip = _ip_address(given, text) if given else host_ip
+    if len(numbers) == 1:
+        numbers *= 2
+    if len(numbers) != 2 or not all(n.isascii() and n.isdigit() and len(n) <= 5 for n in numbers):
+        raise ValueError(usage)
+    host_port, container_port = (int(n) for n in numbers)
+    for number in (host_port, container_port):
+        if not 1 <= number <= 65535:
+            raise ValueError(f"port {number} is out of range (1-65535)")
+    return PortSpec(host_port=host_port, container_port=container_port, host_ip=host_ip, protocol=protocol)
+
+
+def _ip_address(text: str, whole: str, version: int = 4) -> str:
+    import ipaddress  # ~2 ms, and most files write no host address
+
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        hint = "; IPv6 goes in brackets: \"[::1]:5433:5432\"" if ":" in text else \
+            "; Docker binds an IP address, not a name: use 127.0.0.1 for localhost"
+        raise ValueError(f"the host part of {_show(whole)} is not an IP address{hint}") from None
+    if address.version != version:
+        raise ValueError(f"an IPv{address.version} address is written "
+                         + ("in brackets: \"[::1]:5433:5432\"" if address.version == 6 else "without brackets"))
+    return str(address)
 
 
 def _parse_depends(raw: object, path: tuple[str, ...], check: _Checker) -> tuple[Dependency, ...]:
@@ -365,7 +427,7 @@ def _parse_probe(raw: object, resource: str, ports: tuple[PortSpec, ...], path: 
         shown = "missing" if kind is None else repr(kind)
         check.fail((*path, "probe"), f"must be one of {', '.join(PROBE_KINDS)}, got {shown}")
         return None
-    host = check.string(raw, "host", path, "127.0.0.1") or "127.0.0.1"
+    host = _probe_host(raw, ports, path, check)
     port: int | None = None
     if "port" in raw:
         port = check.port(raw["port"], (*path, "port"))
@@ -388,9 +450,9 @@ def _parse_probe(raw: object, resource: str, ports: tuple[PortSpec, ...], path: 
         if port is None and "port" not in raw:
             check.fail((*path, "url"), "an http probe needs a url (or a port to probe /)")
         elif port is not None:
-            url = f"http://{host}:{port}/"
-    if url is not None and not re.match(r"^https?://", url):
-        check.fail((*path, "url"), f"expected an http:// or https:// URL, got {url!r}")
+            url = f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+    if url is not None:
+        _check_url(url, (*path, "url"), check)
     if kind == "exec" and not command and "command" not in raw:
         check.fail((*path, "command"), "an exec probe needs a command")
     if kind == "log":
@@ -401,10 +463,7 @@ def _parse_probe(raw: object, resource: str, ports: tuple[PortSpec, ...], path: 
                 re.compile(pattern)
             except re.error as exc:
                 check.fail((*path, "pattern"), f"invalid regular expression: {exc}")
-    threshold = raw.get("failure_threshold", 3)
-    if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
-        check.fail((*path, "failure_threshold"), f"expected a whole number of 1 or more, got {threshold!r}")
-        threshold = 3
+    threshold = _whole(raw, "failure_threshold", path, check, 3)
     return ProbeSpec(
         kind=kind, host=host, port=port, url=url, expect_status=statuses, command=command,
         pattern=pattern, inside=check.boolean(raw, "inside", path, False),
@@ -416,6 +475,35 @@ def _parse_probe(raw: object, resource: str, ports: tuple[PortSpec, ...], path: 
         liveness_interval=check.duration(raw, "liveness_interval", path, 10.0, minimum=0.01),
         failure_threshold=threshold,
     )
+
+
+def _probe_host(raw: Mapping[str, Any], ports: tuple[PortSpec, ...], path: tuple[str, ...],
+                check: _Checker) -> str:
+    """`host`, else the address the first port is published on (a probe of a port bound to
+    [::1] only must not knock on 127.0.0.1)."""
+    default = ports[0].probe_host if ports else "127.0.0.1"
+    host = check.string(raw, "host", path, default)
+    if host is None:
+        return default
+    from orchestrator.probes.url import UrlError, check_host
+
+    try:
+        check_host(host[1:-1] if host.startswith("[") and host.endswith("]") else host)
+    except UrlError as exc:
+        check.fail((*path, "host"), f"{exc}, got {_show(host)}")
+        return default
+    return host.strip("[]")
+
+
+def _check_url(url: str, path: tuple[str, ...], check: _Checker) -> None:
+    """Parse with the probe's own parser, so a URL that passes here cannot fail it later.
+    The line never quotes the URL: it may hold a password."""
+    from orchestrator.probes.url import Target, UrlError
+
+    try:
+        Target.parse(url)
+    except UrlError as exc:
+        check.fail(path, f"invalid URL: {exc}")
 
 
 def _parse_volumes(raw: object, project_dir: Path, path: tuple[str, ...], check: _Checker
@@ -437,7 +525,7 @@ def _parse_volumes(raw: object, project_dir: Path, path: tuple[str, ...], check:
             check.fail(here, f"mode must be ro or rw, got {mode[0]!r}")
             continue
         if source.startswith((".", "~")) or "/" in source:
-            source = str((project_dir / Path(source).expanduser()).resolve())
+            source = str((project_dir / _home(source)).resolve())
         elif not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", source):
             check.fail(here, f"invalid volume name {source!r}")
             continue
@@ -448,7 +536,7 @@ def _parse_volumes(raw: object, project_dir: Path, path: tuple[str, ...], check:
 def _parse_resource(name: str, raw: object, project_dir: Path, variables: Mapping[str, str],
                     check: _Checker) -> ResourceSpec | None:
     path = ("resources", name)
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         check.fail(path, "a resource name is lowercase letters, digits, '-', '_' or '.', "
                          "starting with a letter or digit")
         return None
@@ -473,36 +561,10 @@ def _parse_resource(name: str, raw: object, project_dir: Path, variables: Mappin
     if runtime == "docker" and not image and "image" not in raw:
         check.fail((*path, "image"), "a docker resource needs an image")
 
-    env: dict[str, str] = {}
-    if "env_file" in raw:
-        env_file = raw["env_file"]
-        if isinstance(env_file, str):
-            env_path = (project_dir / env_file).resolve()
-            try:
-                env.update(read_env_file(env_path))
-            except FileNotFoundError:
-                check.fail((*path, "env_file"), f"file not found: {env_path}")
-            except (OSError, UnicodeDecodeError, ValueError) as exc:
-                check.fail((*path, "env_file"), f"{env_path}: {exc}")
-        else:
-            check.fail((*path, "env_file"), f"expected a path, got {_type_name(env_file)}")
-    raw_env = raw.get("env", {})
-    if isinstance(raw_env, dict):
-        for key, value in raw_env.items():
-            if isinstance(value, bool):
-                value = "true" if value else "false"
-            if isinstance(value, int | float):
-                value = str(value)
-            if not isinstance(value, str):
-                check.fail((*path, "env", key), f"expected a string, got {_type_name(value)}")
-                continue
-            env[key] = value
-    else:
-        check.fail((*path, "env"), f"expected a table of NAME = \"value\", got {_type_name(raw_env)}")
-
-    cwd = check.string(raw, "cwd", path)
-    if cwd is not None:
-        cwd = str((project_dir / Path(cwd).expanduser()).resolve())
+    env = _read_env_file(raw["env_file"], project_dir, variables, (*path, "env_file"), check) \
+        if "env_file" in raw else {}
+    env.update(_parse_env(raw.get("env", {}), (*path, "env"), check))
+    cwd = _parse_cwd(raw, runtime, project_dir, path, check)
 
     ports = _parse_ports(raw["ports"], runtime, (*path, "ports"), check) if "ports" in raw else ()
     depends = _parse_depends(raw.get("depends_on", []), (*path, "depends_on"), check)
@@ -547,7 +609,7 @@ def _parse_resource(name: str, raw: object, project_dir: Path, variables: Mappin
         restart_burst=_whole(raw, "restart_burst", path, check, 5),
         restart_window=check.duration(raw, "restart_window", path, 60.0, minimum=0.01),
         enabled=check.boolean(raw, "enabled", path, True),
-        health=health, user=check.string(raw, "user", path),
+        health=health, user=_parse_user(raw, path, check),
         image=image, entrypoint=entrypoint, volumes=volumes, memory_limit=memory_limit,
         models=models, description=check.string(raw, "description", path, "") or "",
         export=_parse_export(raw["export"], (*path, "export"), check) if "export" in raw else None,
@@ -589,10 +651,98 @@ def _parse_export(raw: object, path: tuple[str, ...], check: _Checker) -> Export
 def _whole(raw: Mapping[str, Any], key: str, path: tuple[str, ...], check: _Checker,
            default: int) -> int:
     value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        check.fail((*path, key), f"expected a whole number of 1 or more, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_COUNT:
+        check.fail((*path, key), f"expected a whole number from 1 to {MAX_COUNT}, got {_show(value)}")
         return default
     return value
+
+
+def _read_env_file(env_file: object, project_dir: Path, variables: Mapping[str, str],
+                   path: tuple[str, ...], check: _Checker) -> dict[str, str]:
+    if not isinstance(env_file, str):
+        check.fail(path, f"expected a path, got {_type_name(env_file)}")
+        return {}
+    env_path = (project_dir / env_file).resolve()
+    try:
+        return read_env_file(env_path, variables)
+    except FileNotFoundError:
+        check.fail(path, f"file not found: {env_path}")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        check.fail(path, f"{env_path}: {exc}")
+    return {}
+
+
+def _parse_env(raw_env: object, path: tuple[str, ...], check: _Checker) -> dict[str, str]:
+    if not isinstance(raw_env, dict):
+        check.fail(path, f"expected a table of NAME = \"value\", got {_type_name(raw_env)}")
+        return {}
+    env: dict[str, str] = {}
+    for key, value in raw_env.items():
+        if not key or "=" in key:
+            # execve() splits NAME=VALUE at the first '=': such a name cannot be passed on
+            check.fail((*path, key), "an environment variable's name must be non-empty and without '='")
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        if isinstance(value, int | float):
+            value = _show(value, limit=4400)
+        if not isinstance(value, str):
+            check.fail((*path, key), f"expected a string, got {_type_name(value)}")
+            continue
+        env[key] = value
+    return env
+
+
+def _parse_cwd(raw: Mapping[str, Any], runtime: str, project_dir: Path, path: tuple[str, ...],
+               check: _Checker) -> str | None:
+    cwd = check.string(raw, "cwd", path)
+    if cwd is None:
+        return None
+    if runtime == "docker":  # the container's working_dir: a path inside the image
+        if not cwd.startswith("/"):
+            check.fail((*path, "cwd"), f"a container's working directory must be an absolute path, got {_show(cwd)}")
+        return cwd
+    if not cwd:
+        check.fail((*path, "cwd"), "must not be empty (leave it out for the project directory)")
+        return None
+    return str((project_dir / _home(cwd)).resolve())
+
+
+def _parse_user(raw: Mapping[str, Any], path: tuple[str, ...], check: _Checker) -> str | None:
+    user = check.string(raw, "user", path)
+    if user is not None and (not user or not user.isprintable() or user != user.strip()):
+        check.fail((*path, "user"), f"expected a user name, got {_show(user)}")
+        return None
+    return user
+
+
+def _check_on_host(spec: ResourceSpec, project_dir: Path, environ: Mapping[str, str],
+                   check: _Checker) -> None:
+    """What the process runtime would refuse at start, asked now (a container's command,
+    cwd and user live in its image, so only processes are checked)."""
+    import pwd
+    import shutil
+
+    if spec.runtime != "process" or not spec.enabled:
+        return
+    path = ("resources", spec.name)
+    cwd = Path(spec.cwd) if spec.cwd else project_dir
+    if spec.cwd is not None and not cwd.is_dir():
+        check.fail((*path, "cwd"), f"{'is not a directory' if cwd.exists() else 'does not exist'}: {cwd}")
+    if spec.command:
+        program = spec.command[0]
+        search = spec.env_dict.get("PATH", environ.get("PATH", os.defpath))
+        if "/" in program:
+            found = cwd / _home(program)
+            if not (found.is_file() and os.access(found, os.X_OK)):
+                check.fail((*path, "command"), f"not an executable file: {found}")
+        elif shutil.which(program, path=search) is None:
+            check.fail((*path, "command"), f"{_show(program)} is not found on PATH ({escaped_short(search)})")
+    if spec.user is not None:
+        try:
+            pwd.getpwnam(spec.user)
+        except KeyError:
+            check.fail((*path, "user"), f"no such user on this machine: {_show(spec.user)}")
 
 
 def _parse_models(raw: Mapping[str, Any], path: tuple[str, ...], check: _Checker) -> ModelsSpec | None:
@@ -614,10 +764,7 @@ def _parse_models(raw: Mapping[str, Any], path: tuple[str, ...], check: _Checker
     if not isinstance(keep_alive, str):
         check.fail((*path, "keep_alive"), f"expected a duration like \"5m\" or -1, got {keep_alive!r}")
         keep_alive = "5m"
-    concurrency = raw.get("model_concurrency", 1)
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        check.fail((*path, "model_concurrency"), f"expected a whole number of 1 or more, got {concurrency!r}")
-        concurrency = 1
+    concurrency = _whole(raw, "model_concurrency", path, check, 1)
     return ModelsSpec(tuple(names), ModelLoad(load), keep_alive, concurrency)
 
 
@@ -660,45 +807,45 @@ def default_state_dir(project: str, environ: Mapping[str, str]) -> Path:
     # Under systemd (StateDirectory=vrooli) the service manager says where state goes.
     if environ.get("STATE_DIRECTORY"):
         return Path(environ["STATE_DIRECTORY"].split(":")[0]) / project
-    base = environ.get("XDG_STATE_HOME") or str(Path(environ.get("HOME", "~")).expanduser() / ".local" / "state")
+    base = environ.get("XDG_STATE_HOME") or str(_home(environ.get("HOME", "~")) / ".local" / "state")
     return Path(base) / "vrooli" / project
 
 
 def find_files(explicit: list[str] | None, cwd: Path | None = None) -> list[Path]:
     """The files to load: those given with -f, or ./resources.toml."""
     if explicit:
-        return [Path(f).expanduser().absolute() for f in explicit]
+        return [_home(f).absolute() for f in explicit]
     return [((cwd or Path.cwd()) / DEFAULT_FILE).absolute()]
 
 
-def load(files: list[Path], environ: Mapping[str, str] | None = None) -> ProjectSpec:
-    """Read, merge, expand and validate; raise ConfigError listing every problem."""
+def _home(text: str) -> Path:
+    """`~` expanded; `~nosuchuser` left as it is (Path.expanduser raises RuntimeError)."""
+    return Path(os.path.expanduser(text))
+
+
+def load(files: list[Path], environ: Mapping[str, str] | None = None, *,
+         host_checks: bool = False) -> ProjectSpec:
+    """Read, merge, expand and validate; raise ConfigError listing every problem.
+
+    `host_checks` adds what only this machine can answer and a start would trip over
+    (cwd, command on PATH, user): `vrooli validate` asks for them. Commands that must work
+    while a file is merely stale on this machine (`down`, `status`) do not.
+    """
     environ = dict(os.environ if environ is None else environ)
     if not files:
         raise ConfigError(["no resources.toml given"])
-    origins: Origins = {}
-    merged: dict[str, Any] = {}
-    for path in files:
-        merge(merged, _read_toml(path), str(path), origins)
+    merged, origins = _read_all(files)
     project_dir = files[0].parent
-
-    variables: dict[str, str] = {}
-    dotenv = project_dir / ".env"
-    if dotenv.is_file():
-        try:
-            variables.update(read_env_file(dotenv))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise ConfigError([f"{dotenv}: {exc}"]) from None
-    variables.update(environ)  # the environment wins over .env, as in compose
+    variables = {**_dotenv(project_dir, environ), **environ}  # the environment wins, as in compose
 
     def where(path: tuple[str, ...]) -> str:
         for cut in range(len(path), 0, -1):
             if path[:cut] in origins:
-                return f"{origins[path[:cut]]}: {'.'.join(path)}"
-        return f"{files[0]}: {'.'.join(path)}" if path else str(files[0])
+                return f"{origins[path[:cut]]}: {_dotted(path)}"
+        return f"{files[0]}: {_dotted(path)}" if path else str(files[0])
 
     check = _Checker(where)
-    merged = expand(merged, variables, check.problems, where)
+    merged = _without_nul(expand(merged, variables, check.problems, where), check)
 
     check.unknown_keys(merged, {"project", "resources"}, (), "the file")
     project_raw = merged.get("project", {})
@@ -706,12 +853,11 @@ def load(files: list[Path], environ: Mapping[str, str] | None = None) -> Project
         check.fail(("project",), f"expected a table, got {_type_name(project_raw)}")
         project_raw = {}
     check.unknown_keys(project_raw, PROJECT_KEYS, ("project",), "[project]")
-    name = check.string(project_raw, "name", ("project",), project_dir.name or "default") or "default"
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", name):
-        check.fail(("project", "name"), f"expected letters, digits, '-', '_' or '.', got {name!r}")
+    name = _project_name(project_raw, project_dir, check)
     state_text = check.string(project_raw, "state_dir", ("project",))
-    state_dir = (project_dir / Path(state_text).expanduser()).resolve() if state_text else \
+    state_dir = (project_dir / _home(state_text)).resolve() if state_text else \
         default_state_dir(name, environ)
+    _check_path_length(state_dir, ("project", "state_dir" if state_text else "name"), check)
     health_listen = check.string(project_raw, "health_listen", ("project",), "127.0.0.1:9500") or ""
     if not re.match(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$", health_listen) or \
             not 0 <= int(health_listen.rsplit(":", 1)[1]) <= 65535:
@@ -731,6 +877,9 @@ def load(files: list[Path], environ: Mapping[str, str] | None = None) -> Project
             resources[res_name] = spec
     _check_dependencies(resources, check)
     _check_port_conflicts(resources, check)
+    if host_checks:
+        for spec in resources.values():
+            _check_on_host(spec, project_dir, environ, check)
     if check.problems:
         raise ConfigError(_dedupe(check.problems))
     return ProjectSpec(
@@ -751,3 +900,70 @@ def read_merged(files: list[Path]) -> dict[str, Any]:
 
 def _dedupe(lines: list[str]) -> list[str]:
     return list(dict.fromkeys(lines))
+
+
+def _read_all(files: list[Path]) -> tuple[dict[str, Any], Origins]:
+    origins: Origins = {}
+    merged: dict[str, Any] = {}
+    for path in files:
+        document = _read_toml(path)
+        deep = _too_deep(document)
+        if deep is not None:  # before merge and expand, which recurse
+            raise ConfigError([f"{path}: {_dotted(deep)}: nested more than {MAX_DEPTH} levels deep"])
+        merge(merged, document, str(path), origins)
+    return merged, origins
+
+
+def _dotenv(project_dir: Path, environ: Mapping[str, str]) -> dict[str, str]:
+    dotenv = project_dir / ".env"
+    if not dotenv.is_file():
+        return {}
+    try:
+        return read_env_file(dotenv, environ)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError([f"{dotenv}: {exc}"]) from None
+
+
+def _dotted(path: tuple[str, ...]) -> str:
+    """A key path as an error line shows it: control characters escaped, long keys cut."""
+    return ".".join(key if key.isprintable() and len(key) <= 64 else escaped_short(key) for key in path)
+
+
+def _without_nul(value: Any, check: _Checker, path: tuple[str, ...] = ()) -> Any:
+    """Report every string holding a NUL byte (no argv, env or path can carry one), and drop
+    the byte so that the checks after this one still run on something a path can hold."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            check.fail(path, "contains a NUL byte (\\u0000)")
+            return value.replace("\x00", "")
+        return value
+    if isinstance(value, dict):
+        for key in value:
+            if "\x00" in key:
+                check.fail((*path, key), "a key containing a NUL byte (\\u0000)")
+        return {k.replace("\x00", ""): _without_nul(v, check, (*path, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v, check, (*path, str(i))) for i, v in enumerate(value)]
+    return value
+
+
+def _project_name(project_raw: Mapping[str, Any], project_dir: Path, check: _Checker) -> str:
+    explicit = "name" in project_raw
+    name = check.string(project_raw, "name", ("project",), project_dir.name or "default")
+    if name is None:
+        return "default"
+    if PROJECT_NAME_RE.fullmatch(name):
+        return name
+    hint = "" if explicit else " (taken from the directory's name: set [project] name)"
+    if len(name) > 64:
+        check.fail(("project", "name"), f"at most 64 characters, got {len(name)}{hint}")
+    else:
+        check.fail(("project", "name"), f"expected letters, digits, '-', '_' or '.', got {_show(name)}{hint}")
+    return "default"
+
+
+def _check_path_length(path: Path, key: tuple[str, ...], check: _Checker) -> None:
+    encoded = os.fsencode(path)
+    if len(encoded) > 4000 or any(len(part) > 255 for part in encoded.split(b"/")):
+        check.fail(key, "the state directory's path would be too long for the file system "
+                        "(255 bytes per name, 4000 in all)")

@@ -49,7 +49,13 @@ class PortSpec:
     protocol: str = "tcp"
 
     def describe(self) -> str:
-        return f"{self.host_ip}:{self.host_port}->{self.container_port}/{self.protocol}"
+        host = f"[{self.host_ip}]" if ":" in self.host_ip else self.host_ip
+        return f"{host}:{self.host_port}->{self.container_port}/{self.protocol}"
+
+    @property
+    def probe_host(self) -> str:
+        """Where a probe reaches this port: its address, or loopback when bound to all."""
+        return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host_ip, self.host_ip)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +94,8 @@ class ProbeSpec:
             return "exec " + " ".join(self.command)
         if self.kind == "log":
             return f"log /{self.pattern}/"
-        return f"{self.kind} {self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.kind} {host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +203,21 @@ class ProjectSpec:
 
 
 def without_password(url: str) -> str:
-    """The URL as logs and status may show it: credentials dropped (they may be secrets)."""
+    """The URL as logs and status may show it: credentials dropped (they may be secrets).
+
+    Conservative on URLs that `validate` would refuse: an '@' past the host part means a
+    password with a '/', '?' or '#' in it, so everything up to the last '@' goes; a port
+    that is not a number may be a password whose '@host' part is missing, so it goes too.
+    """
     scheme, sep, rest = url.partition("://")
-    netloc, slash, path = rest.partition("/")
-    return f"{scheme}{sep}{netloc.rpartition('@')[2]}{slash}{path}" if sep else url
+    if not sep:
+        return url
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    if "@" in tail:
+        return f"{scheme}://{rest.rpartition('@')[2]}"
+    hostport = authority.rpartition("@")[2]
+    host, colon, port = hostport.rpartition(":")
+    if colon and not host.endswith("]") and ":" not in host and not (port.isascii() and port.isdigit()):
+        hostport = f"{host}:***"
+    return f"{scheme}://{hostport}{tail}"

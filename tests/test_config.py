@@ -188,3 +188,14 @@ def test_loader_never_crashes(tmp_path: Path, doc: dict[str, object]) -> None:
         config.load([path], {})
     except ConfigError as exc:
         assert exc.lines() and all(line.strip() and "\n" not in line for line in exc.lines())
+
+
+def test_shipped_images_are_pinned() -> None:
+    """`latest` changes under a user between two `up`s; every shipped image names a release."""
+    project = config.load([ROOT / "resources.toml"], {})
+    images = [r.image for r in project.resources.values() if r.runtime == "docker"]
+    assert len(images) == 4
+    for image in images:
+        assert image is not None
+        name, _, tag = image.rpartition(":")
+        assert name and "/" not in tag and tag not in ("", "latest"), image

@@ -197,7 +197,7 @@ def test_two_concurrent_ups_start_one_of_each(project: Project) -> None:
 def test_logs_tail_and_json(project: Project) -> None:
     project.write("""
         [resources.talker]
-        command = ["sh", "-c", "for i in 1 2 3 4 5; do echo line $i; done; echo done; exec sleep 1000"]
+        command = ["sh", "-c", "for i in 1 2 3 4 5; do echo line $$i; done; echo done; exec sleep 1000"]
         health = { probe = "log", pattern = "done" }
     """)
     project.run("up", check=True)

@@ -213,7 +213,7 @@ def test_ipv6_host_header() -> None:
 
 
 def test_non_ascii_path_is_percent_encoded() -> None:
-    probe = HttpProbe(ProbeSpec("http", url="http://127.0.0.1:8080/sant\u00e9/\u2713?q=a b&x=%2F"))
+    probe = HttpProbe(ProbeSpec("http", url="http://127.0.0.1:8080/sant\u00e9/\u2713?q=a%20b&x=%2F"))
     assert probe.target.request.startswith(b"GET /sant%C3%A9/%E2%9C%93?q=a%20b&x=%2F HTTP/1.1\r\n")
     named = HttpProbe(ProbeSpec("http", url="http://b\u00fccher.example/"))
     assert b"Host: xn--bcher-kva.example\r\n" in named.target.request

@@ -6,6 +6,7 @@ import http.server
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +19,14 @@ import pytest
 from orchestrator.logs import OutputLog
 from orchestrator.probes import ProbeContext, make_probe, run_once, until_ready
 from orchestrator.spec import ProbeSpec
-from tests.conftest import close_listener, free_port, postgres_command, postgres_data_dir, processes_with_token
+from tests.conftest import (
+    Project,
+    close_listener,
+    free_port,
+    postgres_command,
+    postgres_data_dir,
+    processes_with_token,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -310,3 +318,79 @@ async def test_log_probe_caps_lines_and_reads_a_huge_line_once(tmp_path: Path) -
         assert not (await run_once(probe, 1)).ok
     log.write(b"ready\n")
     assert (await run_once(probe, 1)).ok
+
+
+# ---------------------------------------------------------------- containment (issue 10 #7)
+
+SECRET = "Zq8pwSecret"
+
+
+async def test_unexpected_error_in_a_check_is_a_failed_result_logged_once(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A check that raises what no probe expects (here re.error from a pattern that never went
+    through `validate`) fails its own resource; it must not propagate into the supervisor."""
+    log = OutputLog(tmp_path / "x.log")
+    probe = make_probe(ProbeSpec("log", pattern="ready("), ProbeContext(log=log))
+    results = []
+    for _ in range(3):
+        log.write(b"a line\n")
+        results.append(await run_once(probe, 1))
+    assert all(not r.ok for r in results)
+    assert results[0].message.startswith("log probe failed unexpectedly: error: missing ), unterminated subpattern")
+    assert capsys.readouterr().out.count("probe error contained") == 1
+
+
+async def test_probe_that_cannot_be_built_fails_without_showing_the_password() -> None:
+    """urlsplit reads 'Zq8pw' of 'app:Zq8pw/x@host' as the port, then quotes it in its error."""
+    for url, reason in ((f"http://app:{SECRET}/x@127.0.0.1:1/", "'@' after the host"),
+                        (f"http://app:{SECRET}@[::1:5432/", "'[' without its ']'"),
+                        (f"http://app:{SECRET}@127.0.0.1:99999/", "the port must be a number from 1 to 65535"),
+                        (f"http://app:{SECRET}/health", "the port must be a number")):
+        probe = make_probe(ProbeSpec("http", url=url), ProbeContext())
+        result = await run_once(probe, 1)
+        await probe.aclose()
+        assert not result.ok and result.message.startswith(f"http probe cannot be used: {reason}"), result
+        assert SECRET not in result.message and SECRET[:5] not in result.message, result
+
+
+def test_password_in_a_probe_url_reaches_no_log_and_no_status(project: Project) -> None:
+    """The whole path of a URL with a password: probing, failing, status, supervisor.log."""
+    port = free_port()
+    url = f"http://app:{SECRET}%2Fx@127.0.0.1:{port}/health"
+    project.write(f"""
+        [resources.web]
+        command = ["{sys.executable}", "-m", "http.server", "--bind", "127.0.0.1", "{port}"]
+        start_timeout = "3s"
+        health = {{ probe = "http", url = "{url}", expect_status = [200] }}
+    """)
+    validated = project.run("validate")
+    assert validated.returncode == 0, validated.stderr
+    up = project.run("up")
+    assert up.returncode == 1, up.stdout + up.stderr  # 404 is not 200: failed after 3 s
+    seen = [up.stdout, up.stderr, project.run("status").stdout, project.run("status", "--json").stdout]
+    assert "http://127.0.0.1:" in "".join(seen)  # the URL is shown, its credentials are not
+    project.run("down", check=True)
+    for path in project.state_dir.rglob("*"):
+        if path.is_file():
+            seen.append(path.read_text(errors="replace"))
+    assert len(seen) > 4
+    for text in seen:
+        assert SECRET not in text and SECRET[:5] not in text
+
+
+def test_url_that_used_to_crash_the_supervisor_is_refused_before_anything_starts(project: Project) -> None:
+    """'app:SECRET/x@host': urlsplit took SECRET for the port, the probe raised in the
+    supervisor (a traceback quoting it in supervisor.log, every resource stopped)."""
+    project.write(f"""
+        [resources.web]
+        command = ["sleep", "30"]
+        health = {{ probe = "http", url = "http://app:{SECRET}/x@127.0.0.1:{free_port()}/health" }}
+    """)
+    for command in ("validate", "up"):
+        done = project.run(command)
+        assert done.returncode == 2, (command, done.stdout, done.stderr)
+        assert done.stderr.strip().endswith("resources.web.health.url: invalid URL: '@' after the host: "
+                                            "percent-encode '/', '?' and '#' in a user name or password "
+                                            "(%2F, %3F, %23) and '@' in the path (%40)"), done.stderr
+        assert SECRET[:5] not in done.stdout + done.stderr
+    assert not (project.state_dir / "supervisor.log").exists()

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import anyio
 
-from orchestrator.spec import ProbeSpec
+from orchestrator.spec import ProbeSpec, without_password
 
 FIRST_INTERVAL = 0.01  # seconds; probing starts here and grows to the configured interval
 GROWTH = 1.5
@@ -55,6 +55,15 @@ class ProbeContext:
 
 
 def make_probe(spec: ProbeSpec, context: ProbeContext) -> Probe:
+    """The probe for `spec`; one that cannot even be built fails every check instead of
+    raising, so a bad probe only ever takes its own resource down."""
+    try:
+        return _build(spec, context)
+    except Exception as exc:  # contained: reported as this resource's failure
+        return BrokenProbe(spec, unexpected(spec, exc, "cannot be used"))
+
+
+def _build(spec: ProbeSpec, context: ProbeContext) -> Probe:
     # Imported per kind so a resource without an HTTP probe never pays for httpx.
     if spec.kind == "tcp":
         from orchestrator.probes.tcp import TcpProbe
@@ -87,6 +96,11 @@ async def run_once(probe: Probe, timeout: float) -> ProbeResult:
         return ProbeResult(False, f"probe timed out after {timeout:g}s", time.monotonic() - started)
     except OSError as exc:
         return ProbeResult(False, _os_error(exc), time.monotonic() - started)
+    except Exception as exc:  # a probe's bug must not take the supervisor down
+        spec = getattr(probe, "spec", None)
+        message = unexpected(spec if isinstance(spec, ProbeSpec) else None, exc, "failed unexpectedly",
+                             log_key=id(probe))
+        return ProbeResult(False, message, time.monotonic() - started)
     return ProbeResult(result.ok, result.message, time.monotonic() - started)
 
 
@@ -105,6 +119,65 @@ async def until_ready(probe: Probe, spec: ProbeSpec,
             return result
         await anyio.sleep(min(delay, spec.interval))
         delay *= GROWTH
+
+
+class BrokenProbe:
+    """Stands in for a probe that could not be built: every check fails with the reason."""
+
+    def __init__(self, spec: ProbeSpec, message: str) -> None:
+        self.spec = spec
+        self.message = message
+
+    async def check(self) -> ProbeResult:
+        return ProbeResult(False, self.message)
+
+    async def aclose(self) -> None:
+        return None
+
+
+_logged: set[tuple[int, str]] = set()  # (probe, exception type) already logged
+_LOGGED_MAX = 4096  # ids are reused as probes come and go: forget them all now and then
+
+
+def unexpected(spec: ProbeSpec | None, exc: Exception, what: str, log_key: int | None = None) -> str:
+    """A failed check's message for an exception no probe expects, logged once per probe.
+
+    The exception's own text is left out whenever the probe holds a secret (a password in
+    the URL or the `password` key): parsers quote the piece they choke on, and that piece
+    can be part of the password.
+    """
+    kind = spec.kind if spec is not None else "probe"
+    text = " ".join(str(exc).split())[:200]
+    if getattr(exc, "shows_no_secret", False):  # written to be shown (UrlError)
+        message = f"{kind} probe {what}: {text}"
+    else:
+        if spec is None or _has_secret(spec) or not text:
+            text = type(exc).__name__
+        else:
+            text = f"{type(exc).__name__}: {text}"
+        message = f"{kind} probe {what}: {text} (at {_raised_at(exc)})"
+    key = (log_key if log_key is not None else id(spec), type(exc).__name__)
+    if key not in _logged:
+        if len(_logged) >= _LOGGED_MAX:
+            _logged.clear()
+        _logged.add(key)
+        import structlog
+
+        structlog.get_logger("vrooli.probes").error("probe error contained", probe=kind, reason=message)
+    return message
+
+
+def _has_secret(spec: ProbeSpec) -> bool:
+    return bool(spec.password) or without_password(spec.url or "") != (spec.url or "")
+
+
+def _raised_at(exc: BaseException) -> str:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return "unknown"
+    return f"{tb.tb_frame.f_code.co_filename.rpartition('/')[2]}:{tb.tb_lineno}"
 
 
 def _os_error(exc: OSError) -> str:

@@ -8,56 +8,19 @@ starting on the same cores get instead (docs/PERFORMANCE.md).
 
 from __future__ import annotations
 
-import base64
 import ssl
-from dataclasses import dataclass
-from urllib.parse import quote, unquote, urlsplit
 
 import anyio
 from anyio.abc import ByteStream
 
 from orchestrator.probes import ProbeResult, _os_error
-from orchestrator.spec import ProbeSpec, without_password
+from orchestrator.probes.url import Target, UrlError, check_host
+from orchestrator.spec import ProbeSpec
+
+__all__ = ["HttpProbe", "Target", "UrlError", "check_host"]
 
 MAX_HEAD = 64 * 1024  # a status line and headers beyond this are not a health answer
 MAX_KEPT_BODY = 64 * 1024  # larger bodies are not read; the connection is dropped instead
-URL_SAFE = "/?&=%:@!$'()*+,;~-._"
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """What a health URL asks for, parsed once."""
-
-    tls: bool
-    host: str
-    port: int
-    request: bytes
-    shown: str  # the URL as logs and status show it: without a password
-
-    @classmethod
-    def parse(cls, url: str) -> Target:
-        parts = urlsplit(url)
-        tls = parts.scheme == "https"
-        host = parts.hostname or "127.0.0.1"
-        port = parts.port or (443 if tls else 80)
-        # As a browser would send it: non-ASCII percent-encoded, existing escapes kept.
-        path = quote((parts.path or "/") + (f"?{parts.query}" if parts.query else ""), safe=URL_SAFE)
-        host_header = f"[{host}]" if ":" in host else _ascii_host(host)
-        if parts.port:
-            host_header += f":{parts.port}"
-        headers = [f"GET {path} HTTP/1.1", f"Host: {host_header}", "User-Agent: vrooli-probe",
-                   "Accept: */*"]
-        if parts.username is not None:
-            userinfo = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-            headers.append("Authorization: Basic " + base64.b64encode(userinfo.encode()).decode())
-        return cls(tls, host, port, ("\r\n".join(headers) + "\r\n\r\n").encode("latin-1"), without_password(url))
-
-
-def _ascii_host(host: str) -> str:
-    try:
-        return host.encode("idna").decode("ascii")
-    except UnicodeError:
-        return host
 
 
 class ProtocolError(Exception):
