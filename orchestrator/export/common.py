@@ -165,7 +165,7 @@ def load_source(files: list[Path]) -> Source:
     known = set(environ)
     if dotenv.is_file():
         try:
-            known |= set(config.read_env_file(dotenv))
+            known |= set(read_env_file(dotenv))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise ConfigError([f"{dotenv}: {exc}"]) from None
     for name in _referenced(raw) - known:
