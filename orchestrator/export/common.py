@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from orchestrator import config
 from orchestrator.errors import ConfigError, UsageError
 from orchestrator.spec import ProbeSpec, ProjectSpec, ResourceSpec
+from orchestrator.variables import read_env_file
 
 FORMATS = ("compose", "kubernetes")
 # Running a check inside a container (docker exec, a kubelet exec) costs process start-up on
