@@ -506,3 +506,23 @@ def test_catastrophic_log_pattern_leaves_the_supervisor_responsive(project: Proj
     finally:
         up.terminate()
         up.wait(30)
+
+
+def test_relative_command_is_found_in_the_resources_cwd(project: Project) -> None:
+    # `./serve.sh` runs from `cwd`, so that is where the start must look for it, not
+    # in the project directory (where validate found it and up then refused it).
+    sub = project.dir / "svc"
+    sub.mkdir()
+    script = sub / "serve.sh"
+    script.write_text("#!/bin/sh\necho serving\nexec sleep 1000\n")
+    script.chmod(0o755)
+    project.write("""
+        [resources.svc]
+        command = ["./serve.sh"]
+        cwd = "svc"
+        health = { probe = "log", pattern = "serving" }
+    """)
+    assert project.run("validate").returncode == 0
+    done = project.run("up")
+    assert done.returncode == 0, done.stderr
+    project.run("down", check=True)

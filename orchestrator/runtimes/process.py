@@ -113,7 +113,11 @@ def check_ports_free(ports: tuple[PortSpec, ...]) -> None:
     for port in ports:
         family = socket.AF_INET6 if ":" in port.host_ip else socket.AF_INET
         kind = socket.SOCK_STREAM if port.protocol == "tcp" else socket.SOCK_DGRAM
-        with socket.socket(family, kind) as probe:
+        try:
+            probe = socket.socket(family, kind)
+        except OSError as exc:  # IPv6 switched off in this kernel: the service could not bind it either
+            raise StartFailed(f"port {port.host_port} on {port.host_ip}: {exc.strerror}") from None
+        with probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((port.host_ip, port.host_port))
@@ -388,7 +392,8 @@ class ProcessRuntime:
         token = uuid.uuid4().hex
         env[INSTANCE_ENV] = token
         executable = shutil.which(spec.command[0], path=env.get("PATH"))
-        if executable is None and not os.path.isfile(spec.command[0]):
+        # A relative path with a slash is run from the resource's cwd, so look for it there.
+        if executable is None and not os.path.isfile(os.path.join(spec.cwd or ".", spec.command[0])):
             raise StartFailed(f"command not found: {spec.command[0]}")
         if spec.cwd is not None and not os.path.isdir(spec.cwd):
             raise StartFailed(f"cwd does not exist: {spec.cwd}")
