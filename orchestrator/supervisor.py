@@ -743,12 +743,15 @@ class Supervisor:
 
     def record_start(self, names: Iterable[str]) -> None:
         """Keep the last start's timeline for `vrooli analyze`, even after `down`."""
-        rows = self.snapshot(sorted(set(names) | set(self.wanted)))
+        from orchestrator.exposure import public_rows, write_private
+
+        # The file outlives the run and the owner may share it: no output lines or secrets.
+        rows = public_rows(self.snapshot(sorted(set(names) | set(self.wanted))), self.project.resources)
         record: dict[str, Any] = {"project": self.project.name, "resources": rows}
         if self.cold_start is not None:  # only the start that this supervisor was forked for
             record["cold_start"], self.cold_start = self.cold_start, None
         try:
-            (self.state_dir / "last_start.json").write_text(json.dumps(record))
+            write_private(self.state_dir / "last_start.json", json.dumps(record))
         except OSError as exc:
             log.warning("cannot record the start", error=str(exc))
 
