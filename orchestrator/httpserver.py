@@ -6,10 +6,12 @@ uvicorn through its internal methods, lets us bound what a client can hold. h11 
 parsing (a well-kept HTTP/1.1 state machine); this module only owns sockets and limits.
 
 What it promises the process it runs in, whatever clients do:
-- at most `max_connections` open connections. When full, a new connection takes the place
-  of the one that has waited longest for its request head (an idle keep-alive or a
-  half-sent request); if every connection is busy answering, new ones wait in the kernel's
-  backlog. Descriptors never grow without bound, and a prompt client is always served;
+- at most `max_connections` open connections. When full, new connections wait in the
+  kernel's backlog (no descriptor of ours) until a slot frees, and a connection that has
+  waited `evict_after` or more for its request head (an idle keep-alive, a half-sent
+  request) is closed to free one. A burst of prompt clients is queued, never dropped; a
+  flood of slow ones delays a prompt client by about evict_after per max_connections of
+  them ahead of it in the backlog, and never holds descriptors without bound;
 - a request head must be complete within `head_timeout` of the connection being accepted
   (or of the previous answer), else the connection is closed;
 - an answer must be taken within `send_timeout`, else the connection is closed;
@@ -20,7 +22,9 @@ What it promises the process it runs in, whatever clients do:
 
 from __future__ import annotations
 
+import math
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -38,6 +42,7 @@ RECV_SIZE = 65536
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_connections: int = 256
+    evict_after: float = 1.0  # a loopback client sends its request within milliseconds
     head_timeout: float = 5.0
     send_timeout: float = 10.0
     handler_timeout: float = 10.0
@@ -72,8 +77,9 @@ class HttpServer:
         self._handler = handler
         self._limits = limits or Limits()
         self._open = 0
-        # Connections waiting for a request head, oldest first (dicts keep insertion order).
-        self._waiting: dict[int, anyio.CancelScope] = {}
+        # Connections waiting for a request head, and since when; oldest first (dicts keep
+        # insertion order, and a connection is re-inserted each time it starts waiting).
+        self._waiting: dict[int, tuple[anyio.CancelScope, float]] = {}
         self._slot_freed = anyio.Event()
         self._next_id = 0
         self._pressure = AcceptPressure(log, "health endpoint")
@@ -96,12 +102,20 @@ class HttpServer:
                     tg.start_soon(self._connection, self._next_id, conn)
 
     async def _make_room(self) -> None:
+        """Return once a connection may be accepted (see the module docstring)."""
         while self._open >= self._limits.max_connections:
+            freed = self._slot_freed = anyio.Event()
+            patience = math.inf
             if self._waiting:
                 oldest = next(iter(self._waiting))
-                self._waiting.pop(oldest).cancel()
-            freed = self._slot_freed = anyio.Event()
-            await freed.wait()
+                scope, since = self._waiting[oldest]
+                patience = since + self._limits.evict_after - time.monotonic()
+                if patience <= 0:
+                    del self._waiting[oldest]
+                    scope.cancel()  # its task closes the connection and sets `freed` soon
+                    patience = math.inf
+            with anyio.move_on_after(max(0.0, patience)):
+                await freed.wait()
 
     async def _accept(self) -> socket.socket | None:
         try:
@@ -163,7 +177,7 @@ class HttpServer:
         request: h11.Request | None = None
         try:
             with anyio.CancelScope() as evict, anyio.move_on_after(self._limits.head_timeout):
-                self._waiting[key] = evict
+                self._waiting[key] = (evict, time.monotonic())
                 while True:
                     event = proto.next_event()
                     if event is h11.NEED_DATA:

@@ -176,6 +176,30 @@ def test_a_thousand_half_sent_requests_do_not_take_the_stack_down(project: Proje
     assert len(supervisor_log(project)) - log_size < 16_384  # no log flood
 
 
+def test_a_burst_of_prompt_clients_is_queued_not_dropped(project: Project) -> None:
+    """1,000 clients at once, each with a whole request: more than the connection bound, and
+    every one is answered (the bound queues them; only slow clients are ever closed)."""
+    import asyncio
+
+    project.write(STEADY)
+    project.run("up", check=True)
+    host, port = health_address(project)
+
+    async def one() -> bytes:
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = await reader.read()
+        writer.close()
+        return answer
+
+    async def burst() -> list[Any]:
+        return await asyncio.gather(*(asyncio.wait_for(one(), 60) for _ in range(1000)), return_exceptions=True)
+
+    answers = asyncio.run(burst())
+    failed = [a for a in answers if not (isinstance(a, bytes) and a.startswith(b"HTTP/1.1 200 OK\r\n"))]
+    assert failed == [], (len(failed), failed[:3])
+
+
 @pytest.mark.parametrize("target", ["control", "health"])
 def test_accept_loops_survive_running_out_of_file_descriptors(project: Project, target: str) -> None:
     project.write(STEADY)
