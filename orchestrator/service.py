@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 import signal
 import socket
 import sys
@@ -22,7 +21,8 @@ import anyio
 import structlog
 
 from orchestrator import config, control, ops, paths
-from orchestrator.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, UsageError, VrooliError
+from orchestrator.endpoint import HealthEndpoint, open_health_endpoint
+from orchestrator.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, VrooliError
 from orchestrator.exposure import write_private
 from orchestrator.fdlimits import raise_nofile_limit, where_raised
 from orchestrator.scheduler import SETTLED_OK
@@ -31,11 +31,6 @@ from orchestrator.supervisor import Supervisor
 
 log = structlog.get_logger("vrooli.service")
 HEALTH_DEFER_MAX = 1.0  # seconds the health endpoint may hold requests while the stack starts
-# `vrooli daemon` serves where monitors expect it; every other supervisor takes a free port,
-# so two projects on one machine never fight over one (health.addr and `status` say which).
-DAEMON_HEALTH_LISTEN = "127.0.0.1:9500"
-ANY_FREE_PORT = "127.0.0.1:0"
-LISTEN_FORM = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$")
 
 
 @dataclass
@@ -87,7 +82,7 @@ def run(options: Options) -> int:
     endpoint = HealthEndpoint(None, None, None, None)
     try:
         write_private(project.state_dir / "supervisor.pid", str(os.getpid()))
-        endpoint = open_health_endpoint(project, options)
+        endpoint = open_health_endpoint(project, options.health_listen, options.mode)
         return anyio.run(_main, project, options, endpoint)
     finally:
         endpoint.close()
@@ -98,81 +93,6 @@ def run(options: Options) -> int:
             except FileNotFoundError:
                 pass
         lock.release()
-
-
-@dataclass(frozen=True)
-class HealthEndpoint:
-    """The health endpoint's socket, bound before anything starts, and what `status` says of it."""
-
-    listen: str | None  # the address asked for; None when the endpoint is off
-    sock: socket.socket | None
-    address: str | None  # where it listens, as written to health.addr
-    error: str | None  # why it does not listen, when it was asked to
-
-    def status(self) -> dict[str, Any]:
-        return {"listen": self.listen, "address": self.address, "error": self.error}
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-
-
-def health_listen(project: ProjectSpec, options: Options) -> str | None:
-    """Where the endpoint listens: --health-listen, else [project], else the mode's default."""
-    if options.health_listen:
-        return options.health_listen
-    if project.health_listen:
-        return project.health_listen
-    if not project.health_enabled:
-        return None
-    return DAEMON_HEALTH_LISTEN if options.mode == "daemon" else ANY_FREE_PORT
-
-
-def open_health_endpoint(project: ProjectSpec, options: Options) -> HealthEndpoint:
-    """Bind now, so requests wait in the backlog from our first moment instead of being refused.
-
-    A daemon that cannot bind exits with one line (monitors watch that port); any other
-    supervisor runs without the endpoint and says why in its log and in `vrooli status`.
-    """
-    listen = health_listen(project, options)
-    if listen is None:
-        return HealthEndpoint(None, None, None, None)
-    form = LISTEN_FORM.match(listen)
-    if form is None or not 0 <= int(form.group(2)) <= 65535:
-        raise UsageError(f"--health-listen: expected HOST:PORT like \"127.0.0.1:9500\", got {listen!r}")
-    host, port = form.group(1).strip("[]"), int(form.group(2))
-    try:
-        sock = bind_listener(host, port)
-    except OSError as exc:
-        error = f"cannot listen on {listen} for the health endpoint: {exc.strerror or exc}"
-        if options.mode == "daemon":
-            raise VrooliError(error) from None
-        log.warning("health endpoint not started", listen=listen, error=error)
-        return HealthEndpoint(listen, None, None, error)
-    bound_host, bound_port = sock.getsockname()[:2]
-    address = f"[{bound_host}]:{bound_port}" if ":" in bound_host else f"{bound_host}:{bound_port}"
-    try:
-        write_private(project.state_dir / "health.addr", address)
-    except OSError:
-        sock.close()
-        raise
-    log.info("health endpoint listening", listen=address)
-    return HealthEndpoint(listen, sock, address, None)
-
-
-def bind_listener(host: str, port: int) -> socket.socket:
-    """A listening TCP socket, non-blocking; bound with no import beyond `socket`."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)  # not inherited by resources (O_CLOEXEC)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(1024)
-    except OSError:
-        sock.close()
-        raise
-    sock.setblocking(False)
-    return sock
 
 
 async def _main(project: ProjectSpec, options: Options, endpoint: HealthEndpoint) -> int:

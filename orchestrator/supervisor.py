@@ -25,6 +25,7 @@ from anyio.abc import TaskGroup
 
 from orchestrator import graph, scheduler
 from orchestrator.errors import VrooliError
+from orchestrator.exposure import public_rows, write_private
 from orchestrator.logs import OutputLog
 from orchestrator.models import ModelError, ModelManager, managers_for
 from orchestrator.probes import ProbeContext, ProbeResult, make_probe, run_once, until_ready
@@ -743,8 +744,6 @@ class Supervisor:
 
     def record_start(self, names: Iterable[str]) -> None:
         """Keep the last start's timeline for `vrooli analyze`, even after `down`."""
-        from orchestrator.exposure import public_rows, write_private
-
         # The file outlives the run and the owner may share it: no output lines or secrets.
         rows = public_rows(self.snapshot(sorted(set(names) | set(self.wanted))), self.project.resources)
         record: dict[str, Any] = {"project": self.project.name, "resources": rows}

@@ -246,7 +246,7 @@ def test_supervisor_raises_its_soft_file_limit_to_the_hard_limit(project: Projec
 def test_endpoint_failure_stays_in_the_endpoint(project: Project) -> None:
     """A handler that raises answers 500 and is logged once; the server keeps serving."""
     from orchestrator import httpserver
-    from orchestrator.service import bind_listener
+    from orchestrator.endpoint import bind_listener
 
     assert (httpserver.Limits().head_timeout, httpserver.Limits().max_connections) == (HEAD_TIMEOUT, MAX_CONNECTIONS)
 
@@ -281,8 +281,8 @@ def test_endpoint_failure_stays_in_the_endpoint(project: Project) -> None:
 
 def test_endpoint_restarts_then_stays_down_without_touching_the_supervisor(project: Project) -> None:
     from orchestrator import config
+    from orchestrator.endpoint import bind_listener
     from orchestrator.health import run_endpoint
-    from orchestrator.service import bind_listener
     from orchestrator.supervisor import Supervisor
 
     project.write(STEADY)
@@ -559,13 +559,13 @@ def test_daemon_with_a_malformed_health_listen_option_is_a_usage_error(project: 
 
 
 def test_daemon_defaults_to_port_9500_and_up_to_a_free_port(project: Project) -> None:
-    from orchestrator import config, service
+    from orchestrator import config
+    from orchestrator.endpoint import health_listen
 
     without_health_listen(project, STEADY)
     spec = config.load([project.file])
     assert spec.health_listen is None
-    assert service.health_listen(spec, service.Options([project.file], mode="daemon")) == "127.0.0.1:9500"
-    assert service.health_listen(spec, service.Options([project.file], mode="detached")) == "127.0.0.1:0"
-    assert service.health_listen(spec, service.Options([project.file], mode="foreground")) == "127.0.0.1:0"
-    override = service.Options([project.file], mode="detached", health_listen="127.0.0.1:9999")
-    assert service.health_listen(spec, override) == "127.0.0.1:9999"
+    assert health_listen(spec, None, "daemon") == "127.0.0.1:9500"
+    assert health_listen(spec, None, "detached") == "127.0.0.1:0"
+    assert health_listen(spec, None, "foreground") == "127.0.0.1:0"
+    assert health_listen(spec, "127.0.0.1:9999", "detached") == "127.0.0.1:9999"
