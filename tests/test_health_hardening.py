@@ -473,6 +473,47 @@ def test_control_requests_of_the_wrong_shape_get_one_clear_error(project: Projec
     no_tracebacks(project)
 
 
+def test_control_requests_of_any_shape_never_hurt_the_supervisor(project: Project) -> None:
+    """Random JSON in every field of every op: a clear reply each time, never a crash.
+
+    Requests that would change the stack (up, down, restart, reload) are sent only when
+    their shape is wrong, so the stack under test stays as it is."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from orchestrator.ops import SCHEMAS, problem_with
+
+    project.write(STEADY)
+    project.run("up", check=True)
+    control = project.state_dir / "control.sock"
+    pid_before = project.rows()["steady"]["pid"]
+    json_values = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+        max_leaves=12)
+    requests = st.sampled_from(sorted(SCHEMAS)).flatmap(lambda op: st.fixed_dictionaries(
+        {"op": st.just(op)}, optional=dict.fromkeys(SCHEMAS[op], json_values)))
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(request=requests)
+    def check(request: dict[str, Any]) -> None:
+        wrong = problem_with(request)
+        if request["op"] in ("up", "down", "restart", "reload") and wrong is None:
+            return
+        replies = ask(control, json.dumps(request).encode())
+        assert replies, request
+        last = replies[-1]
+        if wrong is not None:
+            assert last["ok"] is False and last["exit_code"] == 2 and last["error"].startswith("bad request"), last
+        else:
+            assert last.get("ok") is True or last["exit_code"] in (1, 2), last
+
+    check()
+    row = project.rows()["steady"]
+    assert row["state"] == "ready" and row["pid"] == pid_before
+    no_tracebacks(project)
+
+
 def test_control_client_that_sends_nothing_is_told_and_closed(project: Project) -> None:
     from orchestrator.control import REQUEST_TIMEOUT
 
