@@ -279,6 +279,64 @@ def test_endpoint_failure_stays_in_the_endpoint(project: Project) -> None:
     assert still_open == 0
 
 
+MALFORMED_HTTP = [
+    (b"GARBAGE\r\n\r\n", b"HTTP/1.1 400 "),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n", b"HTTP/1.1 431 "),
+    (b"GET /\xff HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 400 "),
+    (b"GET /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", b"HTTP/1.1 400 "),
+    (b"GET /x HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", b"HTTP/1.1 400 "),
+    (b"GET /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", b"HTTP/1.1 400 "),
+    (b"GET /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", b"HTTP/1.1 400 "),
+    (b"GET /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"HTTP/1.1 200 "),  # empty body
+    (b"POST /livez HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nx", b"HTTP/1.1 405 "),
+    (b"DELETE /livez HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 405 "),
+    (b"GET /livez HTTP/1.1\r\nHost: x\r\n" + b"H: v\r\n" * 20_000 + b"\r\n", b"HTTP/1.1 431 "),
+    (b"GET /livez HTTP/1.1\r\n\r\n", b"HTTP/1.1 400 "),  # HTTP/1.1 without Host
+    (b"GET /ok HTTP/1.0\r\n\r\n", b"HTTP/1.1 200 "),
+    (b"HEAD /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", b"HTTP/1.1 200 "),
+]
+
+
+def test_malformed_http_gets_an_answer_and_a_close() -> None:
+    """Each malformed request: one error status, then the connection closes; the server serves on."""
+    from orchestrator import httpserver
+    from orchestrator.endpoint import bind_listener
+
+    async def handler(request: httpserver.Request) -> httpserver.Response:
+        return httpserver.Response(200, "text/plain", b"fine")
+
+    def exchange(port: int, data: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+            try:
+                sock.sendall(data)
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass  # answered and closed before everything was sent
+            answer = b""
+            try:
+                while chunk := sock.recv(65536):
+                    answer += chunk
+            except ConnectionResetError:
+                pass
+            return answer
+
+    async def main() -> list[bytes]:
+        sock = bind_listener("127.0.0.1", 0)
+        port = sock.getsockname()[1]
+        server = httpserver.HttpServer(sock, handler)
+        answers = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve)
+            for data, _ in MALFORMED_HTTP:
+                answers.append(await anyio.to_thread.run_sync(exchange, port, data))
+            tg.cancel_scope.cancel()
+        sock.close()
+        return answers
+
+    for (data, expected), answer in zip(MALFORMED_HTTP, anyio.run(main), strict=True):
+        assert answer.startswith(expected), (data[:60], answer[:200])
+
+
 def test_endpoint_restarts_then_stays_down_without_touching_the_supervisor(project: Project) -> None:
     from orchestrator import config
     from orchestrator.endpoint import bind_listener
