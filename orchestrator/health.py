@@ -44,7 +44,7 @@ RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)  # between endpoint restarts; then 
 class HealthApp:
     def __init__(self, sup: Supervisor) -> None:
         self.sup = sup
-        self.startups: dict[str, list[float]] = {}  # per resource, every start-to-ready duration
+        self.startups: dict[str, Histogram] = {}  # per resource, start-to-ready durations
         self._observed: dict[str, Any] = {}
         self._usage: dict[str, Usage] = {}
         self._usage_at = -math.inf
@@ -64,7 +64,7 @@ class HealthApp:
                 if rec.state is State.READY and key is not None and self._observed.get(name) != key:
                     self._observed[name] = key
                     if rec.startup_seconds is not None:
-                        self.startups.setdefault(name, []).append(rec.startup_seconds)
+                        self.startups.setdefault(name, Histogram(STARTUP_BUCKETS)).observe(rec.startup_seconds)
         except Exception as exc:
             self._errors.error("observe", "health endpoint: cannot record a start", error=repr(exc)[:300])
 
@@ -190,7 +190,7 @@ class HealthApp:
         out.family("vrooli_resource_restarts_total", "counter", "Restarts after a crash or failed liveness.",
                    [({"resource": n}, float(r.restarts)) for n, r in records.items()])
         out.histogram("vrooli_resource_startup_duration_seconds", "Time from start to ready, per resource start.",
-                      "resource", self.startups, STARTUP_BUCKETS)
+                      "resource", self.startups)
         out.family("vrooli_probe_duration_seconds", "gauge", "Duration of the latest probe.",
                    [({"resource": n, "probe": r.spec.health.kind}, r.last_probe.duration)
                     for n, r in records.items() if r.last_probe is not None and r.spec.health is not None])
@@ -201,6 +201,28 @@ class HealthApp:
         out.family("vrooli_build_info", "gauge", "vrooli version.",
                    [({"project": self.sup.project.name, "version": __version__}, 1.0)])
         return out.text()
+
+
+class Histogram:
+    """Counts per bucket, a sum and a count: constant memory however many starts it sees."""
+
+    def __init__(self, buckets: Iterable[float]) -> None:
+        self.bounds = (*sorted(buckets), math.inf)
+        self.counts = [0] * len(self.bounds)  # per bucket, not cumulative
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[next((i for i, bound in enumerate(self.bounds) if value <= bound), -1)] += 1
+        self.total += value
+        self.count += 1
+
+    def cumulative(self) -> list[int]:
+        running, out = 0, []
+        for count in self.counts:
+            running += count
+            out.append(running)
+        return out
 
 
 class Exposition:
@@ -215,17 +237,14 @@ class Exposition:
         self._lines.append(f"# TYPE {name} {kind}")
         self._lines.extend(f"{name}{_labels(labels)} {_number(value)}" for labels, value in samples)
 
-    def histogram(self, name: str, help_text: str, label: str, observed: dict[str, list[float]],
-                  buckets: Iterable[float]) -> None:
+    def histogram(self, name: str, help_text: str, label: str, observed: dict[str, Histogram]) -> None:
         self._lines.append(f"# HELP {name} {_escape_help(help_text)}")
         self._lines.append(f"# TYPE {name} histogram")
-        bounds = [*buckets, math.inf]
-        for key, values in observed.items():
-            for bound in bounds:
-                count = sum(1 for v in values if v <= bound)
+        for key, histogram in observed.items():
+            for bound, count in zip(histogram.bounds, histogram.cumulative(), strict=True):
                 self._lines.append(f"{name}_bucket{_labels({label: key, 'le': _number(bound)})} {_number(count)}")
-            self._lines.append(f"{name}_sum{_labels({label: key})} {_number(sum(values))}")
-            self._lines.append(f"{name}_count{_labels({label: key})} {_number(len(values))}")
+            self._lines.append(f"{name}_sum{_labels({label: key})} {_number(histogram.total)}")
+            self._lines.append(f"{name}_count{_labels({label: key})} {_number(histogram.count)}")
 
     def text(self) -> str:
         return "\n".join(self._lines) + "\n"

@@ -365,6 +365,28 @@ def test_endpoint_restarts_then_stays_down_without_touching_the_supervisor(proje
     assert not any(cb.__qualname__.startswith("HealthApp") for cb in sup.on_change)
 
 
+def test_metrics_exposition_parses_with_the_reference_parser() -> None:
+    """Our own Prometheus text (no client library): escaping, counters, cumulative buckets."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from orchestrator.health import Exposition, Histogram
+
+    histogram = Histogram((0.5, 1, 2))
+    for value in (0.1, 0.7, 0.9, 5.0):
+        histogram.observe(value)
+    out = Exposition()
+    out.family("x_up", "gauge", "Help with \\ and\nnewline.", [({"resource": 'we"ird\\na\nme'}, 1.0)])
+    out.family("x_restarts_total", "counter", "Restarts.", [({"resource": "a"}, 3.0)])
+    out.histogram("x_seconds", "Durations.", "resource", {"a": histogram})
+    families = {f.name: f for f in text_string_to_metric_families(out.text())}
+    assert families["x_up"].samples[0].labels == {"resource": 'we"ird\\na\nme'}
+    assert families["x_restarts"].type == "counter" and families["x_restarts"].samples[0].value == 3
+    buckets = {s.labels["le"]: s.value for s in families["x_seconds"].samples if s.name == "x_seconds_bucket"}
+    assert buckets == {"0.5": 1, "1.0": 3, "2.0": 3, "+Inf": 4}
+    sums = {s.name: s.value for s in families["x_seconds"].samples if s.name != "x_seconds_bucket"}
+    assert sums == {"x_seconds_sum": pytest.approx(6.7), "x_seconds_count": 4}
+
+
 # ------------------------------------------------------------------ item 5: public text
 
 SECRETS = ("hunter2pw", "FATAL", "probe-arg-SECRET", "probe-output-SECRET", "query-SECRET", "urlpw")
