@@ -216,6 +216,11 @@ def _print_status(rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:
                 message = (message + "; " if message else "") + models["line"]
         print(f"{row['name']:<{width}}  {row['state']:<9}  {pid:>7}  {elapsed(row):>8}  "
               f"{row['restarts']:>8}  {message}")
+    endpoint = extra.get("health_endpoint") or {}
+    if endpoint.get("address"):
+        print(f"health endpoint: http://{endpoint['address']}/")
+    elif endpoint.get("error"):
+        print(f"health endpoint: not listening: {endpoint['error']}")
 
 
 @app.command()

@@ -858,9 +858,12 @@ def load(files: list[Path], environ: Mapping[str, str] | None = None, *,
     state_dir = (project_dir / _home(state_text)).resolve() if state_text else \
         default_state_dir(name, environ)
     _check_path_length(state_dir, ("project", "state_dir" if state_text else "name"), check)
-    health_listen = check.string(project_raw, "health_listen", ("project",), "127.0.0.1:9500") or ""
-    if not re.match(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$", health_listen) or \
-            not 0 <= int(health_listen.rsplit(":", 1)[1]) <= 65535:
+    # Unset stays None: `vrooli daemon` then listens on 127.0.0.1:9500, any other supervisor
+    # on a free port (service.health_listen), so two projects never share one port.
+    health_listen = check.string(project_raw, "health_listen", ("project",))
+    if health_listen is not None and (
+            not re.match(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$", health_listen)
+            or not 0 <= int(health_listen.rsplit(":", 1)[1]) <= 65535):
         check.fail(("project", "health_listen"), f"expected HOST:PORT like \"127.0.0.1:9500\", got {health_listen!r}")
     health_enabled = check.boolean(project_raw, "health_enabled", ("project",), True)
 

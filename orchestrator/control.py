@@ -25,12 +25,23 @@ class ControlError(Exception):
 
 # ------------------------------------------------------------------------ server
 
+REQUEST_TIMEOUT = 10.0  # seconds a client has to send its one request line
+
 
 async def serve(path: Path, handler: Handler, *, task_status: Any) -> None:
-    import anyio
-    from anyio.abc import SocketAttribute
-    from anyio.streams.buffered import BufferedByteReceiveStream
+    """Serve the control socket until cancelled.
 
+    Nothing a client sends can end this loop or the task group it runs in: a line that is
+    not a well-formed request gets an error reply (exit code 2), a handler's unexpected
+    exception an error reply and one log line per kind, and running out of file descriptors
+    in accept() a back-off (fdlimits.py) instead of a crash that would stop every resource.
+    """
+    import anyio
+    import structlog
+
+    from orchestrator.fdlimits import CLIENT_GONE, OUT_OF_FDS, AcceptPressure, LogOnce, os_error_of, where_raised
+
+    log = structlog.get_logger("vrooli.control")
     if path.exists() or path.is_symlink():
         path.unlink()  # stale: we hold the supervisor lock, so no one else serves here
     old_umask = os.umask(0o177)
@@ -39,34 +50,113 @@ async def serve(path: Path, handler: Handler, *, task_status: Any) -> None:
     finally:
         os.umask(old_umask)
     os.chmod(path, 0o600)
+    pressure, errors = AcceptPressure(log, "control socket"), LogOnce(log)
 
     async def connection(stream: Any) -> None:
-        async with stream:
-            raw = stream.extra(SocketAttribute.raw_socket)
-            creds = raw.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-            _, uid, _ = struct.unpack("3i", creds)
-            if uid not in (0, os.getuid()):
-                return
-            reader = BufferedByteReceiveStream(stream)
+        try:
+            async with stream:
+                await _converse(stream, handler, errors)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            return  # the client went away (Ctrl-C on `vrooli up`): nothing to do
+        except Exception as exc:  # a bug: contain it to this one request
+            errors.error(type(exc).__name__, "control request failed", error=repr(exc)[:300],
+                         where=where_raised(exc))
 
-            async def reply(message: dict[str, Any]) -> None:
-                await stream.send(json.dumps(message, default=str).encode() + b"\n")
-
-            try:
-                line = await reader.receive_until(b"\n", MAX_LINE)
-                request = json.loads(line)
-                if not isinstance(request, dict):
-                    raise ValueError("request must be an object")
-            except (anyio.EndOfStream, anyio.IncompleteRead, anyio.DelimiterNotFound, ValueError):
-                return
-            try:
-                await handler(request, reply)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, BrokenPipeError):
-                return  # the client went away (Ctrl-C on `vrooli up`): nothing to do
-
-    async with listener:
+    async with listener, anyio.create_task_group() as tg:
         task_status.started()
-        await listener.serve(connection)
+        while True:
+            try:
+                stream = await listener.accept()
+            except (anyio.BrokenResourceError, OSError) as exc:
+                cause = os_error_of(exc)
+                if cause is not None and cause.errno in OUT_OF_FDS:
+                    await pressure.failed(cause)
+                    continue
+                if cause is not None and cause.errno in CLIENT_GONE:
+                    continue
+                raise
+            pressure.accepted()
+            tg.start_soon(connection, stream)
+
+
+async def _converse(stream: Any, handler: Handler, errors: Any) -> None:
+    import anyio
+    from anyio.abc import SocketAttribute
+    from anyio.streams.buffered import BufferedByteReceiveStream
+
+    from orchestrator.fdlimits import where_raised
+
+    raw = stream.extra(SocketAttribute.raw_socket)
+    creds = raw.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _, uid, _ = struct.unpack("3i", creds)
+    if uid not in (0, os.getuid()):
+        return
+
+    async def reply(message: dict[str, Any]) -> None:
+        await stream.send(json.dumps(message, default=str).encode() + b"\n")
+
+    reader = BufferedByteReceiveStream(stream)
+    with anyio.move_on_after(REQUEST_TIMEOUT) as waited:
+        try:
+            line = await reader.receive_until(b"\n", MAX_LINE)
+        except (anyio.EndOfStream, anyio.IncompleteRead):
+            return  # connected and left without asking: the CLI's liveness check does this
+        except anyio.DelimiterNotFound:
+            await reply(bad_request(f"request line longer than {MAX_LINE} bytes"))
+            await _discard_line(stream)  # closing with unread data would reset, losing the reply
+            return
+    if waited.cancelled_caught:
+        await reply(bad_request(f"no request line within {REQUEST_TIMEOUT:g}s"))
+        return
+    request, problem = parse_request(line)
+    if problem is not None:
+        await reply(bad_request(problem))
+        return
+    try:
+        await handler(request, reply)
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError, BrokenPipeError, ConnectionResetError):
+        raise
+    except Exception as exc:
+        errors.error(type(exc).__name__, "control request failed", op=str(request.get("op"))[:40],
+                     error=repr(exc)[:300], where=where_raised(exc))
+        await reply({"ok": False, "error": f"internal error in the supervisor: {type(exc).__name__}; "
+                                          "see supervisor.log", "exit_code": 1})
+
+
+async def _discard_line(stream: Any) -> None:
+    """Read and drop the rest of an oversized line, for a few seconds at most."""
+    import anyio
+
+    with anyio.move_on_after(REQUEST_TIMEOUT):
+        try:
+            while b"\n" not in await stream.receive():
+                pass
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            return
+
+
+def parse_request(line: bytes) -> tuple[dict[str, Any], str | None]:
+    """Decode one request line; (request, None), or ({}, what is wrong with it).
+
+    Only the encoding is checked here; each op's fields are the handler's (ops.py)."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return {}, f"request is not valid UTF-8 (byte {exc.start})"
+    try:
+        request = json.loads(text)
+    except RecursionError:
+        return {}, "request is nested too deeply"
+    except ValueError as exc:
+        return {}, f"request is not valid JSON: {str(exc)[:100]}"
+    if not isinstance(request, dict):
+        return {}, "a request must be a JSON object"
+    return request, None
+
+
+def bad_request(problem: str) -> dict[str, Any]:
+    return {"ok": False, "error": f"bad request: {problem}", "errors": [f"bad request: {problem}"],
+            "exit_code": 2}
 
 
 # ------------------------------------------------------------------------ client

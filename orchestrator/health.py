@@ -1,12 +1,17 @@
 """Read-only HTTP endpoint for monitors: /livez /readyz /health /metrics.
 
-Served by uvicorn (no HTTP parsing of ours) inside the supervisor's event loop, bound to
-127.0.0.1 unless configured. Nothing here can change the stack.
+Served by httpserver.py (anyio + h11) inside the supervisor's event loop, bound to
+127.0.0.1 unless configured. Nothing here can change the stack, and nothing here can stop
+it: the endpoint runs isolated (`run_endpoint`), so its failures end at its own task.
+
+Anyone who can reach the port may read these answers, so every free text in them goes
+through `exposure.public_text`: no resource output, no probe arguments, no URL secrets.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -18,84 +23,65 @@ import anyio
 import structlog
 
 from orchestrator import __version__
+from orchestrator.exposure import public_text
+from orchestrator.fdlimits import LogOnce, where_raised
+from orchestrator.httpserver import Request, Response
 from orchestrator.scheduler import SETTLED_OK, State
 
 if TYPE_CHECKING:
-
     from orchestrator.runtimes import Usage
-    from orchestrator.supervisor import Supervisor
+    from orchestrator.supervisor import Record, Supervisor
 
 log = structlog.get_logger("vrooli.health")
 STARTUP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 10, 15, 20, 30, 45, 60, 90, 120)
 LIVENESS_STALE = 5.0  # seconds without a housekeeping beat before /livez fails
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]") or "127.0.0.1", int(port)
+USAGE_FRESH = 1.0  # seconds a /metrics scrape may reuse the previous scrape's usage figures
+TEXT = "text/plain; charset=utf-8"
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)  # between endpoint restarts; then it stays down
 
 
 class HealthApp:
     def __init__(self, sup: Supervisor) -> None:
-        from prometheus_client import CollectorRegistry, Histogram
-
         self.sup = sup
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.startup = Histogram("vrooli_resource_startup_duration_seconds",
-                                 "Time from start to ready, per resource start.",
-                                 ["resource"], buckets=STARTUP_BUCKETS, registry=self.registry)
+        self.startups: dict[str, Histogram] = {}  # per resource, start-to-ready durations
         self._observed: dict[str, Any] = {}
         self._usage: dict[str, Usage] = {}
-        self.registry.register(_StateCollector(self))
+        self._usage_at = -math.inf
+        self._usage_lock = anyio.Lock()
+        self._errors = LogOnce(log)
         sup.on_change.append(self._observe_startups)
 
+    def close(self) -> None:
+        if self._observe_startups in self.sup.on_change:
+            self.sup.on_change.remove(self._observe_startups)
+
     def _observe_startups(self) -> None:
-        for name, rec in self.sup.records.items():
-            key = rec.ready_at
-            if rec.state is State.READY and key is not None and self._observed.get(name) != key:
-                self._observed[name] = key
-                if rec.startup_seconds is not None:
-                    self.startup.labels(resource=name).observe(rec.startup_seconds)
+        # Called from inside the supervisor's state changes: it must never raise into them.
+        try:
+            for name, rec in self.sup.records.items():
+                key = rec.ready_at
+                if rec.state is State.READY and key is not None and self._observed.get(name) != key:
+                    self._observed[name] = key
+                    if rec.startup_seconds is not None:
+                        self.startups.setdefault(name, Histogram(STARTUP_BUCKETS)).observe(rec.startup_seconds)
+        except Exception as exc:
+            self._errors.error("observe", "health endpoint: cannot record a start", error=repr(exc)[:300])
 
-    # ------------------------------------------------------------------ ASGI
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        if scope["method"] not in ("GET", "HEAD"):
-            await self._send(send, 405, "text/plain", "read-only endpoint: GET only\n",
-                             [(b"allow", b"GET, HEAD")])
-            return
-        query = parse_qs(scope.get("query_string", b"").decode(), keep_blank_values=True)
-        path = scope["path"].rstrip("/") or "/"
+    async def __call__(self, request: Request) -> Response:
+        query = parse_qs(request.query, keep_blank_values=True)
+        path = request.path.rstrip("/") or "/"
         if path == "/livez":
-            status, body = self.livez(query)
-            await self._send(send, status, "text/plain; charset=utf-8", body)
-        elif path == "/readyz":
-            status, body = self.readyz(query)
-            await self._send(send, status, "text/plain; charset=utf-8", body)
-        elif path == "/health":
+            return _text(*self.livez(query))
+        if path == "/readyz":
+            return _text(*self.readyz(query))
+        if path == "/health":
             status, doc = self.health()
-            await self._send(send, status, "application/health+json", json.dumps(doc, indent=2) + "\n")
-        elif path == "/metrics":
-            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
+            return Response(status, "application/health+json", (json.dumps(doc, indent=2) + "\n").encode())
+        if path == "/metrics":
             await self._refresh_usage()
-            await self._send(send, 200, CONTENT_TYPE_LATEST, generate_latest(self.registry).decode())
-        else:
-            await self._send(send, 404, "text/plain", "not found: try /livez /readyz /health /metrics\n")
-
-    async def _send(self, send: Send, status: int, content_type: str, body: str,
-                    headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
-        raw = body.encode()
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", content_type.encode()), (b"content-length", str(len(raw)).encode()),
-            (b"cache-control", b"no-store"), *headers]})
-        await send({"type": "http.response.body", "body": raw})
+            return Response(200, PROMETHEUS_TEXT, self.metrics().encode())
+        return _text(404, "not found: try /livez /readyz /health /metrics\n")
 
     # ------------------------------------------------------------------ checks
 
@@ -108,7 +94,7 @@ class HealthApp:
             return (200 if ok else 503), body
         return (200, "ok") if ok else (503, "loop stalled")
 
-    def _considered(self, exclude: Iterable[str] = ()) -> list[Any]:
+    def _considered(self, exclude: Iterable[str] = ()) -> list[Record]:
         skip = set(exclude)
         return [r for n, r in self.sup.records.items()
                 if r.spec.enabled and n not in skip and (n in self.sup.wanted or r.state is not State.STOPPED)]
@@ -124,8 +110,10 @@ class HealthApp:
             if rec.state in SETTLED_OK:
                 lines.append(f"[+]{rec.spec.name} ok")
             else:
-                lines.append(f"[-]{rec.spec.name} {rec.state.value}: {rec.message or rec.state.value}")
-        lines.extend(f"[+]{name} excluded: ok" for name in exclude)
+                reason = public_text(rec.message, rec.spec) or rec.state.value
+                lines.append(f"[-]{rec.spec.name} {rec.state.value}: {reason}")
+        # Only names of the stack are echoed back: the query is the caller's text.
+        lines.extend(f"[+]{name} excluded: ok" for name in exclude if name in self.sup.records)
         lines.append("readyz check passed" if ok else "readyz check failed")
         return (200 if ok else 503), "\n".join(lines) + "\n"
 
@@ -152,7 +140,7 @@ class HealthApp:
                 entry["observedValue"] = round(rec.last_probe.duration * 1000, 3)
                 entry["observedUnit"] = "ms"
             if status != "pass":
-                entry["output"] = rec.message or rec.state.value
+                entry["output"] = public_text(rec.message, rec.spec) or rec.state.value
             checks[f"{rec.spec.name}:responseTime"] = [entry]
         doc = {
             "status": worst,
@@ -164,98 +152,167 @@ class HealthApp:
         }
         return (200 if worst != "fail" else 503), doc
 
+    # ------------------------------------------------------------------ metrics
+
     async def _refresh_usage(self) -> None:
-        usage: dict[str, Usage] = {}
+        """Memory and CPU per resource, shared by scrapes that come within USAGE_FRESH."""
+        async with self._usage_lock:
+            if time.monotonic() - self._usage_at < USAGE_FRESH:
+                return
+            usage: dict[str, Usage] = {}
 
-        async def one(name: str, instance: Any) -> None:
-            try:
-                with anyio.move_on_after(3):
-                    found = await instance.usage()
-                    if found is not None:
-                        usage[name] = found
-            except Exception as exc:
-                log.debug("usage unavailable", resource=name, error=str(exc))
+            async def one(name: str, instance: Any) -> None:
+                try:
+                    with anyio.move_on_after(3):
+                        found = await instance.usage()
+                        if found is not None:
+                            usage[name] = found
+                except Exception as exc:
+                    log.debug("usage unavailable", resource=name, error=str(exc))
 
-        async with anyio.create_task_group() as tg:
-            for name, rec in self.sup.records.items():
-                if rec.instance is not None:
-                    tg.start_soon(one, name, rec.instance)
-        self._usage = usage
+            async with anyio.create_task_group() as tg:
+                for name, rec in self.sup.records.items():
+                    if rec.instance is not None:
+                        tg.start_soon(one, name, rec.instance)
+            self._usage, self._usage_at = usage, time.monotonic()
 
-
-class _StateCollector:
-    """Gauges and counters built from supervisor state at scrape time."""
-
-    def __init__(self, app: HealthApp) -> None:
-        self.app = app
-
-    def describe(self) -> list[Any]:
-        return []
-
-    def collect(self) -> Iterable[Any]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
-
-        sup = self.app.sup
-        up = GaugeMetricFamily("vrooli_resource_up", "1 when the resource is ready.", labels=["resource", "runtime"])
-        state = GaugeMetricFamily("vrooli_resource_state", "1 for the resource's current state.",
-                                  labels=["resource", "state"])
-        restarts = CounterMetricFamily("vrooli_resource_restarts", "Restarts after a crash or failed liveness.",
-                                       labels=["resource"])
-        probe = GaugeMetricFamily("vrooli_probe_duration_seconds", "Duration of the latest probe.",
-                                  labels=["resource", "probe"])
-        memory = GaugeMetricFamily("vrooli_resource_memory_bytes",
-                                   "Resident memory of the whole process tree or container.",
-                                   labels=["resource"])
-        cpu = CounterMetricFamily("vrooli_resource_cpu_seconds", "CPU time of the whole process tree or container.",
-                                  labels=["resource"])
-        for name, rec in sup.records.items():
-            up.add_metric([name, rec.spec.runtime], 1.0 if rec.state in SETTLED_OK else 0.0)
-            for candidate in State:
-                state.add_metric([name, candidate.value], 1.0 if rec.state is candidate else 0.0)
-            restarts.add_metric([name], float(rec.restarts))
-            if rec.last_probe is not None and rec.spec.health is not None:
-                probe.add_metric([name, rec.spec.health.kind], rec.last_probe.duration)
-            found = self.app._usage.get(name)
-            if found is not None:
-                memory.add_metric([name], float(found.rss_bytes))
-                cpu.add_metric([name], found.cpu_seconds)
-        info = InfoMetricFamily("vrooli_build", "vrooli version.")
-        info.add_metric([], {"version": __version__, "project": sup.project.name})
-        yield from (up, state, restarts, probe, memory, cpu, info)
+    def metrics(self) -> str:
+        """Prometheus text format 0.0.4, as promtool checks it: HELP and TYPE per family,
+        counters ending in _total, histograms with cumulative le buckets, _sum and _count."""
+        out = Exposition()
+        records = self.sup.records
+        out.family("vrooli_resource_up", "gauge", "1 when the resource is ready.",
+                   [({"resource": n, "runtime": r.spec.runtime}, 1.0 if r.state in SETTLED_OK else 0.0)
+                    for n, r in records.items()])
+        out.family("vrooli_resource_state", "gauge", "1 for the resource's current state.",
+                   [({"resource": n, "state": s.value}, 1.0 if r.state is s else 0.0)
+                    for n, r in records.items() for s in State])
+        out.family("vrooli_resource_restarts_total", "counter", "Restarts after a crash or failed liveness.",
+                   [({"resource": n}, float(r.restarts)) for n, r in records.items()])
+        out.histogram("vrooli_resource_startup_duration_seconds", "Time from start to ready, per resource start.",
+                      "resource", self.startups)
+        out.family("vrooli_probe_duration_seconds", "gauge", "Duration of the latest probe.",
+                   [({"resource": n, "probe": r.spec.health.kind}, r.last_probe.duration)
+                    for n, r in records.items() if r.last_probe is not None and r.spec.health is not None])
+        out.family("vrooli_resource_memory_bytes", "gauge", "Resident memory of the whole process tree or container.",
+                   [({"resource": n}, float(u.rss_bytes)) for n, u in self._usage.items() if n in records])
+        out.family("vrooli_resource_cpu_seconds_total", "counter", "CPU time of the whole process tree or container.",
+                   [({"resource": n}, u.cpu_seconds) for n, u in self._usage.items() if n in records])
+        out.family("vrooli_build_info", "gauge", "vrooli version.",
+                   [({"project": self.sup.project.name, "version": __version__}, 1.0)])
+        return out.text()
 
 
-def bind_listener(listen: str) -> socket.socket:
-    """The endpoint's socket, bound and listening: from here on a request waits, never fails."""
-    host, port = parse_listen(listen)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    sock.listen(128)
-    sock.setblocking(False)
-    return sock
+class Histogram:
+    """Counts per bucket, a sum and a count: constant memory however many starts it sees."""
+
+    def __init__(self, buckets: Iterable[float]) -> None:
+        self.bounds = (*sorted(buckets), math.inf)
+        self.counts = [0] * len(self.bounds)  # per bucket, not cumulative
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[next((i for i, bound in enumerate(self.bounds) if value <= bound), -1)] += 1
+        self.total += value
+        self.count += 1
+
+    def cumulative(self) -> list[int]:
+        running, out = 0, []
+        for count in self.counts:
+            running += count
+            out.append(running)
+        return out
 
 
-async def serve_health(sup: Supervisor, sock: socket.socket, *, task_status: Any) -> None:
-    import uvicorn
+class Exposition:
+    """Builds Prometheus' text exposition format (no client library: ~40 ms of imports saved)."""
 
+    def __init__(self) -> None:
+        self._lines: list[str] = []
+
+    def family(self, name: str, kind: str, help_text: str, samples: Iterable[tuple[dict[str, str], float]],
+               ) -> None:
+        self._lines.append(f"# HELP {name} {_escape_help(help_text)}")
+        self._lines.append(f"# TYPE {name} {kind}")
+        self._lines.extend(f"{name}{_labels(labels)} {_number(value)}" for labels, value in samples)
+
+    def histogram(self, name: str, help_text: str, label: str, observed: dict[str, Histogram]) -> None:
+        self._lines.append(f"# HELP {name} {_escape_help(help_text)}")
+        self._lines.append(f"# TYPE {name} histogram")
+        for key, histogram in observed.items():
+            for bound, count in zip(histogram.bounds, histogram.cumulative(), strict=True):
+                self._lines.append(f"{name}_bucket{_labels({label: key, 'le': _number(bound)})} {_number(count)}")
+            self._lines.append(f"{name}_sum{_labels({label: key})} {_number(histogram.total)}")
+            self._lines.append(f"{name}_count{_labels({label: key})} {_number(histogram.count)}")
+
+    def text(self) -> str:
+        return "\n".join(self._lines) + "\n"
+
+
+def _labels(labels: dict[str, str]) -> str:
+    if not labels:
+        return ""
+    inner = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items())
+    return "{" + inner + "}"
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if math.isnan(value):
+        return "NaN"
+    return repr(float(value))
+
+
+def _text(status: int, body: str) -> Response:
+    return Response(status, TEXT, body.encode())
+
+
+async def run_endpoint(sup: Supervisor, sock: socket.socket,
+                       serve: Callable[[HealthApp, socket.socket], Awaitable[None]] | None = None,
+                       delays: tuple[float, ...] = RESTART_DELAYS) -> None:
+    """Serve until cancelled; whatever goes wrong stays here.
+
+    An exception out of the server (a bug: connections and handlers already contain their
+    own) is logged once with where it happened, and the endpoint starts again after a
+    growing delay (`delays`); after len(delays) restarts in a row it stays down. The
+    supervisor, its resources and its control socket never notice.
+    """
     app = HealthApp(sup)
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
-                                           http="h11", loop="none", server_header=False))
-    server.config.load()
-    server.lifespan = server.config.lifespan_class(server.config)
-    await server.startup(sockets=[sock])
-    task_status.started()
+    failures = 0
     try:
-        await server.main_loop()
+        while True:
+            started = time.monotonic()
+            try:
+                await (serve or _serve)(app, sock)
+                return
+            except Exception as exc:
+                error, where = repr(exc)[:300], where_raised(exc)
+            if time.monotonic() - started > 60:
+                failures = 0  # it ran fine for a while: this is a new episode
+            if failures >= len(delays):
+                log.error("health endpoint failed; it stays down after repeated failures "
+                          "(resources are unaffected)", error=error, where=where)
+                return
+            delay = delays[failures]
+            failures += 1
+            log.error("health endpoint failed; restarting it (resources are unaffected)",
+                      error=error, where=where, restarting_in=delay)
+            await anyio.sleep(delay)
     finally:
-        with anyio.CancelScope(shield=True):
-            server.should_exit = True
-            await server.shutdown(sockets=[sock])  # the socket is the caller's to close
+        app.close()
 
 
+async def _serve(app: HealthApp, sock: socket.socket) -> None:
+    from orchestrator.httpserver import HttpServer
 
+    await HttpServer(sock, app).serve()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import structlog
 
+from orchestrator.exposure import public_text
 from orchestrator.scheduler import SETTLED_OK, State
 
 if TYPE_CHECKING:
@@ -60,7 +61,9 @@ def status_line(sup: Supervisor) -> str:
     if waiting:
         first = waiting[0]
         verb = "waiting for" if first.state in (State.STARTING, State.PENDING) else ""
-        detail = f"{first.state.value}: {first.message}" if first.message else first.state.value
+        # `systemctl status` shows this line to every user: public text only.
+        message = public_text(first.message, first.spec)
+        detail = f"{first.state.value}: {message}" if message else first.state.value
         line += f"; {verb + ' ' if verb else ''}{first.spec.name}: {detail}"
         if len(waiting) > 1:
             line += f" (+{len(waiting) - 1} more)"
@@ -112,7 +115,9 @@ async def systemd_reporter(sup: Supervisor, handler: Handlers) -> None:
                 message.append(f"STATUS={line}")
                 last_status = line
             settled = sup.settled(sup.wanted)
-            if settled and not ready_sent and sup.wanted:
+            # Also with nothing enabled: a stack of zero resources has settled, and systemd
+            # would otherwise fail the unit after TimeoutStartSec.
+            if settled and not ready_sent:
                 message.insert(0, "READY=1")
                 ready_sent = True
             elif not ready_sent and time.monotonic() >= next_extend:

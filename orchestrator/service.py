@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -19,8 +20,11 @@ from typing import IO, Any
 import anyio
 import structlog
 
-from orchestrator import config, control, paths
+from orchestrator import config, control, ops, paths
+from orchestrator.endpoint import HealthEndpoint, open_health_endpoint
 from orchestrator.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, VrooliError
+from orchestrator.exposure import write_private
+from orchestrator.fdlimits import raise_nofile_limit, where_raised
 from orchestrator.scheduler import SETTLED_OK
 from orchestrator.spec import ProjectSpec
 from orchestrator.supervisor import Supervisor
@@ -70,14 +74,18 @@ class SupervisorLock:
 
 
 def run(options: Options) -> int:
+    raise_nofile_limit()  # before any listener: a burst of connections must not reach the limit
     project = config.load(options.files, options.environ)
     paths.ensure_state_dir(project.state_dir)
     lock = SupervisorLock(project.state_dir)
     lock.acquire()
+    endpoint = HealthEndpoint(None, None, None, None)
     try:
-        (project.state_dir / "supervisor.pid").write_text(str(os.getpid()))
-        return anyio.run(_main, project, options)
+        write_private(project.state_dir / "supervisor.pid", str(os.getpid()))
+        endpoint = open_health_endpoint(project, options.health_listen, options.mode)
+        return anyio.run(_main, project, options, endpoint)
     finally:
+        endpoint.close()
         for leftover in (paths.control_socket(project.state_dir), project.state_dir / "health.addr",
                          project.state_dir / "supervisor.pid"):
             try:
@@ -87,7 +95,7 @@ def run(options: Options) -> int:
         lock.release()
 
 
-async def _main(project: ProjectSpec, options: Options) -> int:
+async def _main(project: ProjectSpec, options: Options, endpoint: HealthEndpoint) -> int:
     sup = Supervisor(project)
     if options.invoked_at is not None:
         sup.cold_start = {"invoked_at": options.invoked_at, "supervisor_at": time.time()}
@@ -103,7 +111,7 @@ async def _main(project: ProjectSpec, options: Options) -> int:
             tg.cancel_scope.cancel()
 
         await tg.start(run_supervisor)
-        handler = Handlers(sup, options)
+        handler = Handlers(sup, options, endpoint)
         if options.up_at_start:
             try:  # the same checks as a client's `up`: nothing half-started
                 await handler._preflight(options.names or None, options.no_deps)
@@ -111,9 +119,9 @@ async def _main(project: ProjectSpec, options: Options) -> int:
             except VrooliError as exc:
                 log.warning("not starting before the client asks", error=str(exc))
         await tg.start(control.serve, paths.control_socket(project.state_dir), handler.handle)
-        if project.health_enabled or options.health_listen:
-            # Not awaited: resources and the control socket must not wait for uvicorn's import.
-            tg.start_soon(_health, sup, options.health_listen or project.health_listen)
+        if endpoint.sock is not None:
+            # Not awaited: resources and the control socket must not wait for its imports.
+            tg.start_soon(_health, sup, endpoint.sock)
         tg.start_soon(_signals, sup, handler)
         for extra in extras:
             tg.start_soon(extra, sup, handler)
@@ -131,35 +139,33 @@ async def _main(project: ProjectSpec, options: Options) -> int:
     return exit_code
 
 
-async def _health(sup: Supervisor, listen: str) -> None:
-    from orchestrator.health import bind_listener, serve_health
-
+async def _health(sup: Supervisor, sock: socket.socket) -> None:
+    """The endpoint, isolated: nothing that goes wrong in it reaches the supervisor's task group."""
     try:
-        sock = bind_listener(listen)
-    except OSError as exc:
-        log.warning("health endpoint not started", listen=listen, error=exc.strerror or str(exc))
-        return
-    try:
-        host, port = sock.getsockname()[:2]
-        (sup.state_dir / "health.addr").write_text(f"{host}:{port}")
-        log.info("health endpoint listening", listen=f"{host}:{port}")
-        # Answering needs uvicorn and prometheus_client: ~50 ms of imports, CPU the resources
-        # starting right now need more (measured: ~0.09 s off a cold start of the real
-        # stack). The socket already listens, so a monitor's request waits in the backlog,
-        # at most HEALTH_DEFER_MAX, instead of being refused. The import runs in a worker
+        # Answering needs the endpoint's modules: CPU the resources starting right now need
+        # more. The socket already listens, so a monitor's request waits in the backlog, at
+        # most HEALTH_DEFER_MAX, instead of being refused. The import runs in a worker
         # thread so the event loop keeps probing and answering the control socket meanwhile.
         with anyio.move_on_after(HEALTH_DEFER_MAX):
             await sup.wait_settled(set(sup.wanted))
         await anyio.to_thread.run_sync(_import_health)
-        async with anyio.create_task_group() as tg:
-            await tg.start(serve_health, sup, sock)
-    finally:
-        sock.close()  # also when the supervisor stops before the endpoint ever answered
+        from orchestrator.health import run_endpoint
+
+        log.info("health endpoint answering", listen=_address_of(sock))
+        await run_endpoint(sup, sock)
+    except Exception as exc:
+        log.error("health endpoint failed; it stays down (resources are unaffected)",
+                  error=repr(exc)[:300], where=where_raised(exc))
+    sock.close()  # down for good: refuse connections rather than let them queue unanswered
+
+
+def _address_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"{host}:{port}"
 
 
 def _import_health() -> None:
-    import prometheus_client  # noqa: F401
-    import uvicorn.protocols.http.h11_impl  # noqa: F401
+    import orchestrator.health  # noqa: F401  (h11 and the endpoint's own modules)
 
 
 async def _foreground_progress(sup: Supervisor, selected: frozenset[str]) -> None:
@@ -204,17 +210,18 @@ Reply = Callable[[dict[str, Any]], Awaitable[None]]
 class Handlers:
     """One method per control-API operation."""
 
-    def __init__(self, sup: Supervisor, options: Options) -> None:
+    def __init__(self, sup: Supervisor, options: Options, endpoint: HealthEndpoint | None = None) -> None:
         self.sup = sup
         self.options = options
+        self.endpoint = endpoint or HealthEndpoint(None, None, None, None)
         self.on_reload: list[Callable[[str, dict[str, Any]], Awaitable[None]]] = []
 
     async def handle(self, request: dict[str, Any], reply: Reply) -> None:
-        op = request.get("op")
-        method = getattr(self, f"op_{op}", None) if isinstance(op, str) else None
-        if method is None:
-            await reply({"ok": False, "error": f"unknown operation {op!r}", "exit_code": EXIT_USAGE})
+        problem = ops.problem_with(request)  # every op's shape, checked in one place
+        if problem is not None:
+            await reply(control.bad_request(problem))
             return
+        method = getattr(self, f"op_{request['op']}")
         try:
             await method(request, reply)
         except VrooliError as exc:
@@ -232,7 +239,10 @@ class Handlers:
                      "extra": await self._extra_status()})
 
     async def _extra_status(self) -> dict[str, Any]:
-        return {"models": [m.summary() for m in self.sup.models.values()]} if self.sup.models else {}
+        extra: dict[str, Any] = {"health_endpoint": self.endpoint.status()}
+        if self.sup.models:
+            extra["models"] = [m.summary() for m in self.sup.models.values()]
+        return extra
 
     async def op_models(self, request: dict[str, Any], reply: Reply) -> None:
         """list | pull | ensure | unload, for the resource that declares models."""

@@ -194,7 +194,7 @@ class ProjectSpec:
     project_dir: Path
     files: tuple[Path, ...]
     resources: dict[str, ResourceSpec] = field(default_factory=dict)
-    health_listen: str = "127.0.0.1:9500"
+    health_listen: str | None = None  # None: not in the file; the supervisor's mode decides
     health_enabled: bool = True
 
     @property

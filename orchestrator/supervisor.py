@@ -27,6 +27,7 @@ from anyio.abc import TaskGroup
 
 from orchestrator import graph, scheduler
 from orchestrator.errors import VrooliError
+from orchestrator.exposure import public_rows, write_private
 from orchestrator.logs import OutputLog
 from orchestrator.models import ModelError, ModelManager, managers_for
 from orchestrator.probes import Probe, ProbeContext, ProbeResult, make_probe, run_once, until_ready
@@ -815,12 +816,13 @@ class Supervisor:
 
     def record_start(self, names: Iterable[str]) -> None:
         """Keep the last start's timeline for `vrooli analyze`, even after `down`."""
-        rows = self.snapshot(sorted(set(names) | set(self.wanted)))
+        # The file outlives the run and the owner may share it: no output lines or secrets.
+        rows = public_rows(self.snapshot(sorted(set(names) | set(self.wanted))), self.project.resources)
         record: dict[str, Any] = {"project": self.project.name, "resources": rows}
         if self.cold_start is not None:  # only the start that this supervisor was forked for
             record["cold_start"], self.cold_start = self.cold_start, None
         try:
-            (self.state_dir / "last_start.json").write_text(json.dumps(record))
+            write_private(self.state_dir / "last_start.json", json.dumps(record))
         except OSError as exc:
             log.warning("cannot record the start", error=str(exc))
 

@@ -133,6 +133,47 @@ def test_sd_notify_ready_status_watchdog_stopping(project: Project, daemons: lis
         listener.close()
 
 
+def test_sd_notify_ready_even_when_no_resource_is_enabled(project: Project, daemons: list[Daemon]) -> None:
+    """systemd fails a Type=notify unit that never says READY=1: an empty stack is settled."""
+    listener = NotifyListener(project.dir / "notify.sock")
+    project.write("""
+        [resources.off]
+        command = ["sleep", "1000"]
+        enabled = false
+    """)
+    daemon = Daemon(project, {"NOTIFY_SOCKET": str(listener.path)})
+    daemons.append(daemon)
+    try:
+        wait_for(lambda: "READY" in listener.keys(), 30)
+        assert daemon.proc.poll() is None
+        assert "STATUS=0/0 ready" in [m for _, m in listener.messages]
+        assert daemon.stop() == 0
+    finally:
+        listener.close()
+
+
+def test_sd_notify_status_never_carries_output_or_probe_secrets(project: Project, daemons: list[Daemon]) -> None:
+    """`systemctl status` shows STATUS= to every user: public text only."""
+    listener = NotifyListener(project.dir / "notify.sock")
+    project.write("""
+        [resources.crash]
+        command = ["sh", "-c", "echo 'FATAL: postgres://app:hunter2pw@db/x'; exit 1"]
+        health = { probe = "log", pattern = "never" }
+    """)
+    daemon = Daemon(project, {"NOTIFY_SOCKET": str(listener.path)})
+    daemons.append(daemon)
+    try:
+        wait_for(lambda: "READY" in listener.keys(), 30)
+        statuses = [m for _, m in listener.messages if m.startswith("STATUS=")]
+        assert any("crash: failed: exited with code 1" in s for s in statuses), statuses
+        for secret in ("hunter2pw", "FATAL"):
+            assert not any(secret in s for s in statuses), (secret, statuses)
+        assert "hunter2pw" in project.run("status", "--json").stdout  # the owner sees it all
+        assert daemon.stop() == 0
+    finally:
+        listener.close()
+
+
 def test_crash_loop_backs_off_then_fails_visibly(project: Project, daemons: list[Daemon]) -> None:
     project.write("""
         [resources.steady]
@@ -310,7 +351,8 @@ def test_unit_file_verifies_and_is_hardened(tmp_path: Path) -> None:
     assert verify.returncode == 0, verify.stderr
     text = unit.read_text()
     for needed in ("Type=notify", "NotifyAccess=main", "WatchdogSec=", "Restart=on-failure", "TimeoutStopSec=",
-                   "StateDirectory=vrooli", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes"):
+                   "StateDirectory=vrooli", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",
+                   "LimitNOFILE="):
         assert needed in text, needed
     security = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(unit)],
                               capture_output=True, text=True)

@@ -1,0 +1,109 @@
+"""The control API's operations and the shape of each request, checked in one place.
+
+Every request line reaching the supervisor is checked here before any handler sees it, so
+a handler can trust its fields' types: a request of the wrong shape (`"names": 5`, a
+non-string in `files`, an `environ` that is not str -> str, `"no_deps": "yes"`) gets one
+clear error line and exit code 2, never an exception inside the supervisor.
+
+Keys a schema does not name are ignored, so a newer CLI can talk to an older supervisor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+MAX_NAMES = 10_000
+MAX_STRING = 64 * 1024
+MAX_ENVIRON = 100_000
+
+Check = Callable[[Any], str | None]  # None when the value is fine, else what is wrong
+
+
+def _string(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return f"expected a string, got {_kind(value)}"
+    if "\0" in value:
+        return "contains a NUL byte"
+    if len(value) > MAX_STRING:
+        return f"longer than {MAX_STRING} characters"
+    return None
+
+
+def _strings(value: Any) -> str | None:
+    if not isinstance(value, list):
+        return f"expected a list of strings, got {_kind(value)}"
+    if len(value) > MAX_NAMES:
+        return f"more than {MAX_NAMES} entries"
+    for index, item in enumerate(value):
+        problem = _string(item)
+        if problem:
+            return f"item {index}: {problem}"
+    return None
+
+
+def _boolean(value: Any) -> str | None:
+    return None if isinstance(value, bool) else f"expected true or false, got {_kind(value)}"
+
+
+def _environ(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return f"expected an object of string -> string, got {_kind(value)}"
+    if len(value) > MAX_ENVIRON:
+        return f"more than {MAX_ENVIRON} variables"
+    for key, item in value.items():
+        if not key or "=" in key or "\0" in key:
+            return f"invalid variable name {key[:40]!r}"
+        problem = _string(item)
+        if problem:
+            return f"{key[:40]}: {problem}"
+    return None
+
+
+def _one_of(*choices: str) -> Check:
+    def check(value: Any) -> str | None:
+        if value in choices:
+            return None
+        shown = repr(value)[:40] if isinstance(value, str) else _kind(value)
+        return f"expected one of {', '.join(choices)}, got {shown}"
+    return check
+
+
+# op -> {key: check}. Every key is optional (null = absent); handlers supply the defaults.
+SCHEMAS: dict[str, dict[str, Check]] = {
+    "ping": {},
+    "status": {"names": _strings},
+    "up": {"names": _strings, "no_deps": _boolean, "files": _strings, "environ": _environ},
+    "down": {"names": _strings, "volumes": _boolean},
+    "restart": {"names": _strings},
+    "reload": {"files": _strings, "environ": _environ},
+    "models": {"action": _one_of("list", "pull", "ensure", "unload"), "names": _strings,
+               "resource": _string},
+}
+
+
+def problem_with(request: Any) -> str | None:
+    """What is wrong with a decoded request line, in one line; None when it is well formed."""
+    if not isinstance(request, dict):
+        return f"a request must be a JSON object, got {_kind(request)}"
+    op = request.get("op")
+    if not isinstance(op, str):
+        return f"'op' must be a string naming the operation ({', '.join(SCHEMAS)})"
+    schema = SCHEMAS.get(op)
+    if schema is None:
+        return f"unknown operation {op[:40]!r} ({', '.join(SCHEMAS)})"
+    for key, check in schema.items():
+        if request.get(key) is not None:  # null is the same as leaving the key out
+            problem = check(request[key])
+            if problem:
+                return f"{op}: '{key}': {problem}"
+    return None
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return {int: "a number", float: "a number", str: "a string", list: "a list",
+            dict: "an object"}.get(type(value), type(value).__name__)
