@@ -287,8 +287,9 @@ def test_secrets_never_reach_the_logs(project: Project) -> None:
 def test_user_runs_with_that_users_groups_and_login_environment(project: Project) -> None:
     nobody = pwd.getpwnam("nobody")
     groups = sorted(os.getgrouplist("nobody", nobody.pw_gid))
-    script = ('echo "ids $(id -u) $(id -g) $(id -G)"; '
-              'echo "env HOME=$HOME USER=$USER LOGNAME=$LOGNAME SHELL=$SHELL"; exec sleep 1000')
+    # `$$` is a `$` for the shell: resources.toml interpolates `$NAME` itself, as compose does.
+    script = ('echo "ids $$(id -u) $$(id -g) $$(id -G)"; '
+              'echo "env HOME=$$HOME USER=$$USER LOGNAME=$$LOGNAME SHELL=$$SHELL"; exec sleep 1000')
     project.write(f"""
         [resources.plain]
         command = ["sh", "-c", {json.dumps(script)}]
@@ -425,8 +426,8 @@ def test_zero_exit_with_nothing_left_before_its_probe_passed_is_a_failure(projec
     assert rows["after"]["state"] == "ready"
 
 
-FLAKY = ('n=$(cat count 2>/dev/null || echo 0); n=$((n+1)); echo $n > count; '
-         'if [ $n -le 2 ]; then echo "crash $n"; exit 1; fi; echo serving; exec sleep 1000')
+FLAKY = ('n=$$(cat count 2>/dev/null || echo 0); n=$$((n+1)); echo $$n > count; '
+         'if [ $$n -le 2 ]; then echo "crash $$n"; exit 1; fi; echo serving; exec sleep 1000')  # $$: a shell $
 
 
 def flaky_stack(project: Project, restart: str) -> None:
