@@ -360,12 +360,18 @@ def analyze(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
     except (OSError, ValueError, KeyError, TypeError):
         _fail(SupervisorUnavailable(f"no start recorded yet for {project.name} (run `vrooli up`)"), json_out)
     marks = record.get("cold_start")
-    if json_out:
-        print(json.dumps({"project": project.name, "timeline": analysis.timeline(rows),
-                          "critical_chain": [c["name"] for c in analysis.critical_chain(rows)],
-                          "cold_start": analysis.cold_start(rows, marks)}, indent=2))
-    else:
-        print(analysis.render(rows, marks))
+    try:
+        if json_out:
+            text = json.dumps({"project": project.name, "timeline": analysis.timeline(rows),
+                               "critical_chain": [c["name"] for c in analysis.critical_chain(rows)],
+                               "cold_start": analysis.cold_start(rows, marks)}, indent=2)
+        else:
+            text = analysis.render(rows, marks)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        # Written by the supervisor, but a file on disk can be anything by the time we read it.
+        _fail(VrooliError(f"{path}: not a start record vrooli can read; the next `vrooli up` rewrites it"),
+              json_out)
+    print(text)
 
 
 @app.command()
