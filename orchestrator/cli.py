@@ -450,7 +450,7 @@ def reload(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
         if not client.alive():
             raise SupervisorUnavailable(f"{project.name} is not running")
         reply = client.call({"op": "reload", "files": [str(f) for f in project.files],
-                             "environ": dict(os.environ)})
+                             "environ": config.referenced_environ(project)})
         if not reply.get("ok"):
             raise ConfigError(reply.get("errors") or [reply.get("error", "reload failed")])
     except VrooliError as exc:

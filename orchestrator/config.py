@@ -617,6 +617,10 @@ def _check_dependencies(resources: Mapping[str, ResourceSpec], check: _Checker) 
 # ---------------------------------------------------------------------------- entry point
 
 
+# What `load` itself reads from the environment, besides the names the files reference.
+LOADER_ENVIRON = ("STATE_DIRECTORY", "XDG_STATE_HOME", "HOME")
+
+
 def default_state_dir(project: str, environ: Mapping[str, str]) -> Path:
     # Under systemd (StateDirectory=vrooli) the service manager says where state goes.
     if environ.get("STATE_DIRECTORY"):
@@ -643,7 +647,7 @@ def load(files: list[Path], environ: Mapping[str, str] | None = None) -> Project
         merge(merged, _read_toml(path), str(path), origins)
     project_dir = files[0].parent
 
-    variables: dict[str, str] = {}
+    variables = _Recording()  # notes every name the files look up: only those go to a supervisor
     dotenv = project_dir / ".env"
     if dotenv.is_file():
         try:
@@ -698,7 +702,36 @@ def load(files: list[Path], environ: Mapping[str, str] | None = None) -> Project
         name=name, state_dir=state_dir, project_dir=project_dir,
         files=tuple(files), resources=resources,
         health_listen=health_listen, health_enabled=health_enabled,
+        environ_names=frozenset(variables.looked_up | set(LOADER_ENVIRON)),
     )
+
+
+def referenced_environ(project: ProjectSpec, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The part of the environment the project's files depend on: what a client sends the
+    supervisor so it loads the same config, and nothing else (no unrelated secrets)."""
+    environ = os.environ if environ is None else environ
+    return {k: environ[k] for k in sorted(project.environ_names) if k in environ}
+
+
+class _Recording(dict[str, str]):
+    """A dict that remembers which names were asked for, found or not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.looked_up: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.looked_up.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> str:
+        self.looked_up.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, str):
+            self.looked_up.add(key)
+        return super().__contains__(key)
 
 
 def _dedupe(lines: list[str]) -> list[str]:

@@ -8,7 +8,6 @@ stack's own processes start on the same cores.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -49,7 +48,8 @@ def run_up(names: list[str], files: list[str], no_deps: bool, json_out: bool) ->
         check_names(project, names)
         client = spawn.ensure_supervisor(project, up=names, no_deps=no_deps)
         return follow(client, {"op": "up", "names": names, "no_deps": no_deps,
-                               "files": [str(f) for f in project.files], "environ": dict(os.environ)}, json_out)
+                               "files": [str(f) for f in project.files],
+                               "environ": config.referenced_environ(project)}, json_out)
     except VrooliError as exc:
         report_error(exc, json_out)
         return exc.exit_code

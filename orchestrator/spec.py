@@ -174,6 +174,8 @@ class ProjectSpec:
     resources: dict[str, ResourceSpec] = field(default_factory=dict)
     health_listen: str = "127.0.0.1:9500"
     health_enabled: bool = True
+    # Environment variables the files looked up (${VAR}) or the loader reads (HOME, ...).
+    environ_names: frozenset[str] = frozenset()
 
     @property
     def enabled_names(self) -> list[str]:
