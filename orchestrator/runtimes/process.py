@@ -232,10 +232,14 @@ class ProcessRuntime:
             raise StartFailed(f"cwd does not exist: {spec.cwd}")
         fd = output.open_for_child()
         try:
-            process = await anyio.open_process(
-                list(spec.command), stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
-                cwd=spec.cwd, env=env, start_new_session=True, user=spec.user,
-            )
+            # Shielded: a stop arriving mid-spawn would otherwise leave a process we never
+            # recorded (asyncio kills only the direct child, so a shell's children live on).
+            # Once returned, the supervisor holds the instance and stops its whole group.
+            with anyio.CancelScope(shield=True):
+                process = await anyio.open_process(
+                    list(spec.command), stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
+                    cwd=spec.cwd, env=env, start_new_session=True, user=spec.user,
+                )
         except (OSError, KeyError, ValueError) as exc:
             raise StartFailed(f"cannot start {spec.command[0]}: {exc}") from None
         finally:
