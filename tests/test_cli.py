@@ -8,9 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
-from tests.conftest import ROOT, Project
+from tests.conftest import ROOT, Project, free_port
 
 
 def imported_by(*args: str) -> set[str]:
@@ -170,3 +171,187 @@ def test_up_and_reload_send_only_the_variables_the_files_reference(project: Proj
         assert sent["APP_TOKEN"] == "wanted-token"
         assert "SECRET_X" not in sent and "PATH" not in sent and "VROOLI_TEST_TOKEN" not in sent
         assert set(sent) <= {"APP_TOKEN", "SLEEP_SECONDS", "HOME", "XDG_STATE_HOME", "STATE_DIRECTORY"}
+
+
+# ------------------------------------------------------------ status and down
+
+STACK = """
+    [resources.db]
+    command = ["sh", "-c", "echo db up; exec sleep 1000"]
+    health = { probe = "log", pattern = "db up" }
+    [resources.app]
+    command = ["sh", "-c", "echo app up; exec sleep 1000"]
+    ports = [%d]
+    depends_on = { db = "started" }
+    health = { probe = "log", pattern = "app up" }
+"""
+
+
+def test_status_json_has_the_same_keys_running_or_not(project: Project) -> None:
+    project.write(STACK % free_port())
+    idle = project.run("status", "--json")
+    assert idle.returncode == 3
+    project.run("up", check=True)
+    running = project.run("status", "--json")
+    assert running.returncode == 0
+    project.run("down", check=True)
+    after = project.run("status", "--json")
+    assert after.returncode == 3
+    shapes = [json.loads(done.stdout) for done in (idle, running, after)]
+    assert {frozenset(s) for s in shapes} == {frozenset(shapes[1])}
+    for shape in shapes:
+        rows = {r["name"]: r for r in shape["resources"]}
+        assert set(rows) == {"db", "app"}
+        for name, row in rows.items():
+            live = next(r for r in shapes[1]["resources"] if r["name"] == name)
+            assert set(row) == set(live), name
+            for key in ("runtime", "depends_on", "ports", "probe", "enabled"):
+                assert row[key] == live[key], (name, key)
+
+
+def test_status_and_down_work_while_the_file_is_broken(project: Project, shared_tmp: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 10.26: a user must be able to see and stop a running stack mid-edit.
+    monkeypatch.setenv("XDG_STATE_HOME", str(shared_tmp / "xdg-state"))
+    project.write(STACK % free_port())
+    good = project.file.read_text()
+    project.run("up", check=True)
+    pids = [r["pid"] for r in project.rows().values()]
+    for broken, problem in ((good + "\n[resources.half\n", "invalid TOML"),
+                            (good.replace('"started"', '"begun"'), "condition must be one of"),
+                            (None, "file not found")):
+        if broken is None:
+            project.file.unlink()
+        else:
+            project.file.write_text(broken)
+        done = project.run("status")
+        assert done.returncode == 0, (problem, done.stderr)
+        warning, *rest = done.stderr.splitlines()
+        assert warning.startswith("vrooli: warning: the config does not load: ") and problem in warning
+        assert warning.endswith("; showing the running supervisor's own copy")
+        assert not rest
+        assert [line.split()[:2] for line in done.stdout.splitlines()[1:]] == [["db", "ready"], ["app", "ready"]]
+        payload = json.loads(project.run("status", "--json").stdout)
+        assert payload["running"] is True and {r["state"] for r in payload["resources"]} == {"ready"}
+    done = project.run("down")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[-1] == "stopped app, db"
+    assert not [p for p in pids if psutil.pid_exists(p)]
+    assert not (project.state_dir / "supervisor.pid").exists()
+    # Nothing runs any more: the broken file is an error again, as before.
+    done = project.run("status")
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"{project.file}: file not found"
+
+
+def test_a_broken_file_never_reaches_another_projects_supervisor(project: Project, shared_tmp: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(shared_tmp / "xdg-state"))
+    project.write(STACK % free_port())
+    project.run("up", check=True)
+    other = shared_tmp / "other"
+    other.mkdir()
+    (other / "resources.toml").write_text("[resources.x\n")
+    from orchestrator import registry
+
+    # A forged entry pointing this file at the running project's state dir: not its supervisor.
+    registry.remember(other / "resources.toml", project.state_dir, "forged")
+    done = subprocess.run([sys.executable, "-m", "orchestrator", "down"], cwd=other, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and "invalid TOML" in done.stderr
+    assert project.run("status").returncode == 0
+
+
+# ------------------------------------------------------------ long messages (issue 10.27)
+
+# Redis in protected mode answers every command with one ~900-character error, spread
+# here over lines and a tab, as a probe or a crash may quote output.
+DENIED = ("DENIED Redis is running in protected mode because protected mode is enabled and no password is set "
+          "for the default user. In this mode connections are only accepted from the loopback interface.\t"
+          + "If you want to connect from external computers to Redis you may adopt one of the following "
+            "solutions: 1) Just disable protected mode sending the command 'CONFIG SET protected-mode no'. " * 7)
+DENYING_SERVER = f"""
+import socket
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("127.0.0.1", PORT))
+server.listen(16)
+print("listening", flush=True)
+while True:
+    conn, _ = server.accept()
+    conn.recv(4096)
+    conn.sendall(b"-" + {DENIED.encode()!r} + b"\\r\\n")
+    conn.close()
+"""
+
+
+def write_denying_stack(project: Project) -> None:
+    port = free_port()
+    project.write(f"""
+        [resources.cache]
+        command = {json.dumps([sys.executable, "-c", DENYING_SERVER.replace("PORT", str(port))])}
+        start_timeout = "3s"
+        health = {{ probe = "redis", port = {port} }}
+        [resources.x]
+        command = ["sh", "-c", "echo up; exec sleep 1000"]
+        health = {{ probe = "log", pattern = "up" }}
+    """)
+
+
+def run_on_a_terminal(project: Project, *args: str, columns: int = 80) -> tuple[int, str]:
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=project.dir, stdin=subprocess.DEVNULL,
+                            stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the terminal's other side is closed
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(master)
+    return proc.wait(60), output.decode(errors="replace")
+
+
+def test_a_long_message_is_one_terminal_line_in_progress_and_table(project: Project) -> None:
+    import re
+
+    write_denying_stack(project)
+    code, screen = run_on_a_terminal(project, "up", columns=80)
+    assert code == 1
+    drawn = [re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", part) for part in screen.replace("\r\n", "\n").split("\n")]
+    progress = [line for line in drawn if line.startswith(" ")]
+    assert any("DENIED Redis is running" in line for line in progress)  # shown while starting
+    assert max(len(line) for line in progress) <= 79
+    assert any(line.endswith("…") for line in progress)
+    # The reason, once, whole, and on one line, after the progress.
+    reason = next(line for line in drawn if line.startswith("vrooli: cache: failed: "))
+    assert DENIED.replace("\t", " ").strip() in reason
+    code, table = run_on_a_terminal(project, "status", columns=100)
+    assert code == 1
+    lines = [line for line in table.replace("\r\n", "\n").splitlines() if line]
+    assert len(lines) == 3 and max(len(line) for line in lines) <= 99
+    # The whole text stays where it is read by programs and people looking closely.
+    row = next(r for r in json.loads(project.run("status", "--json").stdout)["resources"] if r["name"] == "cache")
+    assert DENIED in row["message"]
+    assert json.dumps(DENIED)[1:-1] in (project.state_dir / "supervisor.log").read_text()
+
+
+def test_a_long_message_in_a_pipe_is_one_bounded_line_per_change(project: Project) -> None:
+    write_denying_stack(project)
+    done = project.run("up")
+    assert done.returncode == 1
+    progress = [line for line in done.stderr.splitlines() if line.startswith(" ")]
+    assert progress and max(len(line) for line in progress) <= 200
+    assert any("cache" in line and line.endswith("…") for line in progress)
+    assert len(done.stderr.splitlines()) < 12  # a handful of lines, not a flood
