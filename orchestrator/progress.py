@@ -57,16 +57,18 @@ def fit(text: str, columns: int) -> str:
 
 
 def display_width(stream: TextIO) -> int:
-    """Cells per line: $COLUMNS, else the terminal's width, else PIPE_WIDTH.
+    """Cells per line: the terminal's width, or PIPE_WIDTH when not writing to one.
 
     One less than a terminal's width: a line that fills the last column leaves some
-    terminals in a pending wrap, and the next redraw would start one line off."""
-    columns = os.environ.get("COLUMNS", "")
-    if columns.isdigit() and int(columns) > 1:
-        return int(columns) - 1
+    terminals in a pending wrap, and the next redraw would start one line off. $COLUMNS
+    is not consulted: readline exports it into every child (80 in a pytest run), where
+    it describes no terminal of ours.
+    """
     try:
         if stream.isatty():
-            return max(20, os.get_terminal_size(stream.fileno()).columns - 1)
+            columns = os.get_terminal_size(stream.fileno()).columns
+            if columns > 0:  # a pseudo-terminal nobody sized reports 0
+                return max(20, columns - 1)
     except (OSError, ValueError, AttributeError):
         pass
     return PIPE_WIDTH
