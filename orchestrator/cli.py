@@ -29,6 +29,7 @@ from orchestrator.errors import (
     EXIT_FAILED,
     EXIT_NOT_RUNNING,
     EXIT_OK,
+    EXIT_USAGE,
     ConfigError,
     SupervisorUnavailable,
     UsageError,
@@ -229,7 +230,8 @@ def status(
         except ControlError:
             reply = None
         if reply is not None and not reply.get("ok") and target.project is None:
-            raise VrooliError(reply.get("error", "status failed"))
+            refused = UsageError if reply.get("exit_code") == EXIT_USAGE else VrooliError
+            raise refused(reply.get("error", "status failed"))
         if (reply is None or not reply.get("ok")) and target.project is None:
             raise target.broken or VrooliError("the supervisor went away")
     except VrooliError as exc:
