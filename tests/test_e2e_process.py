@@ -286,7 +286,7 @@ def test_up_that_cannot_spawn_a_resource_stops_the_rest_and_its_supervisor(proje
         command = ["sh", "-c", "echo base; exec sleep 1000"]
         health = { probe = "log", pattern = "base" }
         [resources.slow]
-        command = ["sh", "-c", "sleep 5; echo ready; exec sleep 1000"]
+        command = ["sh", "-c", "sleep 30; echo ready; exec sleep 1000"]
         health = { probe = "log", pattern = "ready" }
         [resources.nowhere]
         command = ["sleep", "1000"]
@@ -299,7 +299,7 @@ def test_up_that_cannot_spawn_a_resource_stops_the_rest_and_its_supervisor(proje
     started = time.monotonic()
     done = project.run("up")
     assert done.returncode == 1, done.stderr
-    assert time.monotonic() - started < 5  # it did not wait for `slow` to finish starting
+    assert time.monotonic() - started < 20  # it did not wait for `slow` to finish starting
     assert f"vrooli: nowhere: failed: cwd does not exist: {project.dir / 'gone'}" in done.stderr
     assert "vrooli: nowhere could not be started; stopped what this up had started: base, slow" in done.stderr
     wait_for(lambda: not (project.state_dir / "supervisor.pid").exists(), 30)
@@ -332,7 +332,7 @@ def test_warm_up_that_cannot_spawn_stops_only_what_it_started(project: Project) 
         command = ["sh", "-c", "echo keep; exec sleep 1000"]
         health = { probe = "log", pattern = "keep" }
         [resources.extra]
-        command = ["sh", "-c", "sleep 5; echo extra; exec sleep 1000"]
+        command = ["sh", "-c", "sleep 30; echo extra; exec sleep 1000"]
         health = { probe = "log", pattern = "extra" }
         [resources.broken]
         command = ["no-such-binary-for-vrooli"]
