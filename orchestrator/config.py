@@ -617,10 +617,6 @@ def _check_dependencies(resources: Mapping[str, ResourceSpec], check: _Checker) 
 # ---------------------------------------------------------------------------- entry point
 
 
-# What `load` itself reads from the environment, besides the names the files reference.
-LOADER_ENVIRON = ("STATE_DIRECTORY", "XDG_STATE_HOME", "HOME")
-
-
 def default_state_dir(project: str, environ: Mapping[str, str]) -> Path:
     # Under systemd (StateDirectory=vrooli) the service manager says where state goes.
     if environ.get("STATE_DIRECTORY"):
@@ -638,7 +634,9 @@ def find_files(explicit: list[str] | None, cwd: Path | None = None) -> list[Path
 
 def load(files: list[Path], environ: Mapping[str, str] | None = None) -> ProjectSpec:
     """Read, merge, expand and validate; raise ConfigError listing every problem."""
-    environ = dict(os.environ if environ is None else environ)
+    # Both record every name looked up (the files' ${VAR}s, .env's, the default state
+    # dir's HOME...): exactly what a client must send a supervisor to load the same config.
+    environ = _Recording(os.environ if environ is None else environ)
     if not files:
         raise ConfigError(["no resources.toml given"])
     origins: Origins = {}
@@ -647,7 +645,7 @@ def load(files: list[Path], environ: Mapping[str, str] | None = None) -> Project
         merge(merged, _read_toml(path), str(path), origins)
     project_dir = files[0].parent
 
-    variables = _Recording()  # notes every name the files look up: only those go to a supervisor
+    variables = _Recording()
     dotenv = project_dir / ".env"
     if dotenv.is_file():
         try:
@@ -702,7 +700,7 @@ def load(files: list[Path], environ: Mapping[str, str] | None = None) -> Project
         name=name, state_dir=state_dir, project_dir=project_dir,
         files=tuple(files), resources=resources,
         health_listen=health_listen, health_enabled=health_enabled,
-        environ_names=frozenset(variables.looked_up | set(LOADER_ENVIRON)),
+        environ_names=frozenset(environ.looked_up | variables.looked_up),
     )
 
 
@@ -714,10 +712,11 @@ def referenced_environ(project: ProjectSpec, environ: Mapping[str, str] | None =
 
 
 class _Recording(dict[str, str]):
-    """A dict that remembers which names were asked for, found or not."""
+    """A dict that remembers which names were asked for, found or not. Copying it into
+    another dict ({**it}, update) asks for nothing: only real lookups count."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, initial: Mapping[str, str] | None = None) -> None:
+        super().__init__(initial or {})
         self.looked_up: set[str] = set()
 
     def get(self, key: str, default: Any = None) -> Any:
