@@ -171,7 +171,7 @@ def down(
 ) -> None:
     """Stop resources in reverse dependency order; with no names, also end the supervisor."""
     try:
-        target = _target(files, "stopping what runs with")
+        target = _target(files, "stopping the stack with")
         client = spawn.client_once_started(target.state_dir, timeout=None)
         if not client.alive():
             # `down --volumes` after a plain `down` must still remove the volumes.
