@@ -43,7 +43,7 @@ def critical_chain(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         gates = []
         for dep, condition in current["depends_on"].items():
             other = items.get(dep)
-            if other is None:
+            if other is None or any(c["name"] == dep for c in chain):  # a hand-edited record may hold a cycle
                 continue
             at = other["start"] if condition == "started" else other["ready"]
             if at is not None:
@@ -65,6 +65,14 @@ def cold_start(rows: list[dict[str, Any]], marks: dict[str, float] | None) -> di
             "first_start": round(min(starts) - invoked, 6)}
 
 
+def _chain_entry(item: dict[str, Any]) -> str:
+    """`name @ready +own`; a `started` dependency that was never ready gated by its start."""
+    if item["ready"] is None:
+        return f"{item['name']} started @{item['start']:.3f}s (not ready: {item['state']})"
+    own = item["ready"] - item["start"] if item["start"] is not None else 0.0
+    return f"{item['name']} @{item['ready']:.3f}s +{own:.3f}s"
+
+
 def render(rows: list[dict[str, Any]], marks: dict[str, float] | None = None) -> str:
     chain = critical_chain(rows)
     lines = []
@@ -77,9 +85,8 @@ def render(rows: list[dict[str, Any]], marks: dict[str, float] | None = None) ->
         lines.append(f"critical chain: {total:.3f}s until the last resource was ready")
         lines.append('(@ = ready after the first start; + = the resource\'s own time from start to ready)')
         for depth, item in enumerate(chain):
-            own = (item["ready"] - item["start"]) if item["ready"] is not None and item["start"] is not None else 0
             prefix = "" if depth == 0 else "  " * (depth - 1) + "└─"
-            lines.append(f"{prefix}{item['name']} @{item['ready']:.3f}s +{own:.3f}s")
+            lines.append(prefix + _chain_entry(item))
         lines.append("")
     lines.append(f"{'NAME':<16} {'STATE':<10} {'START':>8} {'READY':>8} {'STARTUP':>8}")
     for item in timeline(rows):

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -23,11 +24,12 @@ if "rich" not in sys.modules:
 
 import typer
 
-from orchestrator import __version__, config, paths, spawn
+from orchestrator import __version__, config, paths, registry, spawn
 from orchestrator.errors import (
     EXIT_FAILED,
     EXIT_NOT_RUNNING,
     EXIT_OK,
+    EXIT_USAGE,
     ConfigError,
     SupervisorUnavailable,
     UsageError,
@@ -35,7 +37,7 @@ from orchestrator.errors import (
 )
 from orchestrator.follow import check_names, report_error, run_up
 from orchestrator.follow import follow as follow_replies
-from orchestrator.spec import ProjectSpec
+from orchestrator.spec import ProjectSpec, ResourceSpec
 
 app = typer.Typer(
     name="vrooli",
@@ -104,11 +106,60 @@ def up(
         from orchestrator.logging import configure
 
         configure(log_format, sys.stderr)
+        registry.remember(project.files[0], project.state_dir, project.name)
         code = service.run(service.Options(files=list(project.files), mode="foreground",
                                            names=names or [], no_deps=no_deps))
     except VrooliError as exc:
         _fail(exc, json_out)
     raise typer.Exit(code)
+
+
+@dataclass(frozen=True)
+class Target:
+    """The project a command acts on: from its files or, while they are broken, from the
+    running supervisor they started (found through the registry)."""
+
+    project: ProjectSpec | None  # None: the files do not load; the supervisor's own copy rules
+    name: str
+    state_dir: Path
+    first_file: Path
+    broken: ConfigError | None = None
+
+
+def _target(files: list[str] | None, purpose: str) -> Target:
+    """The project from its files; if they do not load but the supervisor they started
+    runs, that supervisor (with one warning line), so a broken file never keeps a user
+    from seeing or stopping a running stack."""
+    first = config.find_files(files)[0]
+    try:
+        project = _load(files)
+    except ConfigError as exc:
+        running = _running_despite(exc, first)
+        if running is None:
+            raise
+        problems = exc.lines()
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        print(f"vrooli: warning: the config does not load: {problems[0]}{more}; {purpose} "
+              f"the running supervisor's own copy", file=sys.stderr)
+        return running
+    return Target(project, project.name, project.state_dir, first)
+
+
+def _running_despite(error: ConfigError, first: Path) -> Target | None:
+    from orchestrator import registry
+    from orchestrator.control import ControlError
+
+    entry = registry.lookup(first)
+    if entry is None:
+        return None
+    try:
+        ping = spawn.client_at(entry.state_dir).call({"op": "ping"})
+        served = [Path(f).resolve() for f in ping.get("files") or []]
+    except (ControlError, OSError, TypeError, ValueError):
+        return None
+    if not ping.get("ok") or served[:1] != [entry.file]:
+        return None  # another project's supervisor uses that state dir now
+    return Target(None, str(ping.get("project", entry.project)), entry.state_dir, first, error)
 
 
 @app.command()
@@ -120,22 +171,25 @@ def down(
 ) -> None:
     """Stop resources in reverse dependency order; with no names, also end the supervisor."""
     try:
-        project = _load(files)
-        client = spawn.client(project, timeout=None)
+        target = _target(files, "stopping the stack with")
+        client = spawn.client_once_started(target.state_dir, timeout=None)
         if not client.alive():
             # `down --volumes` after a plain `down` must still remove the volumes.
-            if not _has_leftovers(project) and not volumes:
+            if target.project is None:
+                raise target.broken or VrooliError("the supervisor went away")
+            if not _has_leftovers(target.project) and not volumes:
                 if json_out:
                     print(json.dumps({"ok": True, "stopped": [], "running": False}))
                 else:
                     print("nothing is running", file=sys.stderr)
                 raise typer.Exit(0)
-            client = spawn.ensure_supervisor(project)  # it adopts what was left, then stops it
+            client = spawn.ensure_supervisor(target.project)  # it adopts what was left, then stops it
         reply = client.call({"op": "down", "names": names or [], "volumes": volumes})
         if not reply.get("ok"):
             raise VrooliError(reply.get("error", "down failed"))
         if not names:
-            _wait_supervisor_gone(project)
+            _wait_supervisor_gone(target.state_dir)
+            registry.forget(target.first_file)
     except VrooliError as exc:
         _fail(exc, json_out)
     if json_out:
@@ -151,9 +205,9 @@ def _has_leftovers(project: ProjectSpec) -> bool:
         return False
 
 
-def _wait_supervisor_gone(project: ProjectSpec, timeout: float = 30.0) -> None:
+def _wait_supervisor_gone(state_dir: Path, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
-    pid_file = project.state_dir / "supervisor.pid"
+    pid_file = state_dir / "supervisor.pid"
     while pid_file.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
 
@@ -165,25 +219,26 @@ def status(
     json_out: JsonOpt = False,
 ) -> None:
     """Show each resource's state; exit 0 all ready, 1 something is not, 3 nothing runs."""
+    from orchestrator.control import ControlError
+
     try:
-        project = _load(files)
-        check_names(project, names or [])
-        client = spawn.client(project)
-        from orchestrator.control import ControlError
+        target = _target(files, "showing")
+        if target.project is not None:
+            check_names(target.project, names or [])
         try:
-            reply = client.call({"op": "status", "names": names or []})
+            reply = spawn.client_once_started(target.state_dir).call({"op": "status", "names": names or []})
         except ControlError:
             reply = None
+        if reply is not None and not reply.get("ok") and target.project is None:
+            refused = UsageError if reply.get("exit_code") == EXIT_USAGE else VrooliError
+            raise refused(reply.get("error", "status failed"))
+        if (reply is None or not reply.get("ok")) and target.project is None:
+            raise target.broken or VrooliError("the supervisor went away")
     except VrooliError as exc:
         _fail(exc, json_out)
     if reply is None or not reply.get("ok"):
-        rows = [{"name": n, "runtime": r.runtime, "state": "stopped", "pid": None, "started_at": None,
-                 "ready_at": None, "startup_seconds": None, "restarts": 0, "message": "not running"}
-                for n, r in project.resources.items() if not names or n in names]
-        if json_out:
-            print(json.dumps({"project": project.name, "running": False, "resources": rows}, indent=2))
-        else:
-            print(f"{project.name}: not running", file=sys.stderr)
+        assert target.project is not None
+        _print_not_running(target.project, names or [], json_out)
         raise typer.Exit(EXIT_NOT_RUNNING)
     rows = reply["resources"]
     considered = [r for r in rows if r["wanted"] or names]
@@ -203,19 +258,41 @@ def status(
     raise typer.Exit(code)
 
 
-def _print_status(rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:
-    from orchestrator.progress import elapsed
+def _print_not_running(project: ProjectSpec, names: list[str], json_out: bool) -> None:
+    if not json_out:
+        print(f"{project.name}: not running", file=sys.stderr)
+        return
+    rows = [_stopped_row(spec) for n, spec in project.resources.items() if not names or n in names]
+    print(json.dumps({"project": project.name, "running": False, "supervisor_pid": None, "resources": rows},
+                     indent=2))
 
+
+def _stopped_row(spec: ResourceSpec) -> dict[str, Any]:
+    """A resource's `status --json` row when no supervisor runs: the same keys as a
+    running supervisor's rows (supervisor.Record.to_json and snapshot), so a script reads
+    one shape whatever the state."""
+    return {"name": spec.name, "runtime": spec.runtime, "state": "stopped", "pid": None, "id": None,
+            "started_at": None, "ready_at": None, "startup_seconds": None, "restarts": 0, "exit_code": None,
+            "message": "not running", "depends_on": {d.name: d.condition.value for d in spec.depends_on},
+            "ports": [p.host_port for p in spec.ports],
+            "probe": spec.health.describe() if spec.health else None, "probe_seconds": None,
+            "enabled": spec.enabled, "wanted": False}
+
+
+def _print_status(rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:
+    from orchestrator.progress import display_width, elapsed, fit, one_line
+
+    columns = display_width(sys.stdout)
     width = max([len(r["name"]) for r in rows] + [4])
-    print(f"{'NAME':<{width}}  {'STATE':<9}  {'PID':>7}  {'STARTUP':>8}  {'RESTARTS':>8}  MESSAGE")
+    print(fit(f"{'NAME':<{width}}  {'STATE':<9}  {'PID':>7}  {'STARTUP':>8}  {'RESTARTS':>8}  MESSAGE", columns))
     for row in rows:
         pid = str(row["pid"] or "-")
         message = row["message"] or ""
         for models in extra.get("models", []):
             if row["name"] == models.get("resource"):
                 message = (message + "; " if message else "") + models["line"]
-        print(f"{row['name']:<{width}}  {row['state']:<9}  {pid:>7}  {elapsed(row):>8}  "
-              f"{row['restarts']:>8}  {message}")
+        print(fit(f"{row['name']:<{width}}  {row['state']:<9}  {pid:>7}  {elapsed(row):>8}  "
+                  f"{row['restarts']:>8}  {one_line(message)}", columns))
     endpoint = extra.get("health_endpoint") or {}
     if endpoint.get("address"):
         print(f"health endpoint: http://{endpoint['address']}/")
@@ -232,7 +309,7 @@ def restart(
     """Restart resources (and what depends on them); return when they are ready again."""
     try:
         project = _load(files)
-        client = spawn.client(project, timeout=None)
+        client = spawn.client_once_started(project.state_dir, timeout=None)
         if not client.alive():
             raise SupervisorUnavailable(f"{project.name} is not running; use `vrooli up`")
         code = follow_replies(client, {"op": "restart", "names": names}, json_out)
@@ -306,9 +383,11 @@ def models(
         _fail(UsageError(f"unknown action '{action}' (list, pull, ensure, unload)"), json_out)
     try:
         project = _load(files)
-        client = spawn.client(project, timeout=None)
+        client = spawn.client_once_started(project.state_dir, timeout=None)
         if not client.alive():
             raise SupervisorUnavailable(f"{project.name} is not running; use `vrooli up`")
+        from orchestrator.progress import display_width, fit
+
         final: dict[str, Any] = {}
         shown: dict[str, str] = {}
         tty = sys.stderr.isatty()
@@ -321,8 +400,10 @@ def models(
                     text = _model_line(model)
                     if shown.get(model["name"]) != text:
                         shown[model["name"]] = text
-                        print(("\r\x1b[2K" if tty else "") + text, file=sys.stderr, end="" if tty else "\n",
-                              flush=True)
+                        # Redrawn in place on a terminal: it must fit one line, or \r redraws
+                        # only its last part.
+                        print(("\r\x1b[2K" + fit(text, display_width(sys.stderr))) if tty else text,
+                              file=sys.stderr, end="" if tty else "\n", flush=True)
             if "exit_code" in message:
                 final = message
         if tty and shown and not json_out:
@@ -345,7 +426,9 @@ def models(
 
 
 def _model_line(model: dict[str, Any]) -> str:
-    text = f"{model['name']:<28} {model['describe']}"
+    from orchestrator.progress import one_line
+
+    text = f"{model['name']:<28} {one_line(model['describe'])}"
     if model["status"] == "pulling" and model["total"]:
         filled = int(30 * model["completed"] / model["total"])
         text += f"  [{'#' * filled}{'.' * (30 - filled)}] {model['completed'] / 1e6:.1f}/{model['total'] / 1e6:.1f} MB"
@@ -365,12 +448,18 @@ def analyze(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
     except (OSError, ValueError, KeyError, TypeError):
         _fail(SupervisorUnavailable(f"no start recorded yet for {project.name} (run `vrooli up`)"), json_out)
     marks = record.get("cold_start")
-    if json_out:
-        print(json.dumps({"project": project.name, "timeline": analysis.timeline(rows),
-                          "critical_chain": [c["name"] for c in analysis.critical_chain(rows)],
-                          "cold_start": analysis.cold_start(rows, marks)}, indent=2))
-    else:
-        print(analysis.render(rows, marks))
+    try:
+        if json_out:
+            text = json.dumps({"project": project.name, "timeline": analysis.timeline(rows),
+                               "critical_chain": [c["name"] for c in analysis.critical_chain(rows)],
+                               "cold_start": analysis.cold_start(rows, marks)}, indent=2)
+        else:
+            text = analysis.render(rows, marks)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        # Written by the supervisor, but a file on disk can be anything by the time we read it.
+        _fail(VrooliError(f"{path}: not a start record vrooli can read; the next `vrooli up` rewrites it"),
+              json_out)
+    print(text)
 
 
 @app.command()
@@ -473,6 +562,7 @@ def daemon(
     configure(log_format, sys.stderr)
     try:
         project = _load(files)
+        registry.remember(project.files[0], project.state_dir, project.name)
         code = service.run(service.Options(files=list(project.files), mode="daemon", names=names or [],
                                            health_listen=health_listen))
     except VrooliError as exc:
@@ -485,11 +575,11 @@ def reload(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
     """Re-read resources.toml and apply only the difference (as SIGHUP does for the daemon)."""
     try:
         project = _load(files)
-        client = spawn.client(project, timeout=None)
+        client = spawn.client_once_started(project.state_dir, timeout=None)
         if not client.alive():
             raise SupervisorUnavailable(f"{project.name} is not running")
         reply = client.call({"op": "reload", "files": [str(f) for f in project.files],
-                             "environ": dict(os.environ)})
+                             "environ": config.referenced_environ(project)})
         if not reply.get("ok"):
             raise ConfigError(reply.get("errors") or [reply.get("error", "reload failed")])
     except VrooliError as exc:

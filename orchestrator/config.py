@@ -831,12 +831,14 @@ def load(files: list[Path], environ: Mapping[str, str] | None = None, *,
     (cwd, command on PATH, user): `vrooli validate` asks for them. Commands that must work
     while a file is merely stale on this machine (`down`, `status`) do not.
     """
-    environ = dict(os.environ if environ is None else environ)
+    # Both record every name looked up (the files' ${VAR}s, .env's, the default state
+    # dir's HOME...): exactly what a client must send a supervisor to load the same config.
+    environ = _Recording(os.environ if environ is None else environ)
     if not files:
         raise ConfigError(["no resources.toml given"])
     merged, origins = _read_all(files)
     project_dir = files[0].parent
-    variables = {**_dotenv(project_dir, environ), **environ}  # the environment wins, as in compose
+    variables = _Recording({**_dotenv(project_dir, environ), **environ})  # the environment wins, as in compose
 
     def where(path: tuple[str, ...]) -> str:
         for cut in range(len(path), 0, -1):
@@ -889,6 +891,7 @@ def load(files: list[Path], environ: Mapping[str, str] | None = None, *,
         name=name, state_dir=state_dir, project_dir=project_dir,
         files=tuple(files), resources=resources,
         health_listen=health_listen, health_enabled=health_enabled,
+        environ_names=frozenset(environ.looked_up | variables.looked_up),
     )
 
 
@@ -899,6 +902,35 @@ def read_merged(files: list[Path]) -> dict[str, Any]:
     for path in files:
         merge(merged, _read_toml(path), str(path), {})
     return merged
+
+
+def referenced_environ(project: ProjectSpec, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The part of the environment the project's files depend on: what a client sends the
+    supervisor so it loads the same config, and nothing else (no unrelated secrets)."""
+    environ = os.environ if environ is None else environ
+    return {k: environ[k] for k in sorted(project.environ_names) if k in environ}
+
+
+class _Recording(dict[str, str]):
+    """A dict that remembers which names were asked for, found or not. Copying it into
+    another dict ({**it}, update) asks for nothing: only real lookups count."""
+
+    def __init__(self, initial: Mapping[str, str] | None = None) -> None:
+        super().__init__(initial or {})
+        self.looked_up: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.looked_up.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> str:
+        self.looked_up.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, str):
+            self.looked_up.add(key)
+        return super().__contains__(key)
 
 
 def _dedupe(lines: list[str]) -> list[str]:

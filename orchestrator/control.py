@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from orchestrator.errors import VrooliError
+
 MAX_LINE = 4 * 1024 * 1024
 
 Handler = Callable[[dict[str, Any], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
@@ -21,6 +23,25 @@ Handler = Callable[[dict[str, Any], Callable[[dict[str, Any]], Awaitable[None]]]
 
 class ControlError(Exception):
     pass
+
+
+class UntrustedSocket(VrooliError):
+    """The control socket is served by another user: we send it nothing (not even a ping)."""
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The uid of the process at the other end of a unix socket, as the kernel saw it."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", creds)[1])
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return "no such user"
 
 
 # ------------------------------------------------------------------------ server
@@ -178,6 +199,7 @@ class Client:
                 raise ControlError(f"no supervisor is listening on {self.path}") from exc
             except OSError as exc:
                 raise ControlError(f"cannot reach the supervisor at {self.path}: {exc.strerror}") from exc
+            self._check_peer(sock)
             sock.sendall(json.dumps(request).encode() + b"\n")
             sock.settimeout(timeout)
             buffer = b""
@@ -196,6 +218,16 @@ class Client:
                         yield json.loads(line)
         finally:
             sock.close()
+
+    def _check_peer(self, sock: socket.socket) -> None:
+        """Talk only to a supervisor run by this user or root: a socket planted by someone
+        else would otherwise receive our requests (the files we use, the variables they
+        reference) and could answer anything."""
+        uid = peer_uid(sock)
+        if uid not in (0, os.getuid()):
+            raise UntrustedSocket(
+                f"refusing the control socket {self.path}: it is served by uid {uid} ({_user_name(uid)}), "
+                f"not by you or root; nothing was sent (remove it if it is not yours)")
 
     def call(self, request: dict[str, Any]) -> dict[str, Any]:
         last: dict[str, Any] = {}

@@ -8,7 +8,6 @@ stack's own processes start on the same cores.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -49,14 +48,15 @@ def run_up(names: list[str], files: list[str], no_deps: bool, json_out: bool) ->
         check_names(project, names)
         client = spawn.ensure_supervisor(project, up=names, no_deps=no_deps)
         return follow(client, {"op": "up", "names": names, "no_deps": no_deps,
-                               "files": [str(f) for f in project.files], "environ": dict(os.environ)}, json_out)
+                               "files": [str(f) for f in project.files],
+                               "environ": config.referenced_environ(project)}, json_out)
     except VrooliError as exc:
         report_error(exc, json_out)
         return exc.exit_code
 
 
 def follow(client: Any, request: dict[str, Any], json_out: bool) -> int:
-    from orchestrator.progress import Progress
+    from orchestrator.progress import Progress, one_line
 
     progress = None if json_out else Progress(sys.stderr)
     started = time.monotonic()
@@ -83,12 +83,18 @@ def follow(client: Any, request: dict[str, Any], json_out: bool) -> int:
     rows = final.get("resources", [])
     if json_out:
         print(json.dumps({"ok": final.get("ok", False), "resources": rows,
-                          "seconds": round(time.monotonic() - started, 4)}, indent=2))
+                          "seconds": round(time.monotonic() - started, 4),
+                          **({"aborted": final["aborted"]} if final.get("aborted") else {})}, indent=2))
     elif progress:
         progress.update(rows)
         ready = [r for r in rows if r["state"] in ("ready", "completed")]
         print(f"{len(ready)}/{len(rows)} ready in {time.monotonic() - started:.2f}s", file=sys.stderr)
+        aborted = final.get("aborted") or {}
         for row in rows:
-            if row["state"] not in ("ready", "completed"):
-                print(f"vrooli: {row['name']}: {row['state']}: {row['message']}", file=sys.stderr)
+            if row["state"] not in ("ready", "completed") and row["name"] not in aborted.get("stopped", []):
+                # The whole reason, once, but on one line (a message may span many).
+                print(f"vrooli: {row['name']}: {row['state']}: {one_line(row['message'] or '')}", file=sys.stderr)
+        if aborted.get("stopped"):
+            print(f"vrooli: {', '.join(aborted['failed'])} could not be started; stopped what this up had "
+                  f"started: {', '.join(aborted['stopped'])}", file=sys.stderr)
     return int(final.get("exit_code", EXIT_FAILED))

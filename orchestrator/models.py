@@ -45,13 +45,76 @@ def canonical(name: str) -> str:
     return name if ":" in name else f"{name}:latest"
 
 
+OLLAMA_PORT = 11434
+
+
 def base_url(spec: ResourceSpec) -> str:
-    host = spec.env_dict.get("OLLAMA_HOST")
-    if host:
-        host = host if "://" in host else f"http://{host}"
-        return host.rstrip("/")
-    port = spec.ports[0].host_port if spec.ports else 11434
-    return f"http://127.0.0.1:{port}"
+    """Where Ollama's API answers, as the supervisor reaches it.
+
+    In order: the http health probe's URL (the user wrote down where the API answers);
+    for a process, OLLAMA_HOST (what Ollama binds, read as Ollama reads it); a published
+    port (for a container, the one mapped to the port OLLAMA_HOST names inside, else
+    11434); else Ollama's default, 127.0.0.1:11434. Wildcard addresses become loopback.
+    """
+    probe = spec.health
+    if probe is not None and probe.kind == "http" and probe.url and not probe.inside:
+        from_probe = _from_probe_url(probe.url)
+        if from_probe is not None:
+            return from_probe
+    scheme, host, port = _ollama_host(spec.env_dict.get("OLLAMA_HOST", ""))
+    if spec.runtime != "docker" and spec.env_dict.get("OLLAMA_HOST", "").strip():
+        return f"{scheme}://{_connectable(host)}:{port}"
+    if spec.ports:
+        wanted = port if spec.runtime == "docker" else OLLAMA_PORT
+        mapped = next((p for p in spec.ports if p.container_port == wanted), spec.ports[0])
+        return f"http://{_connectable(mapped.host_ip)}:{mapped.host_port}"
+    return f"http://127.0.0.1:{OLLAMA_PORT}"
+
+
+def _from_probe_url(url: str) -> str | None:
+    """scheme://host:port of a probe URL, plus any path before /api/ (a reverse proxy's
+    prefix); credentials dropped: Ollama has none, and the URL is shown in messages."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    prefix = parts.path.partition("/api/")[0].rstrip("/") if "/api/" in parts.path else ""
+    port = port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{_connectable(parts.hostname)}:{port}{prefix}"
+
+
+def _ollama_host(value: str) -> tuple[str, str, int]:
+    """OLLAMA_HOST as Ollama parses it (envconfig.Host): [scheme://]host[:port][/path],
+    port 11434 without a scheme, 80 or 443 with one, host 127.0.0.1 when empty."""
+    text = value.strip()
+    scheme, sep, rest = text.partition("://")
+    default = {"http": 80, "https": 443}.get(scheme, OLLAMA_PORT) if sep else OLLAMA_PORT
+    if not sep:
+        scheme, rest = "http", text
+    hostport = rest.partition("/")[0]
+    host, port_text = hostport, ""
+    if hostport.startswith("["):
+        host, _, tail = hostport[1:].partition("]")
+        port_text = tail[1:] if tail.startswith(":") else ""
+    elif hostport.count(":") == 1:
+        host, port_text = hostport.split(":")
+    port = int(port_text) if port_text.isdigit() and int(port_text) <= 65535 else default
+    return scheme if scheme in ("http", "https") else "http", host, port
+
+
+def _connectable(host: str) -> str:
+    """A listening address as an address to connect to, bracketed if IPv6."""
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
 
 
 @dataclass
@@ -210,6 +273,9 @@ class ModelManager:
         self._tg: TaskGroup | None = None
         self._warmed_for: object = None  # the incarnation (started_at) we warmed up
         self._was_loaded: set[str] = set()
+        # Why Ollama could not be asked at all (warm-up's first call failed), for `status`:
+        # "models: 0/1 loaded" alone says nothing when every call fails.
+        self.problem = ""
 
     def __repr__(self) -> str:
         return f"<ModelManager {self.resource}: {self.summary()['line']}>"
@@ -225,15 +291,21 @@ class ModelManager:
         declared = [self.models[canonical(n)] for n in self.spec.names]
         busy = [m for m in self.models.values() if m.status in ("pulling", "loading", "failed")]
         line = f"models: {loaded}/{len(declared)} loaded ({self.spec.load.value})"
+        if self.problem:
+            line += f"; {self.problem}"
         if busy:
             line += "; " + ", ".join(f"{m.name} {m.describe()}" for m in busy[:3])
-        return {"resource": self.resource, "line": line, "models": [m.to_json() for m in self.models.values()]}
+        return {"resource": self.resource, "line": line, "url": self.client.url, "error": self.problem or None,
+                "models": [m.to_json() for m in self.models.values()]}
 
     # ------------------------------------------------------------------ inventory
 
     async def refresh(self) -> None:
         """Ask Ollama what is present and loaded (GET /api/tags and /api/ps)."""
         present, running = await self.client.tags(), await self.client.running()
+        if self.problem:
+            self.problem = ""
+            self.sup.notify_changed()
         for name in set(self.models) | present | running:
             state = self.state(name)
             if state.status in ("pulling", "loading"):
@@ -382,6 +454,8 @@ class ModelManager:
         except ModelError as exc:
             if self._still_ready(incarnation):  # not just stopping under us
                 log.warning("cannot list models", resource=self.resource, error=str(exc))
+                self.problem = f"cannot list models: {exc}"
+                self.sup.notify_changed()
             return
         wanted = set(self._was_loaded)
         if self.spec.load is ModelLoad.BACKGROUND:

@@ -25,7 +25,7 @@ from orchestrator.endpoint import HealthEndpoint, open_health_endpoint
 from orchestrator.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, VrooliError
 from orchestrator.exposure import write_private
 from orchestrator.fdlimits import raise_nofile_limit, where_raised
-from orchestrator.scheduler import SETTLED_OK
+from orchestrator.scheduler import SETTLED_OK, State
 from orchestrator.spec import ProjectSpec
 from orchestrator.supervisor import Supervisor
 
@@ -113,11 +113,7 @@ async def _main(project: ProjectSpec, options: Options, endpoint: HealthEndpoint
         await tg.start(run_supervisor)
         handler = Handlers(sup, options, endpoint)
         if options.up_at_start:
-            try:  # the same checks as a client's `up`: nothing half-started
-                await handler._preflight(options.names or None, options.no_deps)
-                sup.request_up(options.names or None, options.no_deps)
-            except VrooliError as exc:
-                log.warning("not starting before the client asks", error=str(exc))
+            await handler.start_unasked()
         await tg.start(control.serve, paths.control_socket(project.state_dir), handler.handle)
         if endpoint.sock is not None:
             # Not awaited: resources and the control socket must not wait for its imports.
@@ -215,6 +211,22 @@ class Handlers:
         self.options = options
         self.endpoint = endpoint or HealthEndpoint(None, None, None, None)
         self.on_reload: list[Callable[[str, dict[str, Any]], Awaitable[None]]] = []
+        # What a detached supervisor started for the `up` that forked it, before that `up`
+        # connected: the first `up` request owns it (and undoes it if it fails at start).
+        self._started_unasked: set[str] = set()
+
+    async def start_unasked(self) -> None:
+        """Start what the forking `up` asks for without waiting for it to connect (a round
+        trip saved), after the same checks as a client's `up`: nothing half-started."""
+        names, no_deps = self.options.names or None, self.options.no_deps
+        try:
+            await self._preflight(names, no_deps)
+        except VrooliError as exc:
+            log.warning("not starting before the client asks", error=str(exc))
+            return
+        before = set(self.sup.wanted)
+        self.sup.request_up(names, no_deps)
+        self._started_unasked = set(self.sup.wanted) - before
 
     async def handle(self, request: dict[str, Any], reply: Reply) -> None:
         problem = ops.problem_with(request)  # every op's shape, checked in one place
@@ -228,8 +240,9 @@ class Handlers:
             await reply({"ok": False, "error": str(exc), "errors": exc.lines(), "exit_code": exc.exit_code})
 
     async def op_ping(self, request: dict[str, Any], reply: Reply) -> None:
+        # The files let a client whose own copy is broken check that this is its project.
         await reply({"ok": True, "pid": os.getpid(), "project": self.sup.project.name,
-                     "mode": self.options.mode})
+                     "mode": self.options.mode, "files": [str(f) for f in self.sup.project.files]})
 
     async def op_status(self, request: dict[str, Any], reply: Reply) -> None:
         names = request.get("names") or None
@@ -306,17 +319,56 @@ class Handlers:
         return new
 
     async def op_up(self, request: dict[str, Any], reply: Reply) -> None:
+        """Start, stream progress, answer. An `up` that fails at start (a check, or a
+        resource that cannot even be spawned) undoes what it started and leaves no idle
+        detached supervisor behind: the user is back where they were, with the reason."""
         names = request.get("names") or None
-        if request.get("files"):
-            project = await self._load(request)
-            self._check_names_in(names, project)
-            changes = await self.sup.apply_config(project)
-            if changes["restarted"] or changes["added"] or changes["removed"]:
-                await reply({"event": "config", **changes})
-        self._check_names(names)
-        await self._preflight(names, bool(request.get("no_deps")))
-        selected = self.sup.request_up(names, bool(request.get("no_deps")))
-        await self._stream_until_settled(sorted(selected), reply)
+        no_deps = bool(request.get("no_deps"))
+        before = set(self.sup.wanted) - self._started_unasked
+        self._started_unasked = set()
+        try:
+            if request.get("files"):
+                project = await self._load(request)
+                self._check_names_in(names, project)
+                changes = await self.sup.apply_config(project)
+                if changes["restarted"] or changes["added"] or changes["removed"]:
+                    await reply({"event": "config", **changes})
+            self._check_names(names)
+            await self._preflight(names, no_deps)
+        except VrooliError as exc:
+            await self._undo_start(before, keep=set())
+            await reply({"ok": False, "error": str(exc), "errors": exc.lines(), "exit_code": exc.exit_code})
+            self._end_if_idle()
+            return
+        selected = self.sup.request_up(names, no_deps)
+        await self._stream_until_settled(sorted(selected), reply, undo_from=before)
+
+    def _failed_to_spawn(self, names: list[str]) -> list[str]:
+        return [n for n in names if n in self.sup.wanted and self.sup.records[n].spawn_failed
+                and self.sup.records[n].state is State.FAILED]
+
+    async def _undo_start(self, before: set[str], keep: set[str]) -> list[str]:
+        """Stop what became wanted since `before`; `keep` (the failures) stay failed, with
+        their reasons, though stopping their dependencies passes over them."""
+        started = sorted((self.sup.wanted - before) - keep)
+        if not started:
+            return []
+        reasons = {n: self.sup.records[n].message for n in keep}
+        stopped = await self.sup.stop(started)
+        for name, reason in reasons.items():
+            rec = self.sup.records[name]
+            if rec.state is State.STOPPED:
+                rec.state, rec.message = State.FAILED, reason
+        self.sup.notify_changed()
+        return [n for n in stopped if n not in keep]
+
+    def _end_if_idle(self) -> None:
+        """A detached supervisor with nothing running after a failed `up` ends itself."""
+        if self.options.mode != "detached":
+            return
+        if not any(r.running_task or r.instance is not None for r in self.sup.records.values()):
+            log.info("nothing runs after a failed up; the supervisor ends")
+            self.sup.shutdown_requested.set()
 
     async def _preflight(self, names: list[str] | None, no_deps: bool) -> None:
         """Every runtime the request needs must work before anything starts (no half-started stack)."""
@@ -329,9 +381,17 @@ class Handlers:
         if unknown:
             raise VrooliError(f"unknown resource '{unknown[0]}' (known: {', '.join(project.resources)})")
 
-    async def _stream_until_settled(self, selected: list[str], reply: Reply) -> None:
+    async def _stream_until_settled(self, selected: list[str], reply: Reply,
+                                    undo_from: set[str] | None = None) -> None:
+        """Progress lines until `selected` settle. With `undo_from` (an `up`): a resource that
+        cannot be spawned fails the whole start, and what it started since then is stopped."""
         while True:
             version = self.sup.version
+            failed = self._failed_to_spawn(selected) if undo_from is not None else []
+            if failed:
+                assert undo_from is not None
+                await self._abort_start(selected, failed, undo_from, reply)
+                return
             if self.sup.settled(selected):
                 break
             await reply({"event": "progress", "resources": self.sup.snapshot(selected)})
@@ -340,6 +400,16 @@ class Handlers:
         self.sup.record_start(selected)
         ok = all(r["state"] in {s.value for s in SETTLED_OK} for r in rows)
         await reply({"ok": ok, "done": True, "resources": rows, "exit_code": EXIT_OK if ok else EXIT_FAILED})
+
+    async def _abort_start(self, selected: list[str], failed: list[str], before: set[str], reply: Reply) -> None:
+        log.warning("up failed at start; stopping what it started", failed=failed)
+        stopped = await self._undo_start(before, keep=set(failed))
+        self.sup.wanted -= set(failed)
+        rows = self.sup.snapshot(selected)
+        self.sup.record_start(selected)
+        await reply({"ok": False, "done": True, "resources": rows, "exit_code": EXIT_FAILED,
+                     "aborted": {"failed": failed, "stopped": stopped}})
+        self._end_if_idle()
 
     async def op_down(self, request: dict[str, Any], reply: Reply) -> None:
         names = request.get("names") or None

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from orchestrator import paths
+from orchestrator import paths, registry
 from orchestrator.errors import VrooliError
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ def ensure_supervisor(project: ProjectSpec, up: list[str] | None = None, no_deps
     With `up`, a new supervisor starts those resources as soon as it runs ("" = all),
     without waiting for the CLI to connect and ask: a cold `vrooli up` saves a round trip.
     """
+    registry.remember(project.files[0], project.state_dir, project.name)
     existing = client(project)
     if existing.alive():
         return existing
@@ -53,9 +54,75 @@ def ensure_supervisor(project: ProjectSpec, up: list[str] | None = None, no_deps
 
 def client(project: ProjectSpec, timeout: float | None = 5.0) -> Client:
     """A client of the project's control socket (plain blocking sockets: no event loop)."""
+    return client_at(project.state_dir, timeout)
+
+
+def client_at(state_dir: Path, timeout: float | None = 5.0) -> Client:
     from orchestrator.control import Client
 
-    return Client(paths.control_socket(project.state_dir), timeout=timeout)
+    return Client(paths.control_socket(state_dir), timeout=timeout)
+
+
+def client_once_started(state_dir: Path, timeout: float | None = 5.0) -> Client:
+    """The supervisor's client, after any start in progress has its socket answering.
+
+    A cold `vrooli up` forks the supervisor, which starts resources before its control
+    socket listens. A `down` (or `status`) in that moment must not conclude that nothing
+    runs: the `up` holds the spawn lock until the socket answers, so wait for that lock;
+    and a supervisor that holds its own lock (its pid recorded) but does not answer yet
+    (`up --foreground`, `daemon`) is waited for too. Both waits are bounded.
+    """
+    answering = client_at(state_dir, timeout)
+    if answering.alive():
+        return answering
+    deadline = time.monotonic() + SPAWN_TIMEOUT + 5.0
+    _wait_unlocked(state_dir / "spawn.lock", deadline)
+    while not answering.alive():
+        if time.monotonic() >= deadline or not _supervisor_running(state_dir):
+            break
+        time.sleep(0.02)
+    return answering
+
+
+def _wait_unlocked(path: Path, deadline: float) -> None:
+    """Wait until nobody holds the flock on `path` (or the deadline); never create it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return
+                time.sleep(0.02)
+    finally:
+        os.close(fd)  # releases our shared lock at once: an `up` after us takes it freely
+
+
+def _supervisor_running(state_dir: Path) -> bool:
+    """Some process holds the supervisor's lock (it may not be answering yet).
+
+    Read from /proc/locks rather than by trying the lock: even a moment's hold by us could
+    make a supervisor starting right then give up ("already running").
+    """
+    try:
+        inode = os.stat(paths.lock_file(state_dir)).st_ino
+        with open("/proc/locks") as handle:
+            table = handle.read()
+    except OSError:
+        return False
+    for entry in table.splitlines():
+        fields = entry.split()
+        # "1: FLOCK  ADVISORY  WRITE 4242 08:01:1234 0 EOF" (blocked waiters add "->")
+        if "->" in fields or len(fields) < 6 or fields[1] != "FLOCK":
+            continue
+        if fields[5].rsplit(":", 1)[-1] == str(inode):
+            return True
+    return False
 
 
 def _spawn(project: ProjectSpec, up: list[str] | None, no_deps: bool) -> Pending | None:

@@ -196,6 +196,8 @@ class ProjectSpec:
     resources: dict[str, ResourceSpec] = field(default_factory=dict)
     health_listen: str | None = None  # None: not in the file; the supervisor's mode decides
     health_enabled: bool = True
+    # Environment variables the files looked up (${VAR}) or the loader reads (HOME, ...).
+    environ_names: frozenset[str] = frozenset()
 
     @property
     def enabled_names(self) -> list[str]:

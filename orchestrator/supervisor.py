@@ -85,6 +85,7 @@ class Record:
     log_start: int = 0  # where this start's output begins in the log file
     stop_requested: bool = False
     prepared: bool = False  # the runtime made it ready to start (a created container)
+    spawn_failed: bool = False  # its last start failed before anything ran (the runtime refused)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -679,7 +680,7 @@ class Supervisor:
         rec.exit_code = None
         rec.last_probe = None
         self._set(rec, State.STARTING, "starting", started_at=datetime.now(UTC), ready_at=None,
-                  startup_seconds=None)
+                  startup_seconds=None, spawn_failed=False)
         if rec.adopt is not None:
             instance, rec.adopt = rec.adopt, None
         else:
@@ -691,7 +692,7 @@ class Supervisor:
             try:
                 instance = await self.runtime(spec.runtime).start(spec, output, self._tg_required, report)
             except VrooliError as exc:
-                self._set(rec, State.FAILED, str(exc))
+                self._set(rec, State.FAILED, str(exc), spawn_failed=True)
                 return None
         rec.instance = instance
         self._set(rec, State.STARTING, "started; waiting for " + (spec.health.describe() if spec.health else "nothing"))

@@ -91,6 +91,13 @@ def no_leaked_processes(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
             pytest.fail(f"test left processes running: {described}")
 
 
+@pytest.fixture(autouse=True)
+def private_state_home(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Nothing a test runs writes below the real $HOME: the per-user registry of running
+    projects (and any default state dir) goes to a directory of the test's own."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("xdg-state")))
+
+
 @pytest.fixture
 def shared_tmp() -> Iterator[Path]:
     """A temp dir other users can traverse (Postgres refuses to run as root)."""

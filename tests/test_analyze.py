@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 from orchestrator.analyze import critical_chain, render, timeline
+from tests.conftest import Project
 
 
 def row(name: str, start: float, ready: float, **deps: str) -> dict[str, object]:
@@ -48,3 +51,47 @@ def test_cold_start_phases_are_measured_from_the_command() -> None:
     assert "the supervisor ran 0.090s and the first resource started 0.150s after `vrooli up`" in render(ROWS, marks)
     assert cold_start(ROWS, None) is None  # `up` on a running supervisor: nothing to show
     assert "cold start" not in render(ROWS)
+
+
+def test_chain_through_a_started_dependency_that_never_became_ready() -> None:
+    # `cache` gated `app` by its start (condition "started") and has no ready time.
+    rows = [row("cache", 10.0, 10.0) | {"state": "starting", "ready_at": None, "startup_seconds": None},
+            row("app", 10.2, 12.0, cache="started")]
+    assert [c["name"] for c in critical_chain(rows)] == ["app", "cache"]
+    text = render(rows)
+    assert "app @2.000s +1.800s" in text
+    assert "└─cache started @0.000s (not ready: starting)" in text
+
+
+def test_a_cycle_in_a_hand_edited_record_ends_the_chain() -> None:
+    rows = [row("a", 10.0, 11.0, b="healthy"), row("b", 10.0, 10.5, a="healthy")]
+    assert [c["name"] for c in critical_chain(rows)] == ["a", "b"]
+
+
+def test_analyze_command_on_a_started_chain_and_on_a_malformed_record(project: Project) -> None:
+    project.write("""
+        [resources.cache]
+        command = ["sleep", "1000"]
+        health = { probe = "log", pattern = "never printed" }
+        start_timeout = "1s"
+        [resources.app]
+        command = ["sh", "-c", "echo ready; exec sleep 1000"]
+        depends_on = { cache = "started" }
+        health = { probe = "log", pattern = "ready" }
+    """)
+    assert project.run("up").returncode == 1  # cache is never ready; app started after its start
+    done = project.run("analyze")
+    assert done.returncode == 0, done.stderr
+    assert "└─cache started @" in done.stdout and "(not ready: failed)" in done.stdout
+    assert json.loads(project.run("analyze", "--json").stdout)["critical_chain"] == ["app", "cache"]
+    record = project.state_dir / "last_start.json"
+    for broken in ('{"resources": 7}', '{"resources": [{"name": "a", "state": "ready", "started_at": "yesterday"}]}',
+                   json.dumps({"resources": [{"name": "a", "state": "ready", "started_at": "2026-01-01T00:00:00Z",
+                                               "ready_at": "2026-01-01T00:00:01Z", "depends_on": ["b"]}]}),
+                   '{"resources": [{"name": "a", "state": "ready", "started_at": 5, "ready_at": 6}]}'):
+        record.write_text(broken)
+        for args in (("analyze",), ("analyze", "--json")):
+            done = project.run(*args)
+            assert done.returncode == 1, (broken, done.stderr)
+            assert "Traceback" not in done.stderr
+            assert "not a start record vrooli can read" in (done.stderr + done.stdout)

@@ -527,3 +527,76 @@ def test_relative_command_is_found_in_the_resources_cwd(project: Project) -> Non
     done = project.run("up")
     assert done.returncode == 0, done.stderr
     project.run("down", check=True)
+
+
+def supervisor_alive(project: Project) -> bool:
+    return (project.state_dir / "supervisor.pid").exists() or project.run("status").returncode != 3
+
+
+def test_up_that_cannot_spawn_a_resource_stops_the_rest_and_its_supervisor(project: Project) -> None:
+    # Issue 10.16: `up` failing at start leaves nothing starting and no idle supervisor.
+    project.write("""
+        [resources.base]
+        command = ["sh", "-c", "echo base; exec sleep 1000"]
+        health = { probe = "log", pattern = "base" }
+        [resources.slow]
+        command = ["sh", "-c", "sleep 30; echo ready; exec sleep 1000"]
+        health = { probe = "log", pattern = "ready" }
+        [resources.nowhere]
+        command = ["sleep", "1000"]
+        cwd = "gone"
+        depends_on = ["base"]
+    """)
+    (project.dir / "gone").mkdir()  # exists for `validate`, gone by the time it starts
+    assert project.run("validate").returncode == 0
+    (project.dir / "gone").rmdir()
+    started = time.monotonic()
+    done = project.run("up")
+    assert done.returncode == 1, done.stderr
+    assert time.monotonic() - started < 20  # it did not wait for `slow` to finish starting
+    assert f"vrooli: nowhere: failed: cwd does not exist: {project.dir / 'gone'}" in done.stderr
+    assert "vrooli: nowhere could not be started; stopped what this up had started: base, slow" in done.stderr
+    wait_for(lambda: not (project.state_dir / "supervisor.pid").exists(), 30)
+    assert project.run("status").returncode == 3
+    assert not [p for p in psutil.process_iter(["cmdline"])
+                if p.info["cmdline"] and "sleep 1000" in " ".join(p.info["cmdline"])
+                and p.environ().get("VROOLI_TEST_TOKEN") == os.environ["VROOLI_TEST_TOKEN"]]
+
+
+def test_up_failing_its_checks_leaves_no_idle_supervisor(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{project.dir}/no-docker.sock")
+    project.write("""
+        [resources.box]
+        runtime = "docker"
+        image = "vrooli-test/redis:7"
+        [resources.plain]
+        command = ["sh", "-c", "echo ok; exec sleep 1000"]
+        health = { probe = "log", pattern = "ok" }
+    """)
+    done = project.run("up")
+    assert done.returncode == 1
+    assert "cannot reach the Docker engine" in done.stderr
+    wait_for(lambda: not (project.state_dir / "supervisor.pid").exists(), 30)
+    assert project.run("status").returncode == 3
+
+
+def test_warm_up_that_cannot_spawn_stops_only_what_it_started(project: Project) -> None:
+    project.write("""
+        [resources.keep]
+        command = ["sh", "-c", "echo keep; exec sleep 1000"]
+        health = { probe = "log", pattern = "keep" }
+        [resources.extra]
+        command = ["sh", "-c", "sleep 30; echo extra; exec sleep 1000"]
+        health = { probe = "log", pattern = "extra" }
+        [resources.broken]
+        command = ["no-such-binary-for-vrooli"]
+    """)
+    assert project.run("up", "keep").returncode == 0
+    keep = project.rows()["keep"]["pid"]
+    done = project.run("up")
+    assert done.returncode == 1
+    assert "vrooli: broken: failed: command not found: no-such-binary-for-vrooli" in done.stderr
+    rows = project.rows()
+    assert rows["keep"]["state"] == "ready" and rows["keep"]["pid"] == keep  # it ran before this up
+    assert rows["extra"]["state"] == "stopped"
+    assert rows["broken"]["state"] == "failed"

@@ -15,7 +15,10 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 
+from orchestrator.models import base_url
+from orchestrator.spec import PortSpec, ProbeSpec, ResourceSpec
 from tests.conftest import ROOT, Project, free_port, wait_for
 
 STANDIN = ROOT / "tests" / "standins" / "ollama.py"
@@ -152,3 +155,79 @@ def httpx_reachable(url: str) -> bool:
     except httpx.TransportError:
         return False
     return True
+
+
+# ------------------------------------------------------------ where Ollama answers (issue 10.22)
+
+def ollama_spec(runtime: str = "process", url: str | None = None, host: str | None = None,
+                ports: tuple[tuple[str, int, int], ...] = (), inside: bool = False) -> ResourceSpec:
+    health = ProbeSpec("http", url=url, inside=inside) if url else None
+    env = (("OLLAMA_HOST", host),) if host is not None else ()
+    return ResourceSpec("ollama", runtime, command=("ollama", "serve"), env=env, health=health,
+                        ports=tuple(PortSpec(h, c, host_ip=ip) for ip, h, c in ports))
+
+
+@pytest.mark.parametrize(("spec", "expected"), [
+    (ollama_spec(), "http://127.0.0.1:11434"),
+    # the probe's URL says where the API answers, whatever else is set
+    (ollama_spec(url="http://127.0.0.1:11500/api/version"), "http://127.0.0.1:11500"),
+    (ollama_spec(url="http://127.0.0.2:11434/"), "http://127.0.0.2:11434"),
+    (ollama_spec(url="http://localhost/api/tags"), "http://localhost:80"),
+    (ollama_spec(url="https://models.internal:8443/ollama/api/version"), "https://models.internal:8443/ollama"),
+    (ollama_spec(url="http://user:pw@127.0.0.1:11600/"), "http://127.0.0.1:11600"),
+    (ollama_spec(url="http://[::1]:11700/api/version"), "http://[::1]:11700"),
+    (ollama_spec(url="http://0.0.0.0:11800/", host="127.0.0.1:9"), "http://127.0.0.1:11800"),
+    (ollama_spec(url="http://127.0.0.1:11500/", ports=(("127.0.0.1", 9, 9),)), "http://127.0.0.1:11500"),
+    # a probe run inside the container names the container's view: not ours
+    (ollama_spec("docker", url="http://127.0.0.1:11434/", inside=True, ports=(("127.0.0.1", 11900, 11434),)),
+     "http://127.0.0.1:11900"),
+    # OLLAMA_HOST, read as Ollama reads it
+    (ollama_spec(host="127.0.0.1:11501"), "http://127.0.0.1:11501"),
+    (ollama_spec(host="0.0.0.0"), "http://127.0.0.1:11434"),
+    (ollama_spec(host=":11502"), "http://127.0.0.1:11502"),
+    (ollama_spec(host="http://127.0.0.3"), "http://127.0.0.3:80"),
+    (ollama_spec(host="https://127.0.0.4:9443"), "https://127.0.0.4:9443"),
+    (ollama_spec(host="[::]:11503"), "http://[::1]:11503"),
+    (ollama_spec(host="::1"), "http://[::1]:11434"),
+    (ollama_spec(host="127.0.0.1:notaport"), "http://127.0.0.1:11434"),
+    (ollama_spec(host="  "), "http://127.0.0.1:11434"),
+    # ports: a process binds what it publishes; a container's mapping of its own port
+    (ollama_spec(ports=(("127.0.0.1", 11504, 11504),)), "http://127.0.0.1:11504"),
+    (ollama_spec("docker", ports=(("0.0.0.0", 11505, 11434),)), "http://127.0.0.1:11505"),
+    (ollama_spec("docker", host="0.0.0.0:8080", ports=(("127.0.0.1", 11506, 11434), ("127.0.0.1", 11507, 8080))),
+     "http://127.0.0.1:11507"),
+    (ollama_spec("docker", host="0.0.0.0:11434"), "http://127.0.0.1:11434"),
+])
+def test_ollama_address_follows_probe_url_then_ollama_host_then_ports(spec: ResourceSpec, expected: str) -> None:
+    assert base_url(spec) == expected
+
+
+def test_models_reach_ollama_where_only_the_probe_url_says(project: Project) -> None:
+    port = free_port()
+    project.write(f"""
+        [resources.ollama]
+        command = ["sh", "-c", "OLLAMA_HOST=127.0.0.1:{port} exec {sys.executable} {STANDIN}"]
+        env = {{ STANDIN_PULL_SECONDS = "0.2", STANDIN_LOAD_SECONDS = "0.2" }}
+        health = {{ probe = "http", url = "http://127.0.0.1:{port}/api/version" }}
+        models = ["llama3.1:8b"]
+    """)
+    assert project.run("up").returncode == 0
+    wait_for(lambda: "models: 1/1 loaded" in project.run("status").stdout, 60)
+    assert stats(f"http://127.0.0.1:{port}")["loads"] == {"llama3.1:8b": 1}
+
+
+def test_status_says_why_no_model_loads(project: Project) -> None:
+    port, wrong = free_port(), free_port()
+    project.write(f"""
+        [resources.ollama]
+        command = ["sh", "-c", "OLLAMA_HOST=127.0.0.1:{port} exec {sys.executable} {STANDIN}"]
+        ports = [{wrong}]
+        health = {{ probe = "tcp", port = {port} }}
+        models = ["llama3.1:8b"]
+    """)
+    assert project.run("up").returncode == 0
+    line = wait_for(lambda: (out := project.run("status").stdout) and "cannot list models" in out and out, 30)
+    assert f"models: 0/1 loaded (background); cannot list models: ollama at http://127.0.0.1:{wrong} " \
+           "is not answering" in line
+    payload = json.loads(project.run("status", "--json").stdout)
+    assert payload["models"][0]["error"].startswith(f"cannot list models: ollama at http://127.0.0.1:{wrong}")

@@ -116,3 +116,54 @@ def test_analyze_shows_what_a_cold_up_cost_before_the_first_start(project: Proje
     # An `up` answered by the running supervisor has no cold start to show.
     assert project.run("up").returncode == 0
     assert json.loads(project.run("analyze", "--json").stdout)["cold_start"] is None
+
+
+# A cold `vrooli up` whose supervisor takes SLOW_START seconds before it starts anything
+# or listens: the window a `down` can fall into, widened so the test hits it every time.
+SLOW_SUPERVISOR_UP = """
+import sys
+import anyio
+from orchestrator import service
+original, delay = service._main, float(sys.argv[1])
+async def slow_main(*args, **kwargs):
+    await anyio.sleep(delay)
+    return await original(*args, **kwargs)
+service._main = slow_main
+from orchestrator.spawn import main
+sys.argv = ["vrooli", "up"]
+main()
+"""
+
+
+def test_down_during_a_cold_up_stops_what_that_up_starts(project: Project) -> None:
+    # Issue 10.10: `down` said "nothing is running" and the stack came up anyway.
+    import time
+
+    project.write("""
+        [resources.slowish]
+        command = ["sh", "-c", "sleep 1; echo ready; exec sleep 1000"]
+        health = { probe = "log", pattern = "ready" }
+        [resources.quick]
+        command = ["sh", "-c", "echo ready; exec sleep 1000"]
+        health = { probe = "log", pattern = "ready" }
+    """)
+    up = subprocess.Popen([sys.executable, "-c", SLOW_SUPERVISOR_UP, "3"], cwd=project.dir,
+                          stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not (project.state_dir / "supervisor.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not (project.state_dir / "control.sock").exists()  # forked, not listening yet
+        down = project.run("down")
+        assert down.returncode == 0, down.stderr
+        assert "nothing is running" not in down.stderr
+        assert down.stderr.strip() == "stopped quick, slowish"
+        up.wait(60)
+    finally:
+        if up.poll() is None:
+            up.kill()
+        up.stderr.close()  # type: ignore[union-attr]
+    assert not (project.state_dir / "supervisor.pid").exists()
+    assert not supervisors_in(project)
+    time.sleep(1.5)  # past slowish's own start: nothing may come up after the down
+    assert project.run("status").returncode == 3

@@ -400,10 +400,14 @@ class ProcessRuntime:
         uid, gid, groups = _switch_user(identity)
         fd = output.open_for_child()
         try:
-            process = await anyio.open_process(
-                list(spec.command), stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, cwd=spec.cwd, env=env,
-                start_new_session=True, user=uid, group=gid, extra_groups=groups,
-            )
+            # Shielded: a stop arriving mid-spawn would otherwise leave a process we never
+            # recorded (asyncio kills only the direct child, so a shell's children live on).
+            # Once returned, the supervisor holds the instance and stops its whole group.
+            with anyio.CancelScope(shield=True):
+                process = await anyio.open_process(
+                    list(spec.command), stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, cwd=spec.cwd, env=env,
+                    start_new_session=True, user=uid, group=gid, extra_groups=groups,
+                )
         except PermissionError as exc:
             who = f" as user {spec.user}" if spec.user else ""
             raise StartFailed(f"cannot start {spec.command[0]}{who}: {exc.strerror}") from None
