@@ -263,8 +263,12 @@ def _print_not_running(project: ProjectSpec, names: list[str], json_out: bool) -
         print(f"{project.name}: not running", file=sys.stderr)
         return
     rows = [_stopped_row(spec) for n, spec in project.resources.items() if not names or n in names]
-    print(json.dumps({"project": project.name, "running": False, "supervisor_pid": None, "resources": rows},
-                     indent=2))
+    # The same top-level keys as a running supervisor's answer (`extra` included).
+    extra: dict[str, Any] = {"health_endpoint": None}
+    if any(spec.models is not None for spec in project.resources.values()):
+        extra["models"] = []
+    print(json.dumps({"project": project.name, "running": False, "supervisor_pid": None, "resources": rows,
+                      **extra}, indent=2))
 
 
 def _stopped_row(spec: ResourceSpec) -> dict[str, Any]:
