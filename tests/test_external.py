@@ -73,7 +73,7 @@ def test_an_external_resource_needs_a_probe_that_can_reach_it(project: Project) 
     ('imgae = "x"', "resources.a.export.imgae: unknown key in [export] (did you mean 'image'?)"),
 ])
 def test_each_bad_export_key_is_one_line(project: Project, table: str, expected: str) -> None:
-    project.write(f'[resources.a]\ncommand = ["x"]\n[resources.a.export]\n{table}\n')
+    project.write(f'[resources.a]\ncommand = ["true"]\n[resources.a.export]\n{table}\n')
     done = validate(project)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()

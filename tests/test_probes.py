@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from orchestrator.logs import OutputLog
-from orchestrator.probes import ProbeContext, make_probe, run_once, until_ready
+from orchestrator.probes import ProbeContext, ProbeResult, make_probe, run_once, until_ready
 from orchestrator.spec import ProbeSpec
 from tests.conftest import (
     Project,
@@ -325,18 +325,26 @@ async def test_log_probe_caps_lines_and_reads_a_huge_line_once(tmp_path: Path) -
 SECRET = "Zq8pwSecret"
 
 
+class _BuggyProbe:
+    """A probe with a bug: its check raises what no probe is meant to raise."""
+
+    spec = ProbeSpec("tcp", port=1)
+
+    async def check(self) -> ProbeResult:
+        raise KeyError("no such field")
+
+    async def aclose(self) -> None:
+        return None
+
+
 async def test_unexpected_error_in_a_check_is_a_failed_result_logged_once(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A check that raises what no probe expects (here re.error from a pattern that never went
-    through `validate`) fails its own resource; it must not propagate into the supervisor."""
-    log = OutputLog(tmp_path / "x.log")
-    probe = make_probe(ProbeSpec("log", pattern="ready("), ProbeContext(log=log))
-    results = []
-    for _ in range(3):
-        log.write(b"a line\n")
-        results.append(await run_once(probe, 1))
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A check that raises what no probe expects fails its own resource; it must not
+    propagate into the supervisor, and a probe failing every 10 ms logs it once."""
+    probe = _BuggyProbe()
+    results = [await run_once(probe, 1) for _ in range(3)]
     assert all(not r.ok for r in results)
-    assert results[0].message.startswith("log probe failed unexpectedly: error: missing ), unterminated subpattern")
+    assert results[0].message.startswith("tcp probe failed unexpectedly: KeyError"), results[0]
     assert capsys.readouterr().out.count("probe error contained") == 1
 
 

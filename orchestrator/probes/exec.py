@@ -50,8 +50,11 @@ async def run_in_own_group(command: tuple[str, ...]) -> tuple[int, str]:
     ends (exit, timeout, cancellation), every process of its group is killed and the
     command reaped before returning; a background child it left cannot hold the check
     open through the output pipe."""
-    process = await anyio.open_process(list(command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+    # Shielded: a timeout landing mid-spawn would leave a process we never got hold of,
+    # so never killed. Once spawned, the cut takes effect inside the try below.
+    with anyio.CancelScope(shield=True):
+        process = await anyio.open_process(list(command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                           stderr=subprocess.STDOUT, start_new_session=True)
     kept = bytearray()
     try:
         async with anyio.create_task_group() as tg:
