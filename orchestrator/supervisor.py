@@ -652,8 +652,9 @@ class Supervisor:
             outcome = await self._probe_until_ready(rec, instance, probe, deadline)
             if outcome == "exit" and rec.exit_code == 0:
                 # A one-shot whose probe passes one last check (its line is in the log)
-                # has completed; one that exited 0 before it was ever ready has not.
-                outcome = "completed" if (await run_once(probe, spec.health.timeout)).ok else "exit"
+                # has completed; one that exited 0 before it was ever ready has not. A fresh
+                # probe: a check cut short by the exit may have read past the line already.
+                outcome = "completed" if await self._passes_once(rec, instance) else "exit"
         finally:
             with anyio.CancelScope(shield=True):
                 await probe.aclose()
@@ -669,6 +670,16 @@ class Supervisor:
         else:
             self._set(rec, State.FAILED, f"not ready after {spec.start_timeout:g}s: {last}")
         return Started.FAILED
+
+    async def _passes_once(self, rec: Record, instance: Instance) -> bool:
+        assert rec.spec.health is not None
+        probe = make_probe(rec.spec.health, ProbeContext(log=self.output(rec.spec.name),
+                                                         exec_inside=instance.exec_inside, log_start=rec.log_start))
+        try:
+            return (await run_once(probe, rec.spec.health.timeout)).ok
+        finally:
+            with anyio.CancelScope(shield=True):
+                await probe.aclose()
 
     async def _launch(self, rec: Record) -> Instance | None:
         """Start (or take back) the resource's instance; None, and failed, if it cannot start."""
