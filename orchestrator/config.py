@@ -20,6 +20,8 @@ from typing import Any
 from orchestrator import graph
 from orchestrator.errors import ConfigError
 from orchestrator.spec import (
+    DEFAULT_LOG_MAX_FILES,
+    DEFAULT_LOG_MAX_SIZE,
     Condition,
     Dependency,
     ModelLoad,
@@ -39,7 +41,7 @@ COMMON_KEYS = {
     "runtime", "command", "cwd", "env", "env_file", "ports", "depends_on", "start_timeout",
     "stop_signal", "stop_timeout", "restart", "restart_delay", "restart_max_delay",
     "restart_burst", "restart_window", "enabled", "health", "user", "description",
-    "models", "model_load", "keep_alive", "model_concurrency",
+    "log_max_size", "log_max_files", "models", "model_load", "keep_alive", "model_concurrency",
 }
 DOCKER_ONLY_KEYS = {"image", "entrypoint", "volumes", "memory_limit"}
 RESOURCE_KEYS = COMMON_KEYS | DOCKER_ONLY_KEYS
@@ -544,7 +546,33 @@ def _parse_resource(name: str, raw: object, project_dir: Path, variables: Mappin
         health=health, user=check.string(raw, "user", path),
         image=image, entrypoint=entrypoint, volumes=volumes, memory_limit=memory_limit,
         models=models, description=check.string(raw, "description", path, "") or "",
+        log_max_size=_log_max_size(raw, path, check), log_max_files=_log_max_files(raw, path, check),
     )
+
+
+LOG_SIZE_RANGE = (1 << 10, 1 << 40)  # below 1 KiB the log would rotate on every line
+LOG_FILES_MAX = 1000
+
+
+def _log_max_size(raw: Mapping[str, Any], path: tuple[str, ...], check: _Checker) -> int:
+    if "log_max_size" not in raw:
+        return DEFAULT_LOG_MAX_SIZE
+    try:
+        size = parse_size(raw["log_max_size"])
+    except (ValueError, OverflowError):
+        size = 0
+    if not LOG_SIZE_RANGE[0] <= size <= LOG_SIZE_RANGE[1]:
+        check.fail((*path, "log_max_size"), f"expected a size from 1k to 1t like \"10m\", got {raw['log_max_size']!r}")
+        return DEFAULT_LOG_MAX_SIZE
+    return size
+
+
+def _log_max_files(raw: Mapping[str, Any], path: tuple[str, ...], check: _Checker) -> int:
+    value = raw.get("log_max_files", DEFAULT_LOG_MAX_FILES)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= LOG_FILES_MAX:
+        check.fail((*path, "log_max_files"), f"expected a whole number from 0 to {LOG_FILES_MAX}, got {value!r}")
+        return DEFAULT_LOG_MAX_FILES
+    return value
 
 
 def _whole(raw: Mapping[str, Any], key: str, path: tuple[str, ...], check: _Checker,
@@ -671,7 +699,8 @@ def load(files: list[Path], environ: Mapping[str, str] | None = None) -> Project
     if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", name):
         check.fail(("project", "name"), f"expected letters, digits, '-', '_' or '.', got {name!r}")
     state_text = check.string(project_raw, "state_dir", ("project",))
-    state_dir = (project_dir / Path(state_text).expanduser()).resolve() if state_text else \
+    # Made absolute but not resolved: a state dir that is a symlink must be seen as one.
+    state_dir = Path(os.path.normpath(project_dir / Path(state_text).expanduser())) if state_text else \
         default_state_dir(name, environ)
     health_listen = check.string(project_raw, "health_listen", ("project",), "127.0.0.1:9500") or ""
     if not re.match(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$", health_listen) or \

@@ -14,10 +14,11 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import anyio
 import structlog
+from anyio.abc import TaskGroup
 
 from orchestrator import config, control, paths
 from orchestrator.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, VrooliError
@@ -42,31 +43,41 @@ class Options:
 
 
 class SupervisorLock:
-    """An flock held for the supervisor's whole life: two supervisors never share a project."""
+    """An flock held for the supervisor's whole life: two supervisors never share a project.
+
+    The file is opened without following symlinks and created 0600 for us alone. If the
+    state dir is deleted under us, `acquire` again takes a lock on the new file, unless a
+    new supervisor was quicker (then that one owns the project).
+    """
 
     def __init__(self, state_dir: Path) -> None:
         self.path = paths.lock_file(state_dir)
-        self._handle: IO[str] | None = None
+        self._fd = -1
 
     def acquire(self) -> None:
-        handle = self.path.open("a+")
+        fd = paths.open_private(self.path, os.O_RDWR | os.O_CREAT)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip() or "?"
-            handle.close()
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
             raise VrooliError(f"a supervisor is already running for this project (pid {owner})") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._handle = handle
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self.release()
+        self._fd = fd
+
+    def still_ours(self) -> bool:
+        """Is the lock file at its path the one we hold (not deleted, not another's)?"""
+        if self._fd < 0:
+            return False
+        held = os.fstat(self._fd)
+        return paths.identity(self.path) == (held.st_dev, held.st_ino)
 
     def release(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def run(options: Options) -> int:
@@ -75,19 +86,59 @@ def run(options: Options) -> int:
     lock = SupervisorLock(project.state_dir)
     lock.acquire()
     try:
-        (project.state_dir / "supervisor.pid").write_text(str(os.getpid()))
-        return anyio.run(_main, project, options)
+        paths.write_private(paths.pid_file(project.state_dir), str(os.getpid()))
+        return anyio.run(_main, project, options, lock)
     finally:
-        for leftover in (paths.control_socket(project.state_dir), project.state_dir / "health.addr",
-                         project.state_dir / "supervisor.pid"):
-            try:
-                leftover.unlink()
-            except FileNotFoundError:
-                pass
+        if lock.still_ours():  # never remove what a supervisor that replaced us made
+            for leftover in (paths.control_socket(project.state_dir), project.state_dir / "health.addr",
+                             paths.pid_file(project.state_dir)):
+                try:
+                    leftover.unlink()
+                except FileNotFoundError:
+                    pass
         lock.release()
 
 
-async def _main(project: ProjectSpec, options: Options) -> int:
+class ControlEndpoint:
+    """The control socket, which can be bound again when its file was deleted."""
+
+    def __init__(self, tg: TaskGroup, path: Path, handler: control.Handler) -> None:
+        self._tg, self.path, self._handler = tg, path, handler
+
+    async def start(self) -> None:
+        # The previous listener (if any) keeps serving the clients it accepted; its
+        # deleted socket file accepts no new ones.
+        await self._tg.start(control.serve, self.path, self._handler)
+
+
+def _state_rebuilder(sup: Supervisor, lock: SupervisorLock, endpoint: ControlEndpoint,
+                     options: Options) -> Callable[[], Awaitable[bool]]:
+    """What the service must redo when its state dir was deleted (see Supervisor)."""
+    state_dir = sup.state_dir
+
+    async def rebuild() -> bool:
+        if not lock.still_ours():
+            try:
+                lock.acquire()
+            except VrooliError:
+                return False
+            sup.sentinels[lock.path] = paths.identity(lock.path)
+        paths.write_private(paths.pid_file(state_dir), str(os.getpid()))
+        if paths.identity(endpoint.path) != sup.sentinels.get(endpoint.path):
+            paths.control_socket(state_dir)  # a socket dir of its own is checked and made again
+            await endpoint.start()
+            sup.sentinels[endpoint.path] = paths.identity(endpoint.path)
+        if options.mode == "detached":  # our stdout and stderr were the deleted supervisor.log
+            fd = paths.open_private(paths.supervisor_log(state_dir), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            os.close(fd)
+        return True
+
+    return rebuild
+
+
+async def _main(project: ProjectSpec, options: Options, lock: SupervisorLock | None = None) -> int:
     sup = Supervisor(project)
     if options.invoked_at is not None:
         sup.cold_start = {"invoked_at": options.invoked_at, "supervisor_at": time.time()}
@@ -110,7 +161,12 @@ async def _main(project: ProjectSpec, options: Options) -> int:
                 sup.request_up(options.names or None, options.no_deps)
             except VrooliError as exc:
                 log.warning("not starting before the client asks", error=str(exc))
-        await tg.start(control.serve, paths.control_socket(project.state_dir), handler.handle)
+        endpoint = ControlEndpoint(tg, paths.control_socket(project.state_dir), handler.handle)
+        await endpoint.start()
+        if lock is not None:
+            sup.sentinels[lock.path] = paths.identity(lock.path)
+            sup.sentinels[endpoint.path] = paths.identity(endpoint.path)
+            sup.on_state_lost.append(_state_rebuilder(sup, lock, endpoint, options))
         if project.health_enabled or options.health_listen:
             # Not awaited: resources and the control socket must not wait for uvicorn's import.
             tg.start_soon(_health, sup, options.health_listen or project.health_listen)
@@ -141,7 +197,7 @@ async def _health(sup: Supervisor, listen: str) -> None:
         return
     try:
         host, port = sock.getsockname()[:2]
-        (sup.state_dir / "health.addr").write_text(f"{host}:{port}")
+        sup.keep_file("health.addr", f"{host}:{port}")
         log.info("health endpoint listening", listen=f"{host}:{port}")
         # Answering needs uvicorn and prometheus_client: ~50 ms of imports, CPU the resources
         # starting right now need more (measured: ~0.09 s off a cold start of the real

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from orchestrator import paths
 from orchestrator.errors import VrooliError
@@ -33,7 +33,7 @@ class Pending:
     """A supervisor forked but not yet answering; the spawn lock stays held until it does."""
 
     pid: int
-    lock: IO[str]
+    lock: int
     log_path: Path
     offset: int
 
@@ -52,27 +52,39 @@ def ensure_supervisor(project: ProjectSpec, up: list[str] | None = None, no_deps
 
 
 def client(project: ProjectSpec, timeout: float | None = 5.0) -> Client:
-    """A client of the project's control socket (plain blocking sockets: no event loop)."""
+    """A client of the project's control socket (plain blocking sockets: no event loop).
+
+    The state dir is checked first: a socket in a directory someone else controls could be
+    theirs, and would receive our requests."""
     from orchestrator.control import Client
 
+    paths.check_state_dir(project.state_dir)
     return Client(paths.control_socket(project.state_dir), timeout=timeout)
 
 
 def _spawn(project: ProjectSpec, up: list[str] | None, no_deps: bool) -> Pending | None:
     """Fork a supervisor under the spawn lock; None if another one started meanwhile."""
     paths.ensure_state_dir(project.state_dir)
-    spawn_lock = (project.state_dir / "spawn.lock").open("a")
+    spawn_lock = paths.open_private(project.state_dir / "spawn.lock", os.O_RDWR | os.O_CREAT)
     fcntl.flock(spawn_lock, fcntl.LOCK_EX)  # a second `up` waits here for the first
     if client(project).alive():
-        spawn_lock.close()
+        os.close(spawn_lock)
         return None
     log_path = paths.supervisor_log(project.state_dir)
-    offset = log_path.stat().st_size if log_path.exists() else 0
+    try:
+        log_fd = paths.open_private(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    except BaseException:
+        os.close(spawn_lock)
+        raise
+    offset = os.fstat(log_fd).st_size
     args = [a for f in project.files for a in ("-f", str(f))]
     if up is not None:
         args += ["--up", ",".join(up)] + (["--no-deps"] if no_deps else [])
         args += ["--invoked-at", f"{process_started_at():.6f}"]
-    pid = _fork_supervisor(args, log_path, project.project_dir, spawn_lock.fileno())
+    try:
+        pid = _fork_supervisor(args, log_fd, project.project_dir, spawn_lock)
+    finally:
+        os.close(log_fd)
     return Pending(pid, spawn_lock, log_path, offset)
 
 
@@ -104,10 +116,10 @@ def _wait_answering(project: ProjectSpec, pending: Pending) -> Client:
             time.sleep(0.005)
         raise VrooliError(f"the supervisor did not answer within {SPAWN_TIMEOUT:g}s (see {pending.log_path})")
     finally:
-        pending.lock.close()
+        os.close(pending.lock)
 
 
-def _fork_supervisor(args: list[str], log_path: Path, cwd: Path, lock_fd: int) -> int:
+def _fork_supervisor(args: list[str], log: int, cwd: Path, lock_fd: int) -> int:
     """Become the supervisor in a forked child: detached, its output in the log file.
 
     A fork, not a new interpreter: the child already has Python, the config and our
@@ -125,7 +137,6 @@ def _fork_supervisor(args: list[str], log_path: Path, cwd: Path, lock_fd: int) -
         _set_process_name(b"vrooli-sup")
         os.chdir(cwd)
         null = os.open(os.devnull, os.O_RDONLY)
-        log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         os.dup2(null, 0)
         os.dup2(log, 1)
         os.dup2(log, 2)
