@@ -118,6 +118,8 @@ def _state_rebuilder(sup: Supervisor, lock: SupervisorLock, endpoint: ControlEnd
 
     async def rebuild() -> bool:
         if not lock.still_ours():
+            if paths.identity(lock.path) is not None:
+                return False  # another supervisor has run here since: it may have adopted ours
             try:
                 lock.acquire()
             except VrooliError:

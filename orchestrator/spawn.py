@@ -112,11 +112,22 @@ def _wait_answering(project: ProjectSpec, pending: Pending) -> Client:
                 tail = _read_from(pending.log_path, pending.offset).strip().splitlines()[-3:]
                 code = os.waitstatus_to_exitcode(status)
                 detail = "; ".join(_message_of(line) for line in tail) or f"exit code {code}"
+                if "already running" in detail and _answers_soon(answering):
+                    return answering  # it lost the lock to a supervisor rebuilding its state dir
                 raise VrooliError(f"the supervisor did not start: {detail} (see {pending.log_path})")
             time.sleep(0.005)
         raise VrooliError(f"the supervisor did not answer within {SPAWN_TIMEOUT:g}s (see {pending.log_path})")
     finally:
         os.close(pending.lock)
+
+
+def _answers_soon(answering: Client, within: float = 1.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if answering.alive():
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def _fork_supervisor(args: list[str], log: int, cwd: Path, lock_fd: int) -> int:

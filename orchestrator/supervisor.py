@@ -112,6 +112,7 @@ class Supervisor:
         self.sentinels: dict[Path, tuple[int, int] | None] = {}
         self.on_state_lost: list[StateHook] = []
         self.kept_files: dict[str, str] = {}  # state files to write again if the dir is rebuilt
+        self.state_dir_lost = False  # not ours any more (someone else's, or another supervisor's)
         self._state_event = anyio.Event()
         self._keeper = LogKeeper(project.state_dir, self._logs_to_keep, self._state_event_from_thread)
         # When the `vrooli up` that forked this supervisor began, and when the supervisor
@@ -262,7 +263,7 @@ class Supervisor:
         running = {n: {**vars_of(r.instance.adoptable()), "log_start": r.log_start}
                    for n, r in self.records.items()
                    if r.instance is not None and r.state not in (State.STOPPED, State.FAILED, State.COMPLETED)}
-        if running == self._persisted:
+        if running == self._persisted or self.state_dir_lost:
             return
         self._persisted = running
         try:
@@ -320,6 +321,12 @@ class Supervisor:
         finally:
             self._keeper.stop()
 
+    def _give_up_state_dir(self, why: str, error: str | None = None) -> None:
+        """Stop everything, writing nothing more into a state dir that is not ours now."""
+        log.error(why, state_dir=str(self.state_dir), error=error)
+        self.state_dir_lost = True
+        self.shutdown_requested.set()
+
     def _state_dir_intact(self) -> bool:
         return all(paths.identity(path) == ident for path, ident in self.sentinels.items())
 
@@ -332,8 +339,7 @@ class Supervisor:
         try:
             paths.ensure_state_dir(self.state_dir)
         except (OSError, VrooliError) as exc:
-            log.error("cannot rebuild the state dir; stopping everything", error=str(exc))
-            self.shutdown_requested.set()
+            self._give_up_state_dir("cannot rebuild the state dir; stopping everything", str(exc))
             return
         for kept in (self.state_dir, self.state_dir / "logs"):
             self.sentinels[kept] = paths.identity(kept)
@@ -341,12 +347,10 @@ class Supervisor:
             try:
                 intact = await hook()
             except (OSError, VrooliError) as exc:
-                log.error("cannot rebuild the state dir; stopping everything", error=str(exc))
-                self.shutdown_requested.set()
+                self._give_up_state_dir("cannot rebuild the state dir; stopping everything", str(exc))
                 return
             if not intact:
-                log.error("another supervisor runs for this project now; stopping ours")
-                self.shutdown_requested.set()
+                self._give_up_state_dir("another supervisor runs for this project now; stopping ours")
                 return
         for name, text in self.kept_files.items():
             self.keep_file(name, text)
@@ -377,8 +381,7 @@ class Supervisor:
                         moved_to=str(moved) if moved else None)
         for leftover in found.leftovers:
             await self._adopt_one(leftover.name, leftover.record, leftover.log_start)
-        stale_pid = not found.present and paths.pid_file(self.state_dir).exists()
-        if found.problems or stale_pid:
+        if found.problems or not found.present:  # (a `down` leaves `{}`: no scan on its next `up`)
             await self._adopt_unrecorded({leftover.name for leftover in found.leftovers})
         self._reconcile()
         self._changed()
