@@ -3,11 +3,12 @@
 A process writes straight into its file through an inherited O_APPEND descriptor (not
 through a pipe to the supervisor), so a supervisor that dies or restarts never breaks a
 running service with SIGPIPE. The price: the file cannot be renamed away under the
-writer, whose descriptor would follow it. So the live file is bounded logrotate's
-`copytruncate` way: at most its last `log_max_size` bytes are copied into NAME.log.1 and
-the file is truncated in place (an O_APPEND writer then goes on at offset 0); older files
-shift by rename (.1 -> .2 ...). What a writer adds in the instant between the last copy
-and the truncation is lost, as with logrotate.
+writer, whose descriptor would follow it. So the live file is bounded in place: at most
+its last `log_max_size` bytes are copied into a new NAME.log.1 (older files shift by
+rename: .1 -> .2 ...), then that head is cut from the live file with
+FALLOC_FL_COLLAPSE_RANGE, which keeps whatever the writer appended meanwhile. Where the
+filesystem cannot collapse (tmpfs, btrfs) the file is truncated after the copy has caught
+up with the writer, logrotate's `copytruncate`: what is written in that instant is lost.
 
 A size check every few seconds let a 100 MB burst through whole. `LogKeeper` watches the
 log dir with inotify, so a burst is noticed as it starts and cut within milliseconds,
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 import re
 import select
@@ -36,7 +38,9 @@ from orchestrator.spec import DEFAULT_LOG_MAX_FILES, DEFAULT_LOG_MAX_SIZE
 log = structlog.get_logger("vrooli.logs")
 
 DEFAULT_MAX_BYTES = DEFAULT_LOG_MAX_SIZE
-CATCH_UP_ROUNDS = 3  # copies of what was written during the copy, before truncating
+CATCH_UP_ROUNDS = 8  # without collapse: copies of what the writer added meanwhile, at most
+CATCH_UP_SMALL = 64 * 1024  # ... until that is this little (copied in microseconds)
+FALLOC_FL_COLLAPSE_RANGE = 0x08
 LINE_ALIGN_WINDOW = 64 * 1024  # the kept part starts at a line boundary found this close
 NEWLINE = bytes([10])
 
@@ -71,6 +75,28 @@ def _copy(source: int, target: int, start: int, end: int) -> int:
             break
         position += done
     return position
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+    return libc
+
+
+_collapse_supported: dict[int, bool] = {}  # by st_dev: known not to support collapsing
+
+
+def _collapse(fd: int, length: int) -> bool:
+    """Remove the first `length` bytes of the file in place; False where not supported."""
+    if _libc().fallocate(fd, FALLOC_FL_COLLAPSE_RANGE, 0, length) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EOPNOTSUPP, errno.ENOSYS):
+        _collapse_supported[os.fstat(fd).st_dev] = False
+    elif code != errno.EINVAL:  # EINVAL: this length did not suit it (a block size); next time
+        raise OSError(code, os.strerror(code))
+    return False
 
 
 def _tail_bytes(fd: int, lines: int) -> bytes:
@@ -149,7 +175,8 @@ class OutputLog:
             pass
 
     def enforce_limit(self) -> bool:
-        """Over the limit: keep its last max_bytes in NAME.log.1 and truncate in place."""
+        """Over the limit: move its newest max_bytes into NAME.log.1, leaving the live file
+        (the writer's own open file) nearly empty."""
         with _lock_for(self.path):
             try:
                 fd = paths.open_private(self.path, os.O_RDWR)
@@ -162,38 +189,57 @@ class OutputLog:
                 if self.max_files == 0:
                     os.ftruncate(fd, 0)
                 else:
-                    self._copy_tail_and_truncate(fd, size)
+                    self._rotate_live(fd, size)
             finally:
                 os.close(fd)
         return True
 
-    def _copy_tail_and_truncate(self, fd: int, size: int) -> None:
+    def _rotate_live(self, fd: int, size: int) -> None:
+        """Copy the kept part into a new NAME.log.1, then drop it from the live file.
+
+        Dropping is done with FALLOC_FL_COLLAPSE_RANGE where the filesystem has it (ext4,
+        xfs): the head of the file goes away in place, at a block boundary, so what the
+        writer appends meanwhile stays; nothing is lost and it takes about a millisecond.
+        Elsewhere (tmpfs, btrfs) the file is truncated after catching up with the writer,
+        and what it writes in between the last copy and the truncation is lost.
+        """
         target, temp = paths.create_exclusive(self.path.parent, self.older(1).name)
         try:
-            start = self._line_start(fd, max(0, size - self.max_bytes))
-            end = _copy(fd, target, start, size)
-            for _ in range(CATCH_UP_ROUNDS):  # what the writer added while we copied
-                now = os.fstat(fd).st_size
-                if now <= end:
-                    break
-                if now - self.max_bytes >= end:  # it wrote more than a whole file meanwhile
-                    os.ftruncate(target, 0)
-                    os.lseek(target, 0, os.SEEK_SET)
-                    end = self._line_start(fd, now - self.max_bytes)
-                end = _copy(fd, target, end, now)
-            os.ftruncate(fd, 0)
-            os.close(target)
-            target = -1
+            try:
+                self._move_head(fd, target, size)
+            finally:
+                os.close(target)
             self._shift_older()
             os.replace(temp, self.older(1))
         except BaseException:
-            if target >= 0:
-                os.close(target)
-            try:
-                os.unlink(temp)
-            except FileNotFoundError:
-                pass
+            temp.unlink(missing_ok=True)
             raise
+
+    def _move_head(self, fd: int, target: int, size: int) -> None:
+        start = self._line_start(fd, max(0, size - self.max_bytes))
+        info = os.fstat(fd)
+        cut = (size - 1) // info.st_blksize * info.st_blksize  # a block boundary before the end
+        if cut > start and _collapse_supported.get(info.st_dev, True):
+            _copy(fd, target, start, cut)
+            if _collapse(fd, cut):
+                return
+            os.ftruncate(target, 0)
+            os.lseek(target, 0, os.SEEK_SET)
+        self._copy_and_truncate(fd, target, start, size)
+
+    def _copy_and_truncate(self, fd: int, target: int, start: int, size: int) -> None:
+        end = _copy(fd, target, start, size)
+        for _ in range(CATCH_UP_ROUNDS):  # until what the writer added while we copied is small
+            now = os.fstat(fd).st_size
+            if now - end <= CATCH_UP_SMALL:
+                end = _copy(fd, target, end, now)
+                break
+            if now - self.max_bytes >= end:  # it wrote more than a whole file meanwhile
+                os.ftruncate(target, 0)
+                os.lseek(target, 0, os.SEEK_SET)
+                end = self._line_start(fd, now - self.max_bytes)
+            end = _copy(fd, target, end, now)
+        os.ftruncate(fd, 0)
 
     @staticmethod
     def _line_start(fd: int, offset: int) -> int:
@@ -273,7 +319,7 @@ class Inotify:
     """The few inotify calls we need, through libc (the standard library has none)."""
 
     def __init__(self) -> None:
-        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._libc = _libc()
         self.fd = int(self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC))
         if self.fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1 failed")
@@ -315,8 +361,8 @@ class LogKeeper:
 
     MIN_GAP = 0.002
     SAFETY_PERIOD = 1.0
-    FAST_PERIOD = 0.02
-    QUIET_PERIOD = 0.25
+    FAST_PERIOD = 0.01
+    QUIET_PERIOD = 0.05  # a stat per resource 20 times a second: a burst's onset is the risk
 
     def __init__(self, state_dir: Path, logs: Callable[[], Iterable[OutputLog]],
                  on_state_event: Callable[[], None] | None = None) -> None:
