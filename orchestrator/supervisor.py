@@ -432,19 +432,22 @@ class Supervisor:
                 log.warning("found a process of ours with no record", resource=name, pid=pid)
                 if self.records.get(name) is not None and self.records[name].adopt is None and declared:
                     await self._adopt_one(name, record, 0)
+                elif spec is not None and spec.runtime == "process":  # stopped the way it asks
+                    await self._stop_stray(name, record, spec.stop_signal, spec.stop_timeout)
                 else:
                     await self._stop_stray(name, record)
 
-    async def _stop_stray(self, name: str, record: Adoptable) -> None:
-        """A resource left running that the config no longer declares: stop it."""
+    async def _stop_stray(self, name: str, record: Adoptable, signal_name: str = "SIGTERM",
+                          timeout: float = 10.0) -> None:
+        """A resource left running that the config no longer declares (or not like this): stop it."""
         if record.kind != "process":
             return
         from orchestrator.runtimes.process import ProcessInstance
 
         instance = ProcessInstance(int(record.ident), record.create_time, record.config_hash)
         if instance._same_process_alive():
-            log.info("stopping a leftover that is no longer declared", resource=name)
-            await instance.stop("SIGTERM", 10.0)
+            log.info("stopping a leftover we cannot take back", resource=name, pid=instance.pid)
+            await instance.stop(signal_name, timeout)
 
     @property
     def _tg_required(self) -> TaskGroup:

@@ -152,3 +152,20 @@ def test_records_are_written_private_and_whole(tmp_path: Path) -> None:
     assert not (state / "running.json").is_symlink() and info.st_mode & 0o777 == 0o600
     assert json.loads((state / "running.json").read_text()) == {"a": {"kind": "process"}}
     assert sorted(p.name for p in state.iterdir()) == ["running.json"]
+
+
+def test_unrecorded_process_whose_command_changed_is_replaced_not_doubled(project: Project,
+                                                                          no_leaked_processes: str) -> None:
+    """No valid record, and the file now declares another command: the old copy is stopped
+    (we cannot tell it is still what the file asks for), one new copy runs."""
+    project.write(SERVICES)
+    project.run("up", check=True)
+    old_pid = project.rows()["a"]["pid"]
+    kill_supervisor(project)
+    (project.state_dir / "running.json").write_text("[]")
+    project.write(SERVICES.replace("time.sleep(600)", "time.sleep(602)"))
+    project.run("up", check=True)
+    assert not copies_of(no_leaked_processes, "time.sleep(600)")
+    [new] = copies_of(no_leaked_processes, "time.sleep(602)")
+    assert new.pid == project.rows()["a"]["pid"] != old_pid
+    project.run("down", check=True)
