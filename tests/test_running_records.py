@@ -34,7 +34,14 @@ def record_of(project: Project, name: str) -> dict[str, object]:
 
 
 def copies_of(token: str, marker: str) -> list[psutil.Process]:
-    return [p for p in processes_with_token(token) if marker in " ".join(p.cmdline())]
+    found = []
+    for proc in processes_with_token(token):
+        try:
+            if marker in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:  # gone meanwhile
+            continue
+    return found
 
 
 def kill_supervisor(project: Project) -> None:

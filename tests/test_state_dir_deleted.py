@@ -26,7 +26,14 @@ MARKER = "time.sleep(600)"
 
 
 def copies(token: str) -> list[psutil.Process]:
-    return [p for p in processes_with_token(token) if MARKER in " ".join(p.cmdline())]
+    found = []
+    for proc in processes_with_token(token):
+        try:
+            if MARKER in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:  # gone meanwhile
+            continue
+    return found
 
 
 def supervisors(project: Project) -> list[psutil.Process]:
