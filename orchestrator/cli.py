@@ -199,10 +199,9 @@ def down(
 
 
 def _has_leftovers(project: ProjectSpec) -> bool:
-    try:
-        return bool(json.loads((project.state_dir / "running.json").read_text()))
-    except (OSError, ValueError):
-        return False
+    from orchestrator import records
+
+    return records.maybe_running(project.state_dir)
 
 
 def _wait_supervisor_gone(state_dir: Path, timeout: float = 30.0) -> None:
@@ -337,11 +336,11 @@ def logs(
     try:
         project = _load(files)
         check_names(project, [name])
+        spec = project.resources[name]
+        output = OutputLog(paths.resource_log(project.state_dir, name), spec.log_max_size, spec.log_max_files)
+        lines = output.tail(tail) if tail else output.read_all()
     except VrooliError as exc:
         _fail(exc, json_out)
-    output = OutputLog(paths.resource_log(project.state_dir, name))
-    lines = output.tail(tail) if tail else (output.path.read_text(errors="replace").splitlines()
-                                           if output.path.exists() else [])
     if json_out and not follow:
         print(json.dumps({"resource": name, "lines": lines}))
         return

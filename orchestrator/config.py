@@ -20,6 +20,8 @@ from typing import Any
 from orchestrator import graph
 from orchestrator.errors import ConfigError
 from orchestrator.spec import (
+    DEFAULT_LOG_MAX_FILES,
+    DEFAULT_LOG_MAX_SIZE,
     Condition,
     Dependency,
     ExportSpec,
@@ -41,7 +43,7 @@ COMMON_KEYS = {
     "runtime", "command", "cwd", "env", "env_file", "ports", "depends_on", "start_timeout",
     "stop_signal", "stop_timeout", "restart", "restart_delay", "restart_max_delay",
     "restart_burst", "restart_window", "enabled", "health", "user", "description",
-    "models", "model_load", "keep_alive", "model_concurrency", "export",
+    "log_max_size", "log_max_files", "models", "model_load", "keep_alive", "model_concurrency", "export",
 }
 DOCKER_ONLY_KEYS = {"image", "entrypoint", "volumes", "memory_limit"}
 RESOURCE_KEYS = COMMON_KEYS | DOCKER_ONLY_KEYS
@@ -613,6 +615,7 @@ def _parse_resource(name: str, raw: object, project_dir: Path, variables: Mappin
         image=image, entrypoint=entrypoint, volumes=volumes, memory_limit=memory_limit,
         models=models, description=check.string(raw, "description", path, "") or "",
         export=_parse_export(raw["export"], (*path, "export"), check) if "export" in raw else None,
+        log_max_size=_log_max_size(raw, path, check), log_max_files=_log_max_files(raw, path, check),
     )
 
 
@@ -646,6 +649,31 @@ def _parse_export(raw: object, path: tuple[str, ...], check: _Checker) -> Export
         env = {}
     return ExportSpec(image=check.string(raw, "image", path), command=check.command(raw, "command", path),
                       healthcheck=healthcheck, env=tuple(sorted(env.items())))
+
+
+LOG_SIZE_RANGE = (1 << 10, 1 << 40)  # below 1 KiB the log would rotate on every line
+LOG_FILES_MAX = 1000
+
+
+def _log_max_size(raw: Mapping[str, Any], path: tuple[str, ...], check: _Checker) -> int:
+    if "log_max_size" not in raw:
+        return DEFAULT_LOG_MAX_SIZE
+    try:
+        size = parse_size(raw["log_max_size"])
+    except (ValueError, OverflowError):
+        size = 0
+    if not LOG_SIZE_RANGE[0] <= size <= LOG_SIZE_RANGE[1]:
+        check.fail((*path, "log_max_size"), f"expected a size from 1k to 1t like \"10m\", got {raw['log_max_size']!r}")
+        return DEFAULT_LOG_MAX_SIZE
+    return size
+
+
+def _log_max_files(raw: Mapping[str, Any], path: tuple[str, ...], check: _Checker) -> int:
+    value = raw.get("log_max_files", DEFAULT_LOG_MAX_FILES)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= LOG_FILES_MAX:
+        check.fail((*path, "log_max_files"), f"expected a whole number from 0 to {LOG_FILES_MAX}, got {value!r}")
+        return DEFAULT_LOG_MAX_FILES
+    return value
 
 
 def _whole(raw: Mapping[str, Any], key: str, path: tuple[str, ...], check: _Checker,
@@ -857,7 +885,8 @@ def load(files: list[Path], environ: Mapping[str, str] | None = None, *,
     check.unknown_keys(project_raw, PROJECT_KEYS, ("project",), "[project]")
     name = _project_name(project_raw, project_dir, check)
     state_text = check.string(project_raw, "state_dir", ("project",))
-    state_dir = (project_dir / _home(state_text)).resolve() if state_text else \
+    # Made absolute but not resolved: a state dir that is a symlink must be seen as one.
+    state_dir = Path(os.path.normpath(project_dir / _home(state_text))) if state_text else \
         default_state_dir(name, environ)
     _check_path_length(state_dir, ("project", "state_dir" if state_text else "name"), check)
     # Unset stays None: `vrooli daemon` then listens on 127.0.0.1:9500, any other supervisor

@@ -15,15 +15,15 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import anyio
 import structlog
+from anyio.abc import TaskGroup
 
 from orchestrator import config, control, ops, paths
 from orchestrator.endpoint import HealthEndpoint, open_health_endpoint
 from orchestrator.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, VrooliError
-from orchestrator.exposure import write_private
 from orchestrator.fdlimits import raise_nofile_limit, where_raised
 from orchestrator.scheduler import SETTLED_OK, State
 from orchestrator.spec import ProjectSpec
@@ -46,31 +46,41 @@ class Options:
 
 
 class SupervisorLock:
-    """An flock held for the supervisor's whole life: two supervisors never share a project."""
+    """An flock held for the supervisor's whole life: two supervisors never share a project.
+
+    The file is opened without following symlinks and created 0600 for us alone. If the
+    state dir is deleted under us, `acquire` again takes a lock on the new file, unless a
+    new supervisor was quicker (then that one owns the project).
+    """
 
     def __init__(self, state_dir: Path) -> None:
         self.path = paths.lock_file(state_dir)
-        self._handle: IO[str] | None = None
+        self._fd = -1
 
     def acquire(self) -> None:
-        handle = self.path.open("a+")
+        fd = paths.open_private(self.path, os.O_RDWR | os.O_CREAT)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip() or "?"
-            handle.close()
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
             raise VrooliError(f"a supervisor is already running for this project (pid {owner})") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._handle = handle
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self.release()
+        self._fd = fd
+
+    def still_ours(self) -> bool:
+        """Is the lock file at its path the one we hold (not deleted, not another's)?"""
+        if self._fd < 0:
+            return False
+        held = os.fstat(self._fd)
+        return paths.identity(self.path) == (held.st_dev, held.st_ino)
 
     def release(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def run(options: Options) -> int:
@@ -81,21 +91,64 @@ def run(options: Options) -> int:
     lock.acquire()
     endpoint = HealthEndpoint(None, None, None, None)
     try:
-        write_private(project.state_dir / "supervisor.pid", str(os.getpid()))
+        paths.write_private(paths.pid_file(project.state_dir), str(os.getpid()))
         endpoint = open_health_endpoint(project, options.health_listen, options.mode)
-        return anyio.run(_main, project, options, endpoint)
+        return anyio.run(_main, project, options, endpoint, lock)
     finally:
         endpoint.close()
-        for leftover in (paths.control_socket(project.state_dir), project.state_dir / "health.addr",
-                         project.state_dir / "supervisor.pid"):
-            try:
-                leftover.unlink()
-            except FileNotFoundError:
-                pass
+        if lock.still_ours():  # never remove what a supervisor that replaced us made
+            for leftover in (paths.control_socket(project.state_dir), project.state_dir / "health.addr",
+                             paths.pid_file(project.state_dir)):
+                try:
+                    leftover.unlink()
+                except FileNotFoundError:
+                    pass
         lock.release()
 
 
-async def _main(project: ProjectSpec, options: Options, endpoint: HealthEndpoint) -> int:
+class ControlEndpoint:
+    """The control socket, which can be bound again when its file was deleted."""
+
+    def __init__(self, tg: TaskGroup, path: Path, handler: control.Handler) -> None:
+        self._tg, self.path, self._handler = tg, path, handler
+
+    async def start(self) -> None:
+        # The previous listener (if any) keeps serving the clients it accepted; its
+        # deleted socket file accepts no new ones.
+        await self._tg.start(control.serve, self.path, self._handler)
+
+
+def _state_rebuilder(sup: Supervisor, lock: SupervisorLock, endpoint: ControlEndpoint,
+                     options: Options) -> Callable[[], Awaitable[bool]]:
+    """What the service must redo when its state dir was deleted (see Supervisor)."""
+    state_dir = sup.state_dir
+
+    async def rebuild() -> bool:
+        if not lock.still_ours():
+            if paths.identity(lock.path) is not None:
+                return False  # another supervisor has run here since: it may have adopted ours
+            try:
+                lock.acquire()
+            except VrooliError:
+                return False
+            sup.sentinels[lock.path] = paths.identity(lock.path)
+        paths.write_private(paths.pid_file(state_dir), str(os.getpid()))
+        if paths.identity(endpoint.path) != sup.sentinels.get(endpoint.path):
+            paths.control_socket(state_dir)  # a socket dir of its own is checked and made again
+            await endpoint.start()
+            sup.sentinels[endpoint.path] = paths.identity(endpoint.path)
+        if options.mode == "detached":  # our stdout and stderr were the deleted supervisor.log
+            fd = paths.open_private(paths.supervisor_log(state_dir), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            os.close(fd)
+        return True
+
+    return rebuild
+
+
+async def _main(project: ProjectSpec, options: Options, endpoint: HealthEndpoint,
+                lock: SupervisorLock | None = None) -> int:
     sup = Supervisor(project)
     if options.invoked_at is not None:
         sup.cold_start = {"invoked_at": options.invoked_at, "supervisor_at": time.time()}
@@ -114,7 +167,14 @@ async def _main(project: ProjectSpec, options: Options, endpoint: HealthEndpoint
         handler = Handlers(sup, options, endpoint)
         if options.up_at_start:
             await handler.start_unasked()
-        await tg.start(control.serve, paths.control_socket(project.state_dir), handler.handle)
+        control_endpoint = ControlEndpoint(tg, paths.control_socket(project.state_dir), handler.handle)
+        await control_endpoint.start()
+        if lock is not None:
+            sup.sentinels[lock.path] = paths.identity(lock.path)
+            sup.sentinels[control_endpoint.path] = paths.identity(control_endpoint.path)
+            sup.on_state_lost.append(_state_rebuilder(sup, lock, control_endpoint, options))
+        if endpoint.address is not None:
+            sup.kept_files["health.addr"] = endpoint.address  # written again if the state dir is rebuilt
         if endpoint.sock is not None:
             # Not awaited: resources and the control socket must not wait for its imports.
             tg.start_soon(_health, sup, endpoint.sock)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from orchestrator import paths, registry
 from orchestrator.errors import VrooliError
@@ -33,7 +33,7 @@ class Pending:
     """A supervisor forked but not yet answering; the spawn lock stays held until it does."""
 
     pid: int
-    lock: IO[str]
+    lock: int
     log_path: Path
     offset: int
 
@@ -58,8 +58,11 @@ def client(project: ProjectSpec, timeout: float | None = 5.0) -> Client:
 
 
 def client_at(state_dir: Path, timeout: float | None = 5.0) -> Client:
+    """The state dir is checked first: a socket in a directory someone else controls could
+    be theirs, and would receive our requests."""
     from orchestrator.control import Client
 
+    paths.check_state_dir(state_dir)
     return Client(paths.control_socket(state_dir), timeout=timeout)
 
 
@@ -128,18 +131,26 @@ def _supervisor_running(state_dir: Path) -> bool:
 def _spawn(project: ProjectSpec, up: list[str] | None, no_deps: bool) -> Pending | None:
     """Fork a supervisor under the spawn lock; None if another one started meanwhile."""
     paths.ensure_state_dir(project.state_dir)
-    spawn_lock = (project.state_dir / "spawn.lock").open("a")
+    spawn_lock = paths.open_private(project.state_dir / "spawn.lock", os.O_RDWR | os.O_CREAT)
     fcntl.flock(spawn_lock, fcntl.LOCK_EX)  # a second `up` waits here for the first
     if client(project).alive():
-        spawn_lock.close()
+        os.close(spawn_lock)
         return None
     log_path = paths.supervisor_log(project.state_dir)
-    offset = log_path.stat().st_size if log_path.exists() else 0
+    try:
+        log_fd = paths.open_private(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    except BaseException:
+        os.close(spawn_lock)
+        raise
+    offset = os.fstat(log_fd).st_size
     args = [a for f in project.files for a in ("-f", str(f))]
     if up is not None:
         args += ["--up", ",".join(up)] + (["--no-deps"] if no_deps else [])
         args += ["--invoked-at", f"{process_started_at():.6f}"]
-    pid = _fork_supervisor(args, log_path, project.project_dir, spawn_lock.fileno())
+    try:
+        pid = _fork_supervisor(args, log_fd, project.project_dir, spawn_lock)
+    finally:
+        os.close(log_fd)
     return Pending(pid, spawn_lock, log_path, offset)
 
 
@@ -167,14 +178,25 @@ def _wait_answering(project: ProjectSpec, pending: Pending) -> Client:
                 tail = _read_from(pending.log_path, pending.offset).strip().splitlines()[-3:]
                 code = os.waitstatus_to_exitcode(status)
                 detail = "; ".join(_message_of(line) for line in tail) or f"exit code {code}"
+                if "already running" in detail and _answers_soon(answering):
+                    return answering  # it lost the lock to a supervisor rebuilding its state dir
                 raise VrooliError(f"the supervisor did not start: {detail} (see {pending.log_path})")
             time.sleep(0.005)
         raise VrooliError(f"the supervisor did not answer within {SPAWN_TIMEOUT:g}s (see {pending.log_path})")
     finally:
-        pending.lock.close()
+        os.close(pending.lock)
 
 
-def _fork_supervisor(args: list[str], log_path: Path, cwd: Path, lock_fd: int) -> int:
+def _answers_soon(answering: Client, within: float = 1.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if answering.alive():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _fork_supervisor(args: list[str], log: int, cwd: Path, lock_fd: int) -> int:
     """Become the supervisor in a forked child: detached, its output in the log file.
 
     A fork, not a new interpreter: the child already has Python, the config and our
@@ -192,7 +214,6 @@ def _fork_supervisor(args: list[str], log_path: Path, cwd: Path, lock_fd: int) -
         _set_process_name(b"vrooli-sup")
         os.chdir(cwd)
         null = os.open(os.devnull, os.O_RDONLY)
-        log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         os.dup2(null, 0)
         os.dup2(log, 1)
         os.dup2(log, 2)

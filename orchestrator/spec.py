@@ -12,6 +12,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+DEFAULT_LOG_MAX_SIZE = 10 * 1024 * 1024
+DEFAULT_LOG_MAX_FILES = 1
+
 
 class Condition(enum.StrEnum):
     """What a dependent waits for, per dependency edge (compose's `condition`)."""
@@ -153,6 +156,10 @@ class ResourceSpec:
     models: ModelsSpec | None = None
     description: str = ""
     export: ExportSpec | None = None
+    # The output kept: the live NAME.log and log_max_files older ones, each at most about
+    # log_max_size bytes (see logs.py). Not part of config_hash: it never restarts a service.
+    log_max_size: int = DEFAULT_LOG_MAX_SIZE
+    log_max_files: int = DEFAULT_LOG_MAX_FILES
 
     @property
     def env_dict(self) -> dict[str, str]:

@@ -13,7 +13,7 @@ import random
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
@@ -25,10 +25,10 @@ import anyio.lowlevel
 import structlog
 from anyio.abc import TaskGroup
 
-from orchestrator import graph, scheduler
+from orchestrator import graph, paths, records, scheduler
 from orchestrator.errors import VrooliError
 from orchestrator.exposure import public_rows, write_private
-from orchestrator.logs import OutputLog
+from orchestrator.logs import LogKeeper, OutputLog
 from orchestrator.models import ModelError, ModelManager, managers_for
 from orchestrator.probes import Probe, ProbeContext, ProbeResult, make_probe, run_once, until_ready
 from orchestrator.runtimes import EXIT_UNKNOWN, Adoptable, Instance, Runtime, runtime_for
@@ -38,7 +38,9 @@ from orchestrator.spec import ProjectSpec, ResourceSpec, RestartPolicy
 log = structlog.get_logger("vrooli.supervisor")
 
 RuntimeFactory = Callable[[str, ProjectSpec], Runtime]
-LOG_LIMIT_PERIOD = 5.0  # seconds between log size checks
+StateHook = Callable[[], Awaitable[bool]]
+HOUSEKEEPING_PERIOD = 0.5  # heartbeat, and how often the state dir is checked to be intact
+STATE_EVENT_SETTLE = 0.1  # after a deletion is noticed, let an `rm -rf` finish before rebuilding
 EXIT_CLEANUP_TIMEOUT = 2.0  # leftover group members of a process that exited on its own
 
 
@@ -125,6 +127,14 @@ class Supervisor:
         self.models: dict[str, ModelManager] = {}
         self._persisted: dict[str, Any] | None = None
         self._persist_scheduled = False
+        # What must stay where it is for the project to remain reachable: path -> (dev, inode).
+        # The service adds its control socket and lock; `on_state_lost` hooks rebuild them.
+        self.sentinels: dict[Path, tuple[int, int] | None] = {}
+        self.on_state_lost: list[StateHook] = []
+        self.kept_files: dict[str, str] = {}  # state files to write again if the dir is rebuilt
+        self.state_dir_lost = False  # not ours any more (someone else's, or another supervisor's)
+        self._state_event = anyio.Event()
+        self._keeper = LogKeeper(project.state_dir, self._logs_to_keep, self._state_event_from_thread)
         # When the `vrooli up` that forked this supervisor began, and when the supervisor
         # ran (epoch seconds): what a cold start cost before the first resource started.
         self.cold_start: dict[str, float] | None = None
@@ -140,7 +150,21 @@ class Supervisor:
         return self.project.state_dir
 
     def output(self, name: str) -> OutputLog:
-        return OutputLog(self.state_dir / "logs" / f"{name}.log")
+        spec = self.project.resources.get(name)
+        if spec is None:
+            return OutputLog(paths.resource_log(self.state_dir, name))
+        return OutputLog(paths.resource_log(self.state_dir, name), spec.log_max_size, spec.log_max_files)
+
+    def _logs_to_keep(self) -> list[OutputLog]:
+        """For the log keeper's thread: read only the (immutable) project, never records."""
+        project = self.project
+        return [OutputLog(paths.resource_log(project.state_dir, n), s.log_max_size, s.log_max_files)
+                for n, s in project.resources.items()]
+
+    def keep_file(self, name: str, text: str) -> None:
+        """Write a state file (0600, by rename) and write it again if the state dir is rebuilt."""
+        self.kept_files[name] = text
+        paths.write_private(self.state_dir / name, text)
 
     def runtime(self, kind: str) -> Runtime:
         if kind not in self._runtimes:
@@ -259,22 +283,22 @@ class Supervisor:
         running = {n: {**vars_of(r.instance.adoptable()), "log_start": r.log_start}
                    for n, r in self.records.items()
                    if r.instance is not None and r.state not in (State.STOPPED, State.FAILED, State.COMPLETED)}
-        if running == self._persisted:
+        if running == self._persisted or self.state_dir_lost:
             return
         self._persisted = running
-        path = self.state_dir / "running.json"
         try:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(running))
-            tmp.replace(path)
-        except OSError as exc:
+            records.write(self.state_dir, running)  # 0600, a fresh file renamed into place
+        except (OSError, VrooliError) as exc:
+            self._persisted = None  # try again with the next change
             log.warning("cannot record running resources", error=str(exc))
 
     # ------------------------------------------------------------------ main loop
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run until `shutdown_requested`; then stop everything in reverse order."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        paths.ensure_state_dir(self.state_dir)
+        for kept in (self.state_dir, self.state_dir / "logs"):
+            self.sentinels[kept] = paths.identity(kept)
         async with anyio.create_task_group() as tg:
             self._tg = tg
             self.models = managers_for(self)
@@ -282,6 +306,7 @@ class Supervisor:
                 await tg.start(manager.run)
             await self._adopt_leftovers()
             tg.start_soon(self._housekeeping)
+            tg.start_soon(self._keep_logs)
             task_status.started()
             await self.shutdown_requested.wait()
             await self.stop(list(self.records), remove_wanted=True)
@@ -291,17 +316,69 @@ class Supervisor:
         self._write_running()  # a write still scheduled was cancelled with the task group
 
     async def _housekeeping(self) -> None:
-        next_log_check = 0.0
+        """The loop's heartbeat, and a state dir that stays reachable: deleted or replaced
+        (`rm -rf .state`), it is rebuilt in place (noticed at once through the log keeper's
+        inotify watch, else within HOUSEKEEPING_PERIOD)."""
         while True:
             self.loop_heartbeat = time.monotonic()
-            if self.loop_heartbeat >= next_log_check:
-                next_log_check = self.loop_heartbeat + LOG_LIMIT_PERIOD
-                for name in self.records:
-                    try:
-                        self.output(name).enforce_limit()
-                    except OSError:
-                        pass
-            await anyio.sleep(0.5)
+            with anyio.move_on_after(HOUSEKEEPING_PERIOD):
+                await self._state_event.wait()
+            if self._state_event.is_set():
+                self._state_event = anyio.Event()
+                await anyio.sleep(STATE_EVENT_SETTLE)
+            if not self._state_dir_intact():
+                await self._rebuild_state_dir()
+
+    def _state_event_from_thread(self) -> None:
+        try:
+            anyio.from_thread.run_sync(lambda: self._state_event.set())
+        except RuntimeError:  # the event loop is shutting down
+            pass
+
+    async def _keep_logs(self) -> None:
+        try:
+            await anyio.to_thread.run_sync(self._keeper.run, abandon_on_cancel=True)
+        finally:
+            self._keeper.stop()
+
+    def _give_up_state_dir(self, why: str, error: str | None = None) -> None:
+        """Stop everything, writing nothing more into a state dir that is not ours now."""
+        log.error(why, state_dir=str(self.state_dir), error=error)
+        self.state_dir_lost = True
+        self.shutdown_requested.set()
+
+    def _state_dir_intact(self) -> bool:
+        return all(paths.identity(path) == ident for path, ident in self.sentinels.items())
+
+    async def _rebuild_state_dir(self) -> None:
+        """Make the project reachable again after its state dir was deleted: the dir, the
+        records, and (through `on_state_lost`) the service's lock and control socket. If
+        that cannot be done, or another supervisor took the new dir, stop ours cleanly: a
+        stack no one can reach or see must not keep running."""
+        log.warning("the state dir was deleted or replaced; rebuilding it", state_dir=str(self.state_dir))
+        try:
+            paths.ensure_state_dir(self.state_dir)
+        except (OSError, VrooliError) as exc:
+            self._give_up_state_dir("cannot rebuild the state dir; stopping everything", str(exc))
+            return
+        for kept in (self.state_dir, self.state_dir / "logs"):
+            self.sentinels[kept] = paths.identity(kept)
+        for hook in self.on_state_lost:
+            try:
+                intact = await hook()
+            except (OSError, VrooliError) as exc:
+                self._give_up_state_dir("cannot rebuild the state dir; stopping everything", str(exc))
+                return
+            if not intact:
+                self._give_up_state_dir("another supervisor runs for this project now; stopping ours")
+                return
+        for name, text in self.kept_files.items():
+            self.keep_file(name, text)
+        self._persisted = None
+        self._write_running()
+        self._keeper.wake()
+        log.info("state dir rebuilt; running processes write to their old, deleted log files "
+                 "until they restart")
 
     async def _cleanup_runtimes(self, remove_volumes: bool) -> None:
         for rt in self._runtimes.values():
@@ -311,51 +388,86 @@ class Supervisor:
                 log.warning("cleanup failed", error=str(exc))
 
     async def _adopt_leftovers(self) -> None:
-        path = self.state_dir / "running.json"
-        try:
-            recorded: dict[str, dict[str, Any]] = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return
-        for name, raw in recorded.items():
-            log_start = raw.pop("log_start", 0)
-            try:
-                record = Adoptable(**raw)
-            except TypeError:
-                continue
-            rec = self.records.get(name)
-            spec = rec.spec if rec else None
-            if spec is None or spec.runtime != record.kind:
-                await self._stop_stray(name, record)
-                continue
-            try:
-                instance = await self.runtime(spec.runtime).adopt(spec, record, self.output(name), self._tg_required)
-            except VrooliError as exc:
-                log.warning("cannot adopt", resource=name, error=str(exc))
-                continue
-            if instance is None:
-                continue
-            if record.config_hash != spec.config_hash():
-                log.info("stopping a leftover whose config changed", resource=name)
-                await instance.stop(spec.stop_signal, spec.stop_timeout)
-                continue
-            log.info("adopted", resource=name, id=instance.ident)
-            assert rec is not None
-            rec.adopt = instance
-            rec.log_start = int(log_start) if isinstance(log_start, int) else 0
-            self.wanted.add(name)
+        """Take back what a supervisor killed with SIGKILL left running, and only that.
+
+        Records of the wrong shape are reported once, the file is moved aside, and the
+        processes they should have named are found by the log file they write to, so a
+        corrupt record never makes us start a second copy of a running service.
+        """
+        found = records.read(self.state_dir)
+        if found.problems:
+            moved = records.set_aside(self.state_dir)
+            log.warning("running.json: records of the wrong shape set aside", problems=list(found.problems),
+                        moved_to=str(moved) if moved else None)
+        for leftover in found.leftovers:
+            await self._adopt_one(leftover.name, leftover.record, leftover.log_start)
+        if found.problems or not found.present:  # (a `down` leaves `{}`: no scan on its next `up`)
+            await self._adopt_unrecorded({leftover.name for leftover in found.leftovers})
         self._reconcile()
         self._changed()
 
-    async def _stop_stray(self, name: str, record: Adoptable) -> None:
-        """A resource left running that the config no longer declares: stop it."""
+    async def _adopt_one(self, name: str, record: Adoptable, log_start: int) -> None:
+        rec = self.records.get(name)
+        spec = rec.spec if rec else None
+        if spec is None or spec.runtime != record.kind:
+            await self._stop_stray(name, record)
+            return
+        try:
+            instance = await self.runtime(spec.runtime).adopt(spec, record, self.output(name), self._tg_required)
+        except VrooliError as exc:
+            log.warning("cannot adopt", resource=name, error=str(exc))
+            return
+        if instance is None:
+            return
+        if record.config_hash != spec.config_hash():
+            log.info("stopping a leftover whose config changed", resource=name)
+            await instance.stop(spec.stop_signal, spec.stop_timeout)
+            return
+        log.info("adopted", resource=name, id=instance.ident)
+        assert rec is not None
+        rec.adopt = instance
+        rec.log_start = log_start
+        self.wanted.add(name)
+
+    async def _adopt_unrecorded(self, recorded: set[str]) -> None:
+        """Processes of ours that no valid record names: each leads its session and writes
+        to `logs/NAME.log`. One whose command line is still the declared one is adopted;
+        any other (or a second copy) is stopped, so nothing runs twice."""
+        import psutil
+
+        writers = await anyio.to_thread.run_sync(records.log_writers, self.state_dir / "logs")
+        for name, pids in writers.items():
+            if name in recorded:
+                continue
+            spec = self.project.resources.get(name)
+            for pid in sorted(pids):
+                try:
+                    proc = psutil.Process(pid)
+                    create_time, command = proc.create_time(), proc.cmdline()
+                except psutil.Error:
+                    continue
+                declared = spec is not None and spec.runtime == "process" and command == list(spec.command)
+                config_hash = spec.config_hash() if spec is not None and declared else "unverified"
+                record = Adoptable("process", str(pid), create_time, config_hash)
+                log.warning("found a process of ours with no record", resource=name, pid=pid)
+                if self.records.get(name) is not None and self.records[name].adopt is None and declared:
+                    await self._adopt_one(name, record, 0)
+                elif spec is not None and spec.runtime == "process":  # stopped the way it asks
+                    await self._stop_stray(name, record, spec.stop_signal, spec.stop_timeout)
+                else:
+                    await self._stop_stray(name, record)
+
+    async def _stop_stray(self, name: str, record: Adoptable, signal_name: str = "SIGTERM",
+                          timeout: float = 10.0) -> None:
+        """A resource left running that the config no longer declares (or not like this): stop it."""
         if record.kind != "process":
             return
         from orchestrator.runtimes.process import ProcessInstance
 
         instance = ProcessInstance(int(record.ident), record.create_time, record.config_hash)
         if instance._same_process_alive():
-            log.info("stopping a leftover that is no longer declared", resource=name)
-            await instance.stop("SIGTERM", 10.0)
+            log.info("stopping a leftover we cannot take back", resource=name, pid=instance.pid)
+            await instance.stop(signal_name, timeout)
 
     @property
     def _tg_required(self) -> TaskGroup:

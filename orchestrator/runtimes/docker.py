@@ -309,6 +309,10 @@ class DockerRuntime:
             "network": network_name(self.project.name),
             "stop_signal": spec.stop_signal,
             "detach": True,
+            # The engine's own copy of the output (which `docker logs` and our NAME.log read)
+            # bounded like NAME.log: the live file and log_max_files older ones.
+            "log_config": {"type": "json-file", "config": {"max-size": str(spec.log_max_size),
+                                                           "max-file": str(spec.log_max_files + 1)}},
         }
         if spec.command:
             args["command"] = list(spec.command)
