@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,13 +19,14 @@ from urllib.parse import urlsplit
 from orchestrator import config
 from orchestrator.errors import ConfigError, UsageError
 from orchestrator.spec import ProbeSpec, ProjectSpec, ResourceSpec
-from orchestrator.variables import read_env_file
+from orchestrator.variables import InterpolationError, Literal, Reference, Token, read_env_file, tokenize, written
 
 FORMATS = ("compose", "kubernetes")
 # Running a check inside a container (docker exec, a kubelet exec) costs process start-up on
 # top of the check itself: on a busy node that alone can pass a network probe's 1 s.
 MIN_EXEC_TIMEOUT = 5.0
-_TOKEN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$")
+# What `${VAR:?message}` validates with when VAR is not set here (it is never written out).
+REQUIRED_STAND_IN = "set-when-deployed"
 _SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|KEY", re.IGNORECASE)
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "0.0.0.0", "::", ""}
 
@@ -39,53 +40,155 @@ class ExportError(UsageError):
 
 @dataclass(frozen=True, slots=True)
 class Text:
-    """A string as resources.toml has it: `${VAR}` / `${VAR:-default}` references, `$$` a `$`."""
+    """A string as resources.toml has it, read by the loader's own tokenizer: `${VAR}` with any
+    of compose's operators, bare `$VAR`, `$$` a `$`. Each output renders the references its way;
+    none of them ever reads the environment."""
 
     template: str
+    tokens: tuple[Token, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tokens", tokenize(self.template))
 
     @classmethod
     def literal(cls, value: str) -> Text:
         return cls(value.replace("$", "$$"))
 
-    def variables(self) -> list[tuple[str, str | None]]:
-        return [(m.group(1), m.group(2)) for m in _TOKEN.finditer(self.template) if m.group(1)]
+    @property
+    def has_references(self) -> bool:
+        return any(isinstance(t, Reference) for t in self.tokens)
+
+    def needed(self) -> list[str]:
+        """The variables only the deployer can supply: no default, or `${VAR:?message}`."""
+        return list(dict.fromkeys(_needed(self.tokens)))
 
     @property
     def needs_value(self) -> bool:
-        """A reference without a default: only the deployer can supply it."""
-        return any(default is None for _, default in self.variables())
+        return bool(self.needed())
 
-    def for_compose(self) -> str:
-        """Compose interpolates the same `${VAR:-default}` and `$$`; a lone `$` must be doubled."""
-        return _TOKEN.sub(lambda m: m.group(0) if m.group(0) != "$" else "$$", self.template)
+    def for_compose(self, caveats: list[str] | None = None, supplied: Collection[str] = ()) -> str:
+        """The text in the interpolation docker-compose 1.29 and docker stack read: references
+        kept as written where they can be; what they cannot read is translated and said in
+        `caveats` (`supplied`: see `alternative`). A literal `$` is doubled."""
+        lacking = "docker-compose 1.29 and docker stack have no ${VAR:+alt}"
+        return _Render(caveats if caveats is not None else [], supplied, lacking).compose(self.tokens)
 
-    def with_defaults(self, missing: Callable[[str], str] = lambda name: "") -> str:
-        """The value with every reference at its default (the environment is never read)."""
-        def one(m: re.Match[str]) -> str:
-            if m.group(1) is None:
-                return "$"
-            return m.group(2) if m.group(2) is not None else missing(m.group(1))
-        return _TOKEN.sub(one, self.template)
+    def with_defaults(self, missing: Callable[[str], str] = lambda name: "",
+                      caveats: list[str] | None = None, supplied: Collection[str] = ()) -> str:
+        """The value where it is deployed when nothing is set there but what must be: each
+        reference at its default, `missing(name)` where there is none (see `alternative`)."""
+        render = _Render(caveats if caveats is not None else [], supplied, "a value has no conditional")
+        return render.defaults(self.tokens, missing)
 
     def as_shell_source(self) -> str:
-        """The text as a shell line: `${VAR:-default}` is the shell's own syntax, `$$` a `$`."""
-        return _TOKEN.sub(lambda m: "$" if m.group(0) == "$$" else m.group(0), self.template)
+        """The text as a shell line: references in the shell's own syntax (sh has every operator
+        compose has), `$$` a `$`."""
+        return _shell(self.tokens, lambda text: text)
 
     def shell_word(self) -> str:
-        """One sh word whose references the shell resolves from the container's environment
-        (the same `${VAR:-default}` syntax), everything else literal."""
-        if not self.variables():
+        """One sh word whose references the shell resolves from the container's environment,
+        everything else literal."""
+        if not self.has_references:
             return sh_quote(self.with_defaults())
-        parts = []
-        for piece in re.split(r"(\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}|\$\$)", self.template):
-            if piece == "$$":
-                parts.append("\\$")
-            elif piece.startswith("${"):
-                name, _, default = piece[2:-1].partition(":-")
-                parts.append("${" + name + (":-" + _dq_escape(default) if ":-" in piece else "") + "}")
+        return '"' + _shell(self.tokens, _dq_escape) + '"'
+
+
+_DEFAULTS = (":-", "-")
+_REQUIRED = (":?", "?")
+_ALTERNATIVES = (":+", "+")
+
+
+def referenced(tokens: tuple[Token, ...]) -> Iterator[Reference]:
+    """Every reference, nested ones (in defaults, messages, alternatives) included."""
+    for token in tokens:
+        if isinstance(token, Reference):
+            yield token
+            yield from referenced(token.word)
+
+
+def _needed(tokens: tuple[Token, ...]) -> Iterator[str]:
+    for token in tokens:
+        if isinstance(token, Literal):
+            continue
+        if token.operator is None or token.operator in _REQUIRED:
+            yield token.name  # a message is never the value: nothing in it is needed
+        else:
+            yield from _needed(token.word)  # a default, or an alternative that may be used
+
+
+@dataclass(frozen=True, slots=True)
+class _Render:
+    caveats: list[str]
+    supplied: Collection[str]  # variables the deployer must set: each has no default somewhere
+    lacking: str  # why an alternative is decided here
+
+    def alternative(self, ref: Reference, render: Callable[[tuple[Token, ...]], str]) -> str:
+        """`${VAR:+alt}` where the output has no such operator: alt if VAR is one the deployer
+        must supply anyway (a reference without a default), else empty, as if unset."""
+        shown = written((ref,))
+        if ref.name in self.supplied:
+            self.caveats.append(f"{shown} is written as its alternative ({self.lacking}): {ref.name} has no "
+                                "default elsewhere in the files, so it is set where this is deployed")
+            return render(ref.word)
+        self.caveats.append(f"{shown} is written empty ({self.lacking}), as if {ref.name} were unset where "
+                            "this is deployed")
+        return ""
+
+    def defaults(self, tokens: tuple[Token, ...], missing: Callable[[str], str]) -> str:
+        out = []
+        for token in tokens:
+            if isinstance(token, Literal):
+                out.append(token.text)
+            elif token.operator in _DEFAULTS:
+                out.append(self.defaults(token.word, missing))
+            elif token.operator in _ALTERNATIVES:
+                out.append(self.alternative(token, lambda word: self.defaults(word, missing)))
             else:
-                parts.append(_dq_escape(piece))
-        return '"' + "".join(parts) + '"'
+                out.append(missing(token.name))
+        return "".join(out)
+
+    def compose(self, tokens: tuple[Token, ...]) -> str:
+        out = []
+        for index, token in enumerate(tokens):
+            if isinstance(token, Literal):
+                out.append(token.text.replace("$", "$$"))
+                continue
+            after = tokens[index + 1] if index + 1 < len(tokens) else None
+            out.append(self.compose_reference(token, after))
+        return "".join(out)
+
+    def compose_reference(self, ref: Reference, after: Token | None) -> str:
+        """docker-compose 1.29 and docker stack know `${V}` `$V` `-` `:-` `?` `:?` and read every
+        word literally: no `+` / `:+`, nothing nested, no `$$` in a word."""
+        if ref.operator is None:
+            # 1.29 matches names case-insensitively: a non-ASCII letter after `$NAME` could join it.
+            ascii_after = not isinstance(after, Literal) or after.text[:1].isascii()
+            return f"${ref.name}" if not ref.braced and ascii_after else "${" + ref.name + "}"
+        if ref.operator in _ALTERNATIVES:
+            return self.alternative(ref, self.compose)
+        if ref.operator in _REQUIRED:  # the message is only ever shown: nested references by name
+            message = "".join(t.text if isinstance(t, Literal) else f"${t.name}" for t in ref.word)
+            return "${" + ref.name + ref.operator + message + "}"
+        word = self.defaults(ref.word, lambda name: "")
+        rendered = "${" + ref.name + ref.operator + word + "}"
+        if any(isinstance(t, Reference) for t in ref.word):
+            self.caveats.append(f"{written((ref,))}: docker-compose 1.29 and docker stack cannot nest ${{...}} "
+                                f"in a default; written as {rendered} (the inner reference at its default)")
+        elif "$" in word:
+            self.caveats.append(f"{written((ref,))} is written {rendered}: docker-compose 1.29 and docker stack "
+                                "read a default literally (Compose v2 would expand its '$')")
+        return rendered
+
+
+def _shell(tokens: tuple[Token, ...], escape: Callable[[str], str]) -> str:
+    out = []
+    for token in tokens:
+        if isinstance(token, Literal):
+            out.append(escape(token.text))
+        else:
+            word = _shell(token.word, escape) if token.operator else ""
+            out.append("${" + token.name + (token.operator or "") + word + "}")
+    return "".join(out)
 
 
 def _dq_escape(text: str) -> str:
@@ -137,6 +240,7 @@ class Source:
 
     project: ProjectSpec
     raw: Mapping[str, Any]
+    supplied: frozenset[str] = frozenset()  # referenced without a default: the deployer must set them
 
     def raw_at(self, name: str, *keys: str | int) -> object:
         value: object = self.raw.get("resources", {}).get(name)
@@ -159,29 +263,50 @@ class Source:
 
 
 def load_source(files: list[Path]) -> Source:
-    """Validate the files; a reference nobody set here is no error: the deployer supplies it."""
+    """Validate the files; a reference nobody set here is no error: the deployer supplies it.
+
+    Unset, it validates as empty; one that must not be empty (`${VAR:?message}`) as a stand-in.
+    Neither is written out: the exporters write the references as they are in the files.
+    """
     raw = config.read_merged(files)
     environ = dict(os.environ)
     dotenv = files[0].parent / ".env"
-    known = set(environ)
+    known = dict(environ)
     if dotenv.is_file():
         try:
-            known |= set(read_env_file(dotenv))
+            known = {**read_env_file(dotenv, environ), **environ}
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise ConfigError([f"{dotenv}: {exc}"]) from None
-    for name in _referenced(raw) - known:
-        environ[name] = ""
-    return Source(config.load(files, environ), raw)
+    references = list(_referenced(raw))
+    supplied = frozenset(name for text in _strings(raw) for name in Text(text).needed())
+    not_empty = {r.name for r in references if r.operator == ":?"}
+    for name in {r.name for r in references}:
+        if name in not_empty and not known.get(name):
+            environ[name] = REQUIRED_STAND_IN
+        elif name not in known:
+            environ[name] = ""
+    return Source(config.load(files, environ), raw, supplied)
 
 
-def _referenced(value: object) -> set[str]:
+def _referenced(value: object) -> Iterator[Reference]:
+    for text in _strings(value):
+        yield from referenced(tokenize(text))
+
+
+def _strings(value: object) -> Iterator[str]:
+    """Every string in the files as written that the tokenizer reads; one the loader refuses is left to it."""
     if isinstance(value, str):
-        return {m.group(1) for m in _TOKEN.finditer(value) if m.group(1)}
-    if isinstance(value, dict):
-        return set().union(*(_referenced(v) for v in value.values())) if value else set()
-    if isinstance(value, list):
-        return set().union(*(_referenced(v) for v in value)) if value else set()
-    return set()
+        try:
+            tokenize(value)
+        except InterpolationError:
+            return
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
 
 
 @dataclass(frozen=True)
@@ -347,9 +472,8 @@ def probe_check(plan: Plan, spec: ResourceSpec) -> Check | str | None:
     probe = spec.health
     if probe is None:
         return None
-    for key in ("url", "host"):
-        if Text(str(plan.source.raw_at(spec.name, "health", key) or "")).variables():
-            return f"its {key} uses ${{...}}, which a health check cannot resolve; give [export] healthcheck"
+    if probe_address_is_deferred(plan, spec):
+        return "its address uses ${...}, which a health check cannot resolve; give [export] healthcheck"
     host, port = inside_host(probe.host), inside_port(spec, probe.port or 0)
     if probe.kind == "exec":
         if not probe.inside:
@@ -368,6 +492,12 @@ def probe_check(plan: Plan, spec: ResourceSpec) -> Check | str | None:
             return target
         return Check(script=http_script(target, probe.expect_status, probe.timeout))
     return "a log probe reads vrooli's copy of the output; no engine has that: give [export] healthcheck"
+
+
+def probe_address_is_deferred(plan: Plan, spec: ResourceSpec) -> bool:
+    """The probe's url, host or port is a ${VAR}: known only where it is deployed."""
+    return any(Text(str(plan.source.raw_at(spec.name, "health", key) or "")).has_references
+               for key in ("url", "host", "port"))
 
 
 def _postgres_argv(plan: Plan, spec: ResourceSpec, probe: ProbeSpec, host: str, port: int) -> list[Text]:
