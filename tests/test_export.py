@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from orchestrator.errors import ConfigError
 from tests.conftest import ROOT, Project, free_port, wait_for
 
 SECRET = "s3cret-from-the-environment-4711"
@@ -620,6 +622,243 @@ def test_json_on_stdout_carries_the_documents_and_notes(kitchen: Project) -> Non
     assert report["documents"][0]["services"]["db"]["image"] == "postgres:16-alpine"
     assert any("resources.logger.health" in n for n in report["notes"])
     assert done.stderr == ""
+
+
+# ------------------------------------------------------------------------ interpolation
+
+# Every form of ${...} the loader knows, in an image, a command and an environment: `app`
+# refers to variables that are no keys of its env, `cli` to keys of its env.
+OPERATORS = r'''
+[project]
+name = "ops"
+state_dir = ".state"
+
+[resources.app]
+runtime = "docker"
+image = "${REGISTRY-docker.io}/library/busybox:${TAG:-1.36}"
+command = ["sh", "-c", """echo $BARE_V ${BRACED_V} ${DASH_V-dash default} ${COLON_DASH_V:-colon default} \
+${QUESTION_V?question message} ${COLON_QUESTION_V:?colon question message} \
+${NESTED_V:-${INNER_V:-inner default}} $$LITERAL cost 5$"""]
+
+[resources.app.env]
+BARE = "$BARE_V"
+BRACED = "${BRACED_V}"
+DASH = "${DASH_V-dash default}"
+COLON_DASH = "${COLON_DASH_V:-colon default}"
+QUESTION = "${QUESTION_V?question message}"
+COLON_QUESTION = "${COLON_QUESTION_V:?colon question message}"
+NESTED = "${NESTED_V:-${INNER_V:-inner default}}"
+DOLLAR_DEFAULT = "${DOLLAR_V:-cost $$5}"
+PLUS = "${PLUS_V+plus alternative}"
+COLON_PLUS = "${COLON_PLUS_V:+colon plus alternative}"
+SUPPLIED_PLUS = "${BRACED_V:+braced is set}"
+
+[resources.cli]
+runtime = "docker"
+image = "app/cli:1"
+command = ["--mode", "${MODE:-slow}", "--token", "${TOKEN:?the API token}", "--level", "${LEVEL-info}",
+           "--need", "${NEED?say what}", "$HOME_DIR", "${MODE:+--moded}", "${QUIET+-q}", "${TOKEN:+--auth}",
+           "${EMPTY:+--never}", "$$(date)"]
+env = { MODE = "fast", TOKEN = "${TOKEN:?the API token}", EMPTY = "" }
+'''
+# The variables only the deployer can supply (no default, `?`, `:?`), and those of them that must not be empty.
+REQUIRED = ["BARE_V", "BRACED_V", "QUESTION_V", "COLON_QUESTION_V", "TOKEN", "NEED", "HOME_DIR"]
+NOT_EMPTY = ["COLON_QUESTION_V", "TOKEN"]
+OPTIONAL = ["REGISTRY", "TAG", "DASH_V", "COLON_DASH_V", "NESTED_V", "INNER_V", "DOLLAR_V", "PLUS_V",
+            "COLON_PLUS_V", "MODE", "LEVEL", "QUIET", "EMPTY"]
+ALTERNATIVES = {"PLUS": "", "COLON_PLUS": "", "SUPPLIED_PLUS": "braced is set"}  # as written for compose
+
+
+@pytest.fixture
+def ops(project: Project, monkeypatch: pytest.MonkeyPatch) -> Project:
+    for name in REQUIRED + OPTIONAL:
+        monkeypatch.delenv(name, raising=False)
+    project.write(OPERATORS)
+    return project
+
+
+def test_compose_keeps_every_operator_as_a_reference(ops: Project) -> None:
+    done = export(ops, "compose")
+    assert done.returncode == 0, done.stderr  # ${VAR:?message} and bare $VAR unset here: the deployer's
+    services = yaml.safe_load(done.stdout)["services"]
+    app = services["app"]
+    assert app["image"] == "${REGISTRY-docker.io}/library/busybox:${TAG:-1.36}"
+    assert app["command"][2] == ("echo $BARE_V ${BRACED_V} ${DASH_V-dash default} ${COLON_DASH_V:-colon default} "
+                                 "${QUESTION_V?question message} ${COLON_QUESTION_V:?colon question message} "
+                                 "${NESTED_V:-inner default} $$LITERAL cost 5$$")
+    assert app["environment"] == {
+        "BARE": "$BARE_V", "BRACED": "${BRACED_V}", "DASH": "${DASH_V-dash default}",
+        "COLON_DASH": "${COLON_DASH_V:-colon default}", "QUESTION": "${QUESTION_V?question message}",
+        "COLON_QUESTION": "${COLON_QUESTION_V:?colon question message}", "NESTED": "${NESTED_V:-inner default}",
+        "DOLLAR_DEFAULT": "${DOLLAR_V:-cost $5}", **ALTERNATIVES}
+    assert services["cli"]["command"] == [
+        "--mode", "${MODE:-slow}", "--token", "${TOKEN:?the API token}", "--level", "${LEVEL-info}",
+        "--need", "${NEED?say what}", "$HOME_DIR", "", "", "--auth", "", "$$(date)"]
+    # What docker-compose 1.29 and docker stack cannot read as written is translated, and said.
+    notes = done.stderr
+    assert ("resources.app.env.PLUS: ${PLUS_V+plus alternative} is written empty (docker-compose 1.29 and "
+            "docker stack have no ${VAR:+alt}), as if PLUS_V were unset where this is deployed") in notes
+    assert "resources.app.env.COLON_PLUS: ${COLON_PLUS_V:+colon plus alternative} is written empty" in notes
+    assert ("resources.app.env.SUPPLIED_PLUS: ${BRACED_V:+braced is set} is written as its alternative "
+            "(docker-compose 1.29 and docker stack have no ${VAR:+alt}): BRACED_V has no default elsewhere") in notes
+    assert ("resources.app.env.NESTED: ${NESTED_V:-${INNER_V:-inner default}}: docker-compose 1.29 and docker "
+            "stack cannot nest ${...} in a default; written as ${NESTED_V:-inner default}") in notes
+    assert "resources.app.command: ${NESTED_V:-${INNER_V:-inner default}}: docker-compose 1.29" in notes
+    assert "resources.app.env.DOLLAR_DEFAULT: ${DOLLAR_V:-cost $$5} is written ${DOLLAR_V:-cost $5}" in notes
+    assert "resources.cli.command: ${TOKEN:+--auth} is written as its alternative" in notes
+    assert "resources.cli.command: ${MODE:+--moded} is written empty" in notes
+
+
+def test_kubernetes_resolves_every_operator_as_said(ops: Project) -> None:
+    done = export(ops, "kubernetes")
+    assert done.returncode == 0, done.stderr
+    docs = [d for d in yaml.safe_load_all(done.stdout) if d]
+    app = container(find(docs, "Deployment", "app"))
+    assert app["image"] == "docker.io/library/busybox:1.36"
+    # Not in the container's env: a default is written; no default, or `?` / `:?`, is a Secret key.
+    assert app["args"][2] == ("echo $(BARE_V) $(BRACED_V) dash default colon default $(QUESTION_V) "
+                              "$(COLON_QUESTION_V) inner default $$LITERAL cost 5$$")
+    assert find(docs, "ConfigMap", "app-env")["data"] == {
+        "DASH": "dash default", "COLON_DASH": "colon default", "NESTED": "inner default",
+        "DOLLAR_DEFAULT": "cost $5", "PLUS": "", "COLON_PLUS": "", "SUPPLIED_PLUS": "braced is set"}
+    assert find(docs, "Secret", "app-secrets")["stringData"] == dict.fromkeys(
+        ("BARE", "BRACED", "QUESTION", "COLON_QUESTION", "BARE_V", "BRACED_V", "QUESTION_V", "COLON_QUESTION_V"),
+        "CHANGE-ME")
+    assert "# fill in: the value of ${QUESTION_V} (the command uses it: question message)" in done.stdout
+    assert "# fill in: the value of ${COLON_QUESTION_V} (the command uses it: colon question message)" in done.stdout
+    assert "# fill in: the value of ${BARE_V}\n" in done.stdout
+    # Keys of the container's env are Kubernetes' $(VAR); an alternative follows what the pod's VAR holds.
+    cli = container(find(docs, "Deployment", "cli"))
+    assert cli["args"] == ["--mode", "$(MODE)", "--token", "$(TOKEN)", "--level", "info", "--need", "$(NEED)",
+                           "$(HOME_DIR)", "--moded", "", "--auth", "", "$$(date)"]
+    assert find(docs, "Secret", "cli-secrets")["stringData"] == {"TOKEN": "CHANGE-ME", "NEED": "CHANGE-ME",
+                                                                 "HOME_DIR": "CHANGE-ME"}
+    assert find(docs, "ConfigMap", "cli-env")["data"] == {"MODE": "fast", "EMPTY": ""}
+    notes = done.stderr
+    assert ("resources.cli.command: ${MODE:+--moded} is written as its alternative: MODE is set in the "
+            "ConfigMap (Kubernetes has no conditional)") in notes
+    assert "resources.cli.command: ${QUIET+-q} is written empty: QUIET is not in the container's env" in notes
+    assert "resources.cli.command: ${TOKEN:+--auth} is written as its alternative: TOKEN is a Secret key" in notes
+    assert "resources.cli.command: ${EMPTY:+--never} is written empty: EMPTY is empty in the ConfigMap" in notes
+    assert "resources.app.env.PLUS: ${PLUS_V+plus alternative} is written empty (a value has no conditional)" in notes
+
+
+def test_kubernetes_manifests_of_every_operator_pass_kubernetes_validate_strict(ops: Project) -> None:
+    tool = validator()
+    out = ops.dir / "k8s.yaml"
+    assert export(ops, "kubernetes", "-o", str(out)).returncode == 0
+    done = subprocess.run([tool, "--strict", "-k", "1.30.0", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count(" passed for resource ") == len([d for d in yaml.safe_load_all(out.read_text()) if d])
+
+
+def test_kubernetes_probe_keeps_every_operator_for_the_shell(project: Project) -> None:
+    project.write("""
+        [resources.app]
+        runtime = "docker"
+        image = "app:1"
+        env = { MODE = "fast" }
+        health = { probe = "exec", inside = true, command = ["check", "$MODE", "${LEVEL-info}", "${NEED?say}",
+                   "${MODE:+--moded}", "${A:-${B:-deep}}", "cost $$5"] }
+        """)
+    docs = manifests(project)
+    command = container(find(docs, "Deployment", "app"))["readinessProbe"]["exec"]["command"]
+    # sh has every operator compose has: the container's own environment decides, as the loader's would.
+    assert command == ["sh", "-c", 'exec check "${MODE}" "${LEVEL-info}" "${NEED?say}" "${MODE:+--moded}" '
+                                   '"${A:-${B:-deep}}" \'cost $5\'']
+    script = command[2].replace("exec check", "printf '%s|'")
+    ran = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30,
+                         env={"PATH": os.environ["PATH"], "MODE": "fast", "NEED": "x"})
+    assert ran.stdout == "fast|info|x|--moded|deep|cost $5|"
+    ran = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30,
+                         env={"PATH": os.environ["PATH"]})
+    assert ran.returncode != 0 and "say" in ran.stderr
+
+
+def test_a_reference_that_must_be_supplied_does_not_stop_the_export(ops: Project) -> None:
+    # `${VAR:?message}` and a bare `$VAR` unset here are the deployer's to set, as `${VAR}` is.
+    for fmt in ("compose", "kubernetes"):
+        done = export(ops, fmt)
+        assert done.returncode == 0, done.stderr
+        assert "set-when-deployed" not in done.stdout + done.stderr  # what they validate with here
+    # ... and one set but empty here as well: the value here is not what is exported.
+    env = {**os.environ, "COLON_QUESTION_V": "", "TOKEN": ""}
+    done = subprocess.run([sys.executable, "-m", "orchestrator", "export", "compose"], cwd=ops.dir, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_no_value_from_the_environment_or_dotenv_is_ever_written(ops: Project,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    unset = {fmt: export(ops, fmt) for fmt in ("compose", "kubernetes")}
+    for name in REQUIRED + OPTIONAL:
+        monkeypatch.setenv(name, f"{SECRET}-{name}")
+    (ops.dir / ".env").write_text(f"DASH_V={SECRET}-dotenv\nPLUS_V={SECRET}-dotenv-plus\n")
+    for fmt in ("compose", "kubernetes"):
+        done = export(ops, fmt)
+        assert done.returncode == 0, done.stderr
+        assert SECRET not in done.stdout + done.stderr
+        # Whatever is set here, the export is the same: it is what is written in the files.
+        assert (done.stdout, done.stderr) == (unset[fmt].stdout, unset[fmt].stderr)
+
+
+def compose_env(state: str, *, unset: tuple[str, ...] = (), empty: tuple[str, ...] = ()) -> dict[str, str]:
+    """The environment a deployer might have: every variable set, empty, or only the required ones set."""
+    env = {k: v for k, v in os.environ.items() if k not in REQUIRED + OPTIONAL}
+    for name in REQUIRED + OPTIONAL:
+        if state == "set":
+            env[name] = f"value of {name}"
+        elif name in NOT_EMPTY or (name in REQUIRED and state == "unset"):
+            env[name] = f"value of {name}"
+        elif state == "empty":
+            env[name] = ""
+    for name in unset:
+        env.pop(name, None)
+    for name in empty:
+        env[name] = ""
+    return env
+
+
+def compose_config(out: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker-compose", "-f", str(out), "config"], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+@pytest.mark.docker
+def test_docker_compose_reads_every_operator_as_vrooli_does(ops: Project) -> None:
+    if not shutil.which("docker-compose"):
+        pytest.skip("needs docker-compose")
+    from orchestrator import config
+
+    out = ops.dir / "out" / "docker-compose.yml"  # no .env beside it: only the environment given counts
+    out.parent.mkdir()
+    assert export(ops, "compose", "-o", str(out)).returncode == 0
+    for state in ("set", "empty", "unset"):
+        env = compose_env(state)
+        checked = compose_config(out, env)
+        assert checked.returncode == 0, (state, checked.stderr)
+        app = yaml.safe_load(checked.stdout)["services"]["app"]
+        expected = config.load([ops.file], env).resources["app"]
+        assert app["image"] == expected.image, state
+        assert [word.replace("$$", "$") for word in app["command"]] == list(expected.command), state
+        environment = {k: v.replace("$$", "$") for k, v in app["environment"].items()}
+        loaded = expected.env_dict
+        assert {k: v for k, v in environment.items() if k not in ALTERNATIVES} == \
+               {k: v for k, v in loaded.items() if k not in ALTERNATIVES}, state
+        assert {k: environment[k] for k in ALTERNATIVES} == ALTERNATIVES  # as written: compose has no :+
+    # A required variable missing stops docker-compose with its message, as it stops `vrooli up`.
+    for unset, empty, message in ((("QUESTION_V",), (), "question message"),
+                                  ((), ("COLON_QUESTION_V",), "colon question message"),
+                                  (("COLON_QUESTION_V",), (), "colon question message"),
+                                  (("TOKEN",), (), "the API token"), (("NEED",), (), "say what")):
+        env = compose_env("unset", unset=unset, empty=empty)
+        checked = compose_config(out, env)
+        assert checked.returncode != 0 and message in checked.stderr, (unset, empty, checked.stderr)
+        with pytest.raises(ConfigError, match=message):
+            config.load([ops.file], env)
+    env = compose_env("unset", empty=("QUESTION_V", "NEED"))  # `?` takes an empty value, as the loader does
+    assert compose_config(out, env).returncode == 0
+    config.load([ops.file], env)
 
 
 # ------------------------------------------------------------------------ bad input
