@@ -660,6 +660,22 @@ command = ["--mode", "${MODE:-slow}", "--token", "${TOKEN:?the API token}", "--l
            "--need", "${NEED?say what}", "$HOME_DIR", "${MODE:+--moded}", "${QUIET+-q}", "${TOKEN:+--auth}",
            "${EMPTY:+--never}", "$$(date)"]
 env = { MODE = "fast", TOKEN = "${TOKEN:?the API token}", EMPTY = "" }
+
+[resources.extra]
+runtime = "docker"
+image = "app/extra:1"
+description = "${DESCRIPTION:-the extra service}"
+cwd = "${WORKDIR:-/srv}"
+user = "${RUN_AS:-1000}"
+stop_signal = "${STOP_SIGNAL:-SIGTERM}"
+ports = ["${HOST_IP:-127.0.0.1}:${HOST_PORT:-18080}:8080"]
+volumes = ["${DATA_DIR:-./data}:/data", "${VOLUME:-cache}:/cache"]
+health = { probe = "http", url = "http://${PROBE_HOST:-127.0.0.1}:${PROBE_PORT:-18080}/health" }
+models = ["${MODEL:-llama3}"]
+
+[resources.billing]
+runtime = "external"
+health = { probe = "tcp", host = "${BILLING_HOST:-billing.example.com}", port = 8443 }
 '''
 # The variables only the deployer can supply (no default, `?`, `:?`), and those of them that must not be empty.
 REQUIRED = ["BARE_V", "BRACED_V", "QUESTION_V", "COLON_QUESTION_V", "TOKEN", "NEED", "HOME_DIR"]
@@ -667,11 +683,16 @@ NOT_EMPTY = ["COLON_QUESTION_V", "TOKEN"]
 OPTIONAL = ["REGISTRY", "TAG", "DASH_V", "COLON_DASH_V", "NESTED_V", "INNER_V", "DOLLAR_V", "PLUS_V",
             "COLON_PLUS_V", "MODE", "LEVEL", "QUIET", "EMPTY"]
 ALTERNATIVES = {"PLUS": "", "COLON_PLUS": "", "SUPPLIED_PLUS": "braced is set"}  # as written for compose
+# Fields whose value the exporters read from the validated project: set here, none may reach the output.
+FIELDS = {"DESCRIPTION": SECRET, "WORKDIR": f"/{SECRET}", "RUN_AS": "31337", "STOP_SIGNAL": "SIGQUIT",
+          "HOST_IP": "127.0.0.99", "HOST_PORT": "17777", "DATA_DIR": f"/{SECRET}-data", "VOLUME": f"{SECRET}-vol",
+          "PROBE_HOST": f"{SECRET}.example", "PROBE_PORT": "17778", "MODEL": f"{SECRET}-model",
+          "BILLING_HOST": f"{SECRET}.example"}
 
 
 @pytest.fixture
 def ops(project: Project, monkeypatch: pytest.MonkeyPatch) -> Project:
-    for name in REQUIRED + OPTIONAL:
+    for name in [*REQUIRED, *OPTIONAL, *FIELDS]:
         monkeypatch.delenv(name, raising=False)
     project.write(OPERATORS)
     return project
@@ -793,11 +814,14 @@ def test_no_value_from_the_environment_or_dotenv_is_ever_written(ops: Project,
     unset = {fmt: export(ops, fmt) for fmt in ("compose", "kubernetes")}
     for name in REQUIRED + OPTIONAL:
         monkeypatch.setenv(name, f"{SECRET}-{name}")
-    (ops.dir / ".env").write_text(f"DASH_V={SECRET}-dotenv\nPLUS_V={SECRET}-dotenv-plus\n")
+    for name, value in FIELDS.items():
+        monkeypatch.setenv(name, value)
+    (ops.dir / ".env").write_text(f"DASH_V={SECRET}-dotenv\nPLUS_V={SECRET}-dotenv-plus\nMODEL={SECRET}-dotenv\n")
     for fmt in ("compose", "kubernetes"):
         done = export(ops, fmt)
         assert done.returncode == 0, done.stderr
-        assert SECRET not in done.stdout + done.stderr
+        for value in [SECRET, "31337", "SIGQUIT", "127.0.0.99", "17777", "17778"]:
+            assert value not in done.stdout + done.stderr, (fmt, value)
         # Whatever is set here, the export is the same: it is what is written in the files.
         assert (done.stdout, done.stderr) == (unset[fmt].stdout, unset[fmt].stderr)
 

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from orchestrator import config
 from orchestrator.errors import ConfigError, UsageError
-from orchestrator.spec import ProbeSpec, ProjectSpec, ResourceSpec
+from orchestrator.spec import ProbeSpec, ProjectSpec, ResourceSpec, VolumeSpec
 from orchestrator.variables import InterpolationError, Literal, Reference, Token, read_env_file, tokenize, written
 
 FORMATS = ("compose", "kubernetes")
@@ -353,6 +353,28 @@ class Plan:
                 found[key] = EnvVar(key, self.source.text(spec.name, ("export", "env", key), value), "export")
         return list(found.values())
 
+    def as_deployed(self, spec: ResourceSpec, keys: tuple[str | int, ...], value: str) -> str:
+        """A value no output can leave to the deployer's environment (a comment, a field that
+        Kubernetes never expands) as written: each reference at its default, `${VAR}` where
+        there is none. The value it has here is never used."""
+        text = self.source.text(spec.name, keys, value)
+        return text.with_defaults(lambda name: "${" + name + "}", supplied=self.source.supplied)
+
+    def model_names(self, spec: ResourceSpec) -> list[str]:
+        names = spec.models.names if spec.models is not None else ()
+        return [self.as_deployed(spec, ("models", i), name) for i, name in enumerate(names)]
+
+    def volume(self, spec: ResourceSpec, index: int) -> VolumeSpec | None:
+        """The volume as written, a reference at its default (see `as_deployed`); None when
+        only the deployer knows it (a reference without a default)."""
+        written = self.source.raw_at(spec.name, "volumes", index)
+        if not (isinstance(written, str) and Text(written).has_references):
+            return spec.volumes[index]
+        text = Text(written)
+        if text.needs_value:
+            return None
+        return _volume_spec(text.with_defaults(supplied=self.source.supplied), self.project.project_dir)
+
     def env_file(self, spec: ResourceSpec) -> Path | None:
         written = self.source.raw_at(spec.name, "env_file")
         return (self.project.project_dir / written).resolve() if isinstance(written, str) else None
@@ -365,6 +387,19 @@ class Plan:
         """Resources some exported dependent waits for with condition = "completed": one-shot jobs."""
         return {d.name for r in self.containers.values() for d in r.depends_on
                 if d.condition.value == "completed" and d.name in self.containers}
+
+
+def _volume_spec(text: str, project_dir: Path) -> VolumeSpec | None:
+    """"source:/target[:ro]" read as the loader reads it; None if it is no volume."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[1].startswith("/") or parts[2:] not in ([], ["ro"], ["rw"]):
+        return None
+    source, target = parts[0], parts[1]
+    if source.startswith((".", "~")) or "/" in source:
+        source = str((project_dir / os.path.expanduser(source)).resolve())
+    elif not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", source):
+        return None
+    return VolumeSpec(source, target, read_only=parts[2:] == ["ro"])
 
 
 def plan(source: Source, skip_process: bool) -> Plan:
@@ -553,19 +588,21 @@ def http_script(target: HttpTarget, statuses: tuple[int, ...], timeout: float) -
     )
 
 
-def external_address(spec: ResourceSpec) -> tuple[str, int | None]:
-    """Where an external resource lives, from its probe."""
+def external_address(plan: Plan, spec: ResourceSpec) -> tuple[str, int | None]:
+    """Where an external resource lives, from its probe as written (see `Plan.as_deployed`)."""
     probe = spec.health
     if probe is None:
         return spec.name, None
+    host = plan.as_deployed(spec, ("health", "host"), probe.host)
     if probe.kind == "http" and probe.url:
-        parts = urlsplit(probe.url)
+        parts = urlsplit(plan.as_deployed(spec, ("health", "url"), probe.url))
         try:
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:
             port = None
-        return parts.hostname or probe.host, port
-    return probe.host, probe.port
+        return parts.hostname or host, port
+    port_text = plan.as_deployed(spec, ("health", "port"), str(probe.port)) if probe.port is not None else ""
+    return host, int(port_text) if port_text.isdigit() else None
 
 
 # ---------------------------------------------------------------------------- units

@@ -53,7 +53,8 @@ def build(plan: Plan, options: Options) -> Document:
     for name, spec in plan.containers.items():
         _depends_on(plan, spec, services[name], healthchecked, options, doc)  # type: ignore[arg-type]
     doc.data["services"] = services
-    volumes = sorted({v.source for r in plan.containers.values() for v in r.volumes if not v.is_bind})
+    volumes = sorted({v.source for r in plan.containers.values() for i in range(len(r.volumes))
+                      if (v := plan.volume(r, i)) is not None and not v.is_bind})
     if volumes:
         doc.data["volumes"] = {v: {} for v in volumes}
     _header(plan, doc)
@@ -69,7 +70,7 @@ def _header(plan: Plan, doc: Document) -> None:
     doc.note((), "docker stack deploy publishes ports on every interface of every node (its ingress), "
                  "whatever host IP is written here; docker-compose honours the IP.")
     for name, spec in plan.external.items():
-        host, port = external_address(spec)
+        host, port = external_address(plan, spec)
         doc.note((), f"{name} is external (runtime = \"external\"): not started here; it lives at "
                      f"{host}:{port}, and its dependents must be configured to reach it there.")
     for name, why in plan.skipped.items():
@@ -81,7 +82,7 @@ def _service(plan: Plan, spec: ResourceSpec, options: Options, doc: Document) ->
     image_key = "export.image" if spec.export is not None and spec.export.image else "image"
     service: dict[str, object] = {"image": _text(plan, name, image_key, plan.image(spec))}
     if spec.description:
-        doc.note(("services", name), spec.description)
+        doc.note(("services", name), plan.as_deployed(spec, ("description",), spec.description))
     entrypoint = plan.entrypoint(spec)
     if entrypoint is not None:
         service["entrypoint"] = [_text(plan, name, "entrypoint", t) for t in entrypoint]
@@ -99,7 +100,8 @@ def _service(plan: Plan, spec: ResourceSpec, options: Options, doc: Document) ->
         service["ports"] = [_port(plan, spec, i) for i in range(len(spec.ports))]
     if spec.volumes:
         service["volumes"] = [_volume(plan, spec, i, options) for i in range(len(spec.volumes))]
-    service["stop_signal"] = spec.stop_signal
+    service["stop_signal"] = _text(plan, name, "stop_signal", plan.source.text(name, ("stop_signal",),
+                                                                                spec.stop_signal))
     service["stop_grace_period"] = duration(spec.stop_timeout)
     service["restart"] = spec.restart.value
     healthcheck = _healthcheck(plan, spec)
@@ -107,7 +109,7 @@ def _service(plan: Plan, spec: ResourceSpec, options: Options, doc: Document) ->
         service["healthcheck"] = healthcheck
     service["deploy"] = _deploy(spec, doc)
     if spec.models is not None and spec.models.names:
-        doc.note(("services", name), f"models {', '.join(spec.models.names)}: Compose has no step that waits "
+        doc.note(("services", name), f"models {', '.join(plan.model_names(spec))}: Compose has no step that waits "
                                      f"for Ollama's API; pull them once it answers, e.g. "
                                      f"`docker-compose exec {name} ollama pull MODEL`.")
     return service
@@ -145,6 +147,11 @@ def _port(plan: Plan, spec: ResourceSpec, index: int) -> str:
 def _volume(plan: Plan, spec: ResourceSpec, index: int, options: Options) -> str:
     written = plan.source.raw_at(spec.name, "volumes", index)
     if isinstance(written, str) and Text(written).has_references:
+        volume = plan.volume(spec, index)
+        if volume is None or not volume.is_bind:
+            plan.notes.add(spec.name, f"volumes.{index}", f"{written}: a named volume must be declared under the "
+                                                          "name it resolves to; declared here: "
+                                                          + (volume.source if volume else "none (it has no default)"))
         return _text(plan, spec.name, "volumes", Text(written))
     volume = spec.volumes[index]
     source = _relative(Path(volume.source), options) if volume.is_bind else volume.source
@@ -226,7 +233,7 @@ def _depends_on(plan: Plan, spec: ResourceSpec, service: dict[str, object], heal
     name = spec.name
     for dependency in spec.depends_on:
         if dependency.name in plan.external:
-            host, port = external_address(plan.external[dependency.name])
+            host, port = external_address(plan, plan.external[dependency.name])
             doc.note(("services", name), f"waits for external {dependency.name} ({host}:{port}) under vrooli; "
                                          "Compose cannot: it must retry until that answers.")
     deps = plan.dependencies(spec)

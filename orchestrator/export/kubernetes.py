@@ -30,7 +30,7 @@ from orchestrator.export.common import (
     whole_seconds,
 )
 from orchestrator.export.yamltext import Document
-from orchestrator.spec import ProbeSpec, ResourceSpec, RestartPolicy
+from orchestrator.spec import ProbeSpec, ResourceSpec, RestartPolicy, VolumeSpec
 from orchestrator.variables import Literal, Reference, Token, written
 
 WAIT_IMAGE = "busybox:1.36"  # nc and wget for the waits and the model pulls
@@ -119,7 +119,7 @@ class _Builder:
             env_from.append({"secretRef": {"name": k8s_name(spec.name) + "-secrets"}})
         if env_from:
             container["envFrom"] = env_from
-        named = [v for v in spec.volumes if not v.is_bind]
+        named = [v for _, v in self.volumes(spec) if not v.is_bind]
         if spec.ports or (named and spec.name not in self.jobs):
             docs.append(self.service(spec))
         docs.append(self.workload(spec, container))
@@ -189,8 +189,8 @@ class _Builder:
         security = self.security_context(spec)
         if security:
             container["securityContext"] = security
-        mounts = [{"name": self.volume_name(spec, i), "mountPath": v.target,
-                   **({"readOnly": True} if v.read_only else {})} for i, v in enumerate(spec.volumes)]
+        mounts = [{"name": self.volume_name(i, v), "mountPath": v.target,
+                   **({"readOnly": True} if v.read_only else {})} for i, v in self.volumes(spec)]
         if mounts:
             container["volumeMounts"] = mounts
         if spec.name not in self.jobs:
@@ -221,11 +221,13 @@ class _Builder:
         return out
 
     def security_context(self, spec: ResourceSpec) -> dict[str, object]:
-        if not spec.user or spec.runtime != "docker":
+        written = self.plan.source.text(spec.name, ("user",), spec.user or "")
+        if not (spec.user or written.has_references) or spec.runtime != "docker":
             return {}
-        user, _, group = spec.user.partition(":")
+        as_deployed = self.plan.as_deployed(spec, ("user",), spec.user or "")
+        user, _, group = as_deployed.partition(":")
         if not user.isdigit() or (group and not group.isdigit()):
-            self.plan.notes.add(spec.name, "user", f"'{spec.user}' is not numeric: Kubernetes' runAsUser "
+            self.plan.notes.add(spec.name, "user", f"'{as_deployed}' is not numeric: Kubernetes' runAsUser "
                                                    "needs a uid; the image's default user runs")
             return {}
         context: dict[str, object] = {"runAsUser": int(user)}
@@ -233,8 +235,21 @@ class _Builder:
             context["runAsGroup"] = int(group)
         return context
 
-    def volume_name(self, spec: ResourceSpec, index: int) -> str:
-        volume = spec.volumes[index]
+    def volumes(self, spec: ResourceSpec) -> list[tuple[int, VolumeSpec]]:
+        """(index, volume) as written, references at their defaults; one with no default is left out."""
+        found = []
+        for index in range(len(spec.volumes)):
+            volume = self.plan.volume(spec, index)
+            if volume is None:
+                written = self.plan.source.raw_at(spec.name, "volumes", index)
+                self.plan.notes.add(spec.name, f"volumes.{index}", f"{written} has no default: left out; mount it "
+                                                                   "yourself")
+            else:
+                found.append((index, volume))
+        return found
+
+    @staticmethod
+    def volume_name(index: int, volume: VolumeSpec) -> str:
         return k8s_name(volume.source) if not volume.is_bind else f"bind-{index}"
 
     def service(self, spec: ResourceSpec) -> Document:
@@ -262,11 +277,12 @@ class _Builder:
             pod["initContainers"] = waits
         pod["containers"] = [container]
         pod["terminationGracePeriodSeconds"] = whole_seconds(spec.stop_timeout, 0)
-        if spec.stop_signal != "SIGTERM":
+        stop_signal = self.plan.as_deployed(spec, ("stop_signal",), spec.stop_signal)
+        if stop_signal != "SIGTERM":
             notes.append(((*doc_path, "terminationGracePeriodSeconds"),
-                          f"Kubernetes stops with SIGTERM; stop_signal {spec.stop_signal} is not expressible"))
+                          f"Kubernetes stops with SIGTERM; stop_signal {stop_signal} is not expressible"))
         binds = [{"name": f"bind-{i}", "hostPath": {"path": v.source}}
-                 for i, v in enumerate(spec.volumes) if v.is_bind]
+                 for i, v in self.volumes(spec) if v.is_bind]
         if binds:
             pod["volumes"] = binds
             notes.append(((*doc_path, "volumes"), "bind mounts become hostPath volumes: the path must exist on "
@@ -281,7 +297,7 @@ class _Builder:
         template_path = ("spec", "template", "spec")
         pod = self.pod_spec(spec, container, template_path, notes)
         template = {"metadata": {"labels": self.labels(spec.name)}, "spec": pod}
-        named = [(i, v) for i, v in enumerate(spec.volumes) if not v.is_bind]
+        named = [(i, v) for i, v in self.volumes(spec) if not v.is_bind]
         if spec.name in self.jobs:
             pod["restartPolicy"] = "Never" if spec.restart is RestartPolicy.NO else "OnFailure"
             backoff = 0 if spec.restart is RestartPolicy.NO else spec.restart_burst
@@ -310,7 +326,7 @@ class _Builder:
                 notes.append((("spec", "replicas"), 'restart = "no" is not expressible: a Deployment always '
                                                     "restarts its pod"))
         if spec.description:
-            doc.note((), spec.description)
+            doc.note((), self.plan.as_deployed(spec, ("description",), spec.description))
         for path, text in notes:
             doc.note(path, text)
         return doc
@@ -346,7 +362,7 @@ class _Builder:
 
     def service_port(self, spec: ResourceSpec) -> int | None:
         if spec.runtime == "external":
-            return external_address(spec)[1]
+            return external_address(self.plan, spec)[1]
         return spec.ports[0].container_port if spec.ports else None
 
     # ---------------------------------------------------------------- probes
@@ -413,22 +429,26 @@ class _Builder:
             self.plan.notes.add(spec.name, "models", "no port to reach Ollama's API at: models are not pulled")
             return None
         api = f"http://{k8s_name(spec.name)}:{port}"
+        names = self.plan.model_names(spec)
         pulls = "; ".join(
             f"wget -q -O - --header 'Content-Type: application/json' --post-data '{{\"model\": \"{m}\"}}' "
             f"{api}/api/pull | tee /dev/stderr | grep -q '\"status\":\"success\"' || exit 1"
-            for m in spec.models.names)
+            for m in names)
         script = f"until wget -q -O /dev/null {api}/api/version; do sleep 2; done; {pulls}"
         meta = self.metadata(spec.name, "-models")
         doc = Document({"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": {
             "backoffLimit": 6, "template": {"metadata": {"labels": meta["labels"]}, "spec": {
                 "restartPolicy": "OnFailure",
                 "containers": [{"name": "pull", "image": WAIT_IMAGE, "command": ["sh", "-c", script]}]}}}})
-        doc.note((), f"Pulls {', '.join(spec.models.names)} through Ollama's API once it answers; nothing waits "
+        doc.note((), f"Pulls {', '.join(names)} through Ollama's API once it answers; nothing waits "
                      "for this Job, as `vrooli up` never waits for models. Loading happens on first use.")
         return doc
 
     def external(self, spec: ResourceSpec) -> list[Document]:
-        host, port = external_address(spec)
+        host, port = external_address(self.plan, spec)
+        if "${" in host:
+            self.plan.notes.add(spec.name, "health", f"{host} has no default: it is written as is; substitute it "
+                                                     "before applying (envsubst)")
         ports = [{"name": f"tcp-{port}", "port": port, "protocol": "TCP"}] if port else []
         try:
             address = ipaddress.ip_address(host)
