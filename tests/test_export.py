@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -658,7 +659,7 @@ runtime = "docker"
 image = "app/cli:1"
 command = ["--mode", "${MODE:-slow}", "--token", "${TOKEN:?the API token}", "--level", "${LEVEL-info}",
            "--need", "${NEED?say what}", "$HOME_DIR", "${MODE:+--moded}", "${QUIET+-q}", "${TOKEN:+--auth}",
-           "${EMPTY:+--never}", "$$(date)"]
+           "${EMPTY:+--never}", "$$(date)", "${NEED:-a default the Secret key overrides}"]
 env = { MODE = "fast", TOKEN = "${TOKEN:?the API token}", EMPTY = "" }
 
 [resources.extra]
@@ -714,7 +715,8 @@ def test_compose_keeps_every_operator_as_a_reference(ops: Project) -> None:
         "DOLLAR_DEFAULT": "${DOLLAR_V:-cost $5}", **ALTERNATIVES}
     assert services["cli"]["command"] == [
         "--mode", "${MODE:-slow}", "--token", "${TOKEN:?the API token}", "--level", "${LEVEL-info}",
-        "--need", "${NEED?say what}", "$HOME_DIR", "", "", "--auth", "", "$$(date)"]
+        "--need", "${NEED?say what}", "$HOME_DIR", "", "", "--auth", "", "$$(date)",
+        "${NEED:-a default the Secret key overrides}"]
     # What docker-compose 1.29 and docker stack cannot read as written is translated, and said.
     notes = done.stderr
     assert ("resources.app.env.PLUS: ${PLUS_V+plus alternative} is written empty (docker-compose 1.29 and "
@@ -751,7 +753,7 @@ def test_kubernetes_resolves_every_operator_as_said(ops: Project) -> None:
     # Keys of the container's env are Kubernetes' $(VAR); an alternative follows what the pod's VAR holds.
     cli = container(find(docs, "Deployment", "cli"))
     assert cli["args"] == ["--mode", "$(MODE)", "--token", "$(TOKEN)", "--level", "info", "--need", "$(NEED)",
-                           "$(HOME_DIR)", "--moded", "", "--auth", "", "$$(date)"]
+                           "$(HOME_DIR)", "--moded", "", "--auth", "", "$$(date)", "$(NEED)"]
     assert find(docs, "Secret", "cli-secrets")["stringData"] == {"TOKEN": "CHANGE-ME", "NEED": "CHANGE-ME",
                                                                  "HOME_DIR": "CHANGE-ME"}
     assert find(docs, "ConfigMap", "cli-env")["data"] == {"MODE": "fast", "EMPTY": ""}
@@ -883,6 +885,126 @@ def test_docker_compose_reads_every_operator_as_vrooli_does(ops: Project) -> Non
     env = compose_env("unset", empty=("QUESTION_V", "NEED"))  # `?` takes an empty value, as the loader does
     assert compose_config(out, env).returncode == 0
     config.load([ops.file], env)
+
+
+COMPOSE_PYTHON = Path("/usr/bin/python3")  # docker-compose 1.29's own interpreter and interpolation code
+COMPOSE_INTERPOLATE = """
+import json, sys
+import logging
+from compose.config.environment import Environment
+from compose.config.interpolation import Interpolator, TemplateWithDefaults, UnsetRequiredSubstitution
+logging.disable(logging.WARNING)  # "The X variable is not set. Defaulting to a blank string."
+results = []
+for text, env in json.load(sys.stdin):
+    try:
+        results.append(["ok", Interpolator(TemplateWithDefaults, Environment(env)).interpolate(text)])
+    except UnsetRequiredSubstitution:
+        results.append(["required", None])
+    except Exception as exc:
+        results.append(["error", type(exc).__name__])
+json.dump(results, sys.stdout)
+"""
+
+
+def random_templates(count: int, seed: int = 18) -> list[str]:
+    """Half strings of syntax pieces in any order (many the loader refuses), half well-formed."""
+    rng = random.Random(seed)
+    pieces = ["$", "$$", "${", "}", ":-", "-", "?", ":?", ":+", "+", "A", "B", "_x", " ", "a", "1", "é", "{", ":"]
+
+    def text(depth: int) -> str:
+        out = []
+        for _ in range(rng.randint(0, 4)):
+            kind = rng.randrange(7)
+            if kind == 0:
+                out.append(rng.choice(["a", " ", "é", ":", "-", "?", "{", "1", "x y"] + ([] if depth else ["}"])))
+            elif kind == 1:
+                out.append(rng.choice(["$$", "$ ", "$1", "$é", "5$"]))
+            elif kind == 2:
+                out.append("$" + rng.choice(["A", "B", "_x"]) + rng.choice(["", " ", "é", ".", "-"]))
+            else:
+                operator = rng.choice(["", ":-", "-", ":?", "?", ":+", "+"])
+                word = text(depth + 1) if operator and depth < 3 else ""
+                out.append("${" + rng.choice(["A", "B", "_x"]) + operator + word + "}")
+        return "".join(out)
+
+    return ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 14))) if i % 2 else text(0)
+            for i in range(count)]
+
+
+def test_compose_1_29_reads_every_translated_text_as_the_loader_does() -> None:
+    """Thousands of texts, each variable set, empty or unset: where the loader has a value,
+    docker-compose 1.29's own interpolation gives the same one; where it refuses for a
+    `?` / `:?`, so does compose. (Where compose has no `:+` or nesting the export says so.)"""
+    if not COMPOSE_PYTHON.exists() or subprocess.run(
+            [str(COMPOSE_PYTHON), "-c", "import compose.config.interpolation"], capture_output=True).returncode:
+        pytest.skip("needs docker-compose 1.29's Python package")
+    from orchestrator import variables
+    from orchestrator.export.common import Text
+
+    environments = [{}, {"A": "", "B": ""}, {"A": "va", "B": "vb"}, {"A": "va", "B": ""}, {"A": "", "_x": "x$y"}]
+    cases: list[tuple[str, str, dict[str, str]]] = []
+    for template in random_templates(4000):
+        try:
+            caveats: list[str] = []
+            written = Text(template).for_compose(caveats)
+        except variables.InterpolationError:
+            continue  # the loader refuses the file: nothing is exported
+        if any("no ${VAR:+alt}" in c or "cannot nest" in c for c in caveats):
+            continue  # translated with an assumption, said on stderr (tested above)
+        cases += [(template, written, env) for env in environments]
+    assert len(cases) > 4000
+    done = subprocess.run([str(COMPOSE_PYTHON), "-c", COMPOSE_INTERPOLATE], capture_output=True, text=True,
+                          input=json.dumps([[written, env] for _, written, env in cases]), timeout=300)
+    assert done.returncode == 0, done.stderr
+    compared = 0
+    for (template, written, env), (outcome, value) in zip(cases, json.loads(done.stdout), strict=True):
+        try:
+            expected = variables.interpolate(template, env)
+        except variables.InterpolationError as exc:
+            if "set it in the environment or .env" in str(exc):
+                continue  # an unset ${VAR} without a default: the loader refuses, compose writes "" and warns
+            assert outcome == "required", (template, written, env, str(exc), outcome, value)
+            continue
+        assert (outcome, value) == ("ok", expected), (template, written, env)
+        compared += 1
+    assert compared > 2000
+
+
+def kubernetes_expand(text: str, env: dict[str, str]) -> str:
+    """What the kubelet makes of a command word (Kubernetes' third_party/forked/golang/expansion)."""
+    out, cursor = [], 0
+    while cursor < len(text):
+        if text[cursor] != "$" or cursor + 1 == len(text):
+            out.append(text[cursor])
+            cursor += 1
+        elif text[cursor + 1] == "(" and ")" in text[cursor + 2:]:
+            name = text[cursor + 2:text.index(")", cursor + 2)]
+            out.append(env.get(name, f"$({name})"))
+            cursor += len(name) + 3
+        else:
+            out.append("$" if text[cursor + 1] == "$" else text[cursor:cursor + 2])
+            cursor += 2
+    return "".join(out)
+
+
+def test_kubernetes_command_words_mean_what_the_loader_reads() -> None:
+    """Thousands of texts in a container without env: the Secret keys the export asks for,
+    once filled in, make the kubelet's expansion give what the loader gives with those set."""
+    from orchestrator import variables
+    from orchestrator.export.kubernetes import _Args, secret_keys
+
+    compared = 0
+    for template in random_templates(4000, seed=19):
+        try:
+            tokens = variables.tokenize(template)
+        except variables.InterpolationError:
+            continue
+        needed = secret_keys({}, [tokens])
+        word = _Args({}, needed, []).render(tokens)
+        env = {name: f"v{name}$(x)" for name in needed}
+        assert kubernetes_expand(word, env) == variables.interpolate(template, env), (template, word, env)
+        compared += 1
+    assert compared > 2000
 
 
 # ------------------------------------------------------------------------ bad input

@@ -169,9 +169,7 @@ class _Builder:
                                                                                            self.plan.image(spec))}
         entrypoint = self.plan.entrypoint(spec)
         command = self.plan.command(spec)
-        for text in [*(entrypoint or []), *(command or [])]:
-            # Every Secret key first: an alternative (${VAR:+alt}) asks whether VAR is one.
-            _Args(in_env, in_command, []).render(text.tokens)
+        in_command.update(secret_keys(in_env, [t.tokens for t in [*(entrypoint or []), *(command or [])]]))
         if entrypoint is not None:
             container["command"] = [self.arg(spec, "entrypoint", t, in_env, in_command) for t in entrypoint]
         if command is not None:
@@ -507,7 +505,7 @@ class _Args:
                 out.append(token.text.replace("$", "$$"))
             elif token.operator in (":+", "+"):
                 out.append(self.alternative(token))
-            elif token.name in self.in_env:
+            elif token.name in self.in_env or token.name in self.needed:  # a Secret key is in the env too
                 out.append(f"$({token.name})")
             elif token.operator in (":-", "-"):
                 out.append(self.render(token.word))
@@ -529,6 +527,18 @@ class _Args:
         self.caveats.append(f"{written((token,))} is written {'as its alternative' if is_set else 'empty'}: "
                             f"{name} is {why} (Kubernetes has no conditional)")
         return self.render(token.word) if is_set else ""
+
+
+def secret_keys(in_env: dict[str, str | None], texts: list[tuple[Token, ...]]) -> dict[str, str]:
+    """The variables the command words need as Secret keys, with their messages. Each one found
+    can turn an alternative (`${VAR:+alt}`) on, which may need more: read until none is new."""
+    needed: dict[str, str] = {}
+    while True:
+        known = len(needed)
+        for tokens in texts:
+            _Args(in_env, needed, []).render(tokens)
+        if len(needed) == known:
+            return needed
 
 
 def _message(tokens: tuple[Token, ...]) -> str:
