@@ -828,6 +828,42 @@ def test_no_value_from_the_environment_or_dotenv_is_ever_written(ops: Project,
         assert (done.stdout, done.stderr) == (unset[fmt].stdout, unset[fmt].stderr)
 
 
+def test_a_default_applies_when_nothing_is_set_here(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("STOP_TIMEOUT", "RUN_AS", "TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    project.write("""
+        [resources.app]
+        runtime = "docker"
+        image = "app:1"
+        command = ["serve", "${TOKEN}"]
+        stop_timeout = "${STOP_TIMEOUT-30s}"
+        user = "${RUN_AS:-²}"
+        """)
+    # `${VAR-default}` unset is its default: only a variable the loader would refuse is stood in for.
+    assert compose_of(project)["services"]["app"]["stop_grace_period"] == "30s"
+    done = export(project, "kubernetes")
+    assert done.returncode == 0, done.stderr
+    pod = find([d for d in yaml.safe_load_all(done.stdout) if d], "Deployment", "app")["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 30
+    assert "securityContext" not in pod["containers"][0]  # '²' is a digit to str.isdigit, not to int()
+    assert "resources.app.user: '²' is not numeric" in done.stderr
+
+
+def test_a_field_that_needs_a_value_here_says_which_variable_is_unset(project: Project,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WORKDIR", raising=False)
+    project.write('[resources.app]\nruntime = "docker"\nimage = "app:1"\ncwd = "${WORKDIR}"\n')
+    for fmt in ("compose", "kubernetes"):
+        done = export(project, fmt)
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 2 and "resources.app.cwd: a container's working directory must be an absolute" in lines[0]
+        assert lines[1].endswith("not set here, so validated as empty: ${WORKDIR}; set them for the export if a "
+                                 "problem above comes from one")
+    monkeypatch.setenv("WORKDIR", "/srv/app")
+    assert compose_of(project)["services"]["app"]["working_dir"] == "${WORKDIR}"
+
+
 def compose_env(state: str, *, unset: tuple[str, ...] = (), empty: tuple[str, ...] = ()) -> dict[str, str]:
     """The environment a deployer might have: every variable set, empty, or only the required ones set."""
     env = {k: v for k, v in os.environ.items() if k not in REQUIRED + OPTIONAL}

@@ -207,6 +207,11 @@ def sh_quote(text: str) -> str:
 Script = tuple[str | Text, ...]
 
 
+def is_number(text: str) -> bool:
+    """Digits int() reads: str.isdigit() also takes '²' and other digits int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def is_secret_name(key: str) -> bool:
     return bool(_SECRET_NAME.search(key))
 
@@ -265,8 +270,9 @@ class Source:
 def load_source(files: list[Path]) -> Source:
     """Validate the files; a reference nobody set here is no error: the deployer supplies it.
 
-    Unset, it validates as empty; one that must not be empty (`${VAR:?message}`) as a stand-in.
-    Neither is written out: the exporters write the references as they are in the files.
+    One the loader would refuse unset validates as empty, or as a stand-in where it must not
+    be empty (`${VAR:?message}`); the others stay unset, at their defaults. Neither value is
+    written out: the exporters write the references as they are in the files.
     """
     raw = config.read_merged(files)
     environ = dict(os.environ)
@@ -277,15 +283,19 @@ def load_source(files: list[Path]) -> Source:
             known = {**read_env_file(dotenv, environ), **environ}
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise ConfigError([f"{dotenv}: {exc}"]) from None
-    references = list(_referenced(raw))
     supplied = frozenset(name for text in _strings(raw) for name in Text(text).needed())
-    not_empty = {r.name for r in references if r.operator == ":?"}
-    for name in {r.name for r in references}:
-        if name in not_empty and not known.get(name):
-            environ[name] = REQUIRED_STAND_IN
-        elif name not in known:
-            environ[name] = ""
-    return Source(config.load(files, environ), raw, supplied)
+    not_empty = {r.name for r in _referenced(raw) if r.operator == ":?"}
+    stood_in = sorted(name for name in supplied if name not in known or (name in not_empty and not known[name]))
+    for name in stood_in:
+        environ[name] = REQUIRED_STAND_IN if name in not_empty else ""
+    try:
+        return Source(config.load(files, environ), raw, supplied)
+    except ConfigError as exc:
+        if not stood_in:
+            raise
+        names = ", ".join("${" + name + "}" for name in stood_in[:6]) + (", ..." if len(stood_in) > 6 else "")
+        raise ConfigError([*exc.problems, f"{files[0]}: not set here, so validated as empty: {names}; set them "
+                                          "for the export if a problem above comes from one"]) from None
 
 
 def _referenced(value: object) -> Iterator[Reference]:
@@ -602,7 +612,7 @@ def external_address(plan: Plan, spec: ResourceSpec) -> tuple[str, int | None]:
             port = None
         return parts.hostname or host, port
     port_text = plan.as_deployed(spec, ("health", "port"), str(probe.port)) if probe.port is not None else ""
-    return host, int(port_text) if port_text.isdigit() else None
+    return host, int(port_text) if is_number(port_text) else None
 
 
 # ---------------------------------------------------------------------------- units

@@ -24,6 +24,7 @@ from orchestrator.export.common import (
     http_target,
     inside_host,
     inside_port,
+    is_number,
     is_secret_name,
     probe_address_is_deferred,
     probe_check,
@@ -224,7 +225,7 @@ class _Builder:
             return {}
         as_deployed = self.plan.as_deployed(spec, ("user",), spec.user or "")
         user, _, group = as_deployed.partition(":")
-        if not user.isdigit() or (group and not group.isdigit()):
+        if not is_number(user) or (group and not is_number(group)):
             self.plan.notes.add(spec.name, "user", f"'{as_deployed}' is not numeric: Kubernetes' runAsUser "
                                                    "needs a uid; the image's default user runs")
             return {}
