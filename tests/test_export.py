@@ -864,6 +864,38 @@ def test_a_field_that_needs_a_value_here_says_which_variable_is_unset(project: P
     assert compose_of(project)["services"]["app"]["working_dir"] == "${WORKDIR}"
 
 
+WEIRD = {
+    "user '²'": 'runtime = "docker"\nimage = "x"\nuser = "${U:-²}"',
+    "user unset": 'runtime = "docker"\nimage = "x"\nuser = "${U}"',
+    "user required": 'runtime = "docker"\nimage = "x"\nuser = "${U:?set it}:${G:-²}"',
+    "bracketed host": 'runtime = "external"\nhealth = { probe = "http", url = "http://[${H:-::1}]:80/" }',
+    "host unset": 'runtime = "external"\nhealth = { probe = "http", url = "http://${H}:80/" }',
+    "port reference": 'runtime = "external"\nhealth = { probe = "tcp", host = "${H}", port = "${P:-5432}" }',
+    "volumes": 'runtime = "docker"\nimage = "x"\nvolumes = ["${V}:/data", "${W:-./w}:/w:${M:-ro}", "${N:-n}:/n"]',
+    "volume mode": 'runtime = "docker"\nimage = "x"\nvolumes = ["${W:-./w}:/w:${M:-rx}"]',
+    "fields unset": 'runtime = "docker"\nimage = "${I:?an image}"\ncwd = "${D}"\nstop_signal = "${S:-SIGINT}"\n'
+                    'description = "${DESC}"\nmodels = ["${MO}"]\nports = [11434]',
+    "nested alternatives": 'runtime = "docker"\nimage = "x"\ncommand = ["${A:+${B:+${C:?c}}}", "$(x)", "$$(y)", '
+                           '"${A-${A-${A}}}"]\nenv = { A = "${A:+1}" }',
+    "stop signal number": 'runtime = "docker"\nimage = "x"\nstop_signal = "${S:-9}"',
+    "memory": 'runtime = "docker"\nimage = "x"\nmemory_limit = "${MEM:-²m}"',
+}
+
+
+@pytest.mark.parametrize("fmt", ["compose", "kubernetes"])
+@pytest.mark.parametrize("body", WEIRD.values(), ids=WEIRD.keys())
+def test_odd_references_in_any_field_are_an_export_or_a_clear_line(project: Project, fmt: str, body: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("U", "G", "H", "P", "V", "W", "M", "N", "I", "D", "S", "DESC", "MO", "A", "B", "C", "MEM"):
+        monkeypatch.delenv(name, raising=False)
+    project.write(f"[resources.a]\n{body}\n")
+    done = export(project, fmt)
+    assert "Traceback" not in done.stderr and done.returncode in (0, 2), done.stderr
+    if done.returncode == 2:
+        assert all(line.startswith(str(project.file)) for line in done.stderr.strip().splitlines()), done.stderr
+        assert "resources.a." in done.stderr
+
+
 def compose_env(state: str, *, unset: tuple[str, ...] = (), empty: tuple[str, ...] = ()) -> dict[str, str]:
     """The environment a deployer might have: every variable set, empty, or only the required ones set."""
     env = {k: v for k, v in os.environ.items() if k not in REQUIRED + OPTIONAL}
