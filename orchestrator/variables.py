@@ -144,7 +144,7 @@ def _lookup(reference: Reference, variables: Mapping[str, str]) -> str:
                              f"or write ${{{name}:-default}}")
 
 
-def written(tokens: tuple[Token, ...]) -> str:
+def as_written(tokens: tuple[Token, ...]) -> str:
     """Tokens back as resources.toml would have them (a literal `$` as `$$`)."""
     out: list[str] = []
     for token in tokens:
@@ -153,7 +153,7 @@ def written(tokens: tuple[Token, ...]) -> str:
         elif not token.braced:
             out.append(f"${token.name}")
         else:
-            out.append("${" + token.name + (token.operator or "") + written(token.word) + "}")
+            out.append("${" + token.name + (token.operator or "") + as_written(token.word) + "}")
     return "".join(out)
 
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from orchestrator import config
 from orchestrator.errors import ConfigError, UsageError
 from orchestrator.spec import ProbeSpec, ProjectSpec, ResourceSpec, VolumeSpec
-from orchestrator.variables import InterpolationError, Literal, Reference, Token, read_env_file, tokenize, written
+from orchestrator.variables import InterpolationError, Literal, Reference, Token, as_written, read_env_file, tokenize
 
 FORMATS = ("compose", "kubernetes")
 # Running a check inside a container (docker exec, a kubelet exec) costs process start-up on
@@ -125,7 +125,7 @@ class _Render:
     def alternative(self, ref: Reference, render: Callable[[tuple[Token, ...]], str]) -> str:
         """`${VAR:+alt}` where the output has no such operator: alt if VAR is one the deployer
         must supply anyway (a reference without a default), else empty, as if unset."""
-        shown = written((ref,))
+        shown = as_written((ref,))
         if ref.name in self.supplied:
             self.caveats.append(f"{shown} is written as its alternative ({self.lacking}): {ref.name} has no "
                                 "default elsewhere in the files, so it is set where this is deployed")
@@ -172,10 +172,10 @@ class _Render:
         word = self.defaults(ref.word, lambda name: "")
         rendered = "${" + ref.name + ref.operator + word + "}"
         if any(isinstance(t, Reference) for t in ref.word):
-            self.caveats.append(f"{written((ref,))}: docker-compose 1.29 and docker stack cannot nest ${{...}} "
+            self.caveats.append(f"{as_written((ref,))}: docker-compose 1.29 and docker stack cannot nest ${{...}} "
                                 f"in a default; written as {rendered} (the inner reference at its default)")
         elif "$" in word:
-            self.caveats.append(f"{written((ref,))} is written {rendered}: docker-compose 1.29 and docker stack "
+            self.caveats.append(f"{as_written((ref,))} is written {rendered}: docker-compose 1.29 and docker stack "
                                 "read a default literally (Compose v2 would expand its '$')")
         return rendered
 

@@ -32,7 +32,7 @@ from orchestrator.export.common import (
 )
 from orchestrator.export.yamltext import Document
 from orchestrator.spec import ProbeSpec, ResourceSpec, RestartPolicy, VolumeSpec
-from orchestrator.variables import Literal, Reference, Token, written
+from orchestrator.variables import Literal, Reference, Token, as_written
 
 WAIT_IMAGE = "busybox:1.36"  # nc and wget for the waits and the model pulls
 KUBECTL_IMAGE = "registry.k8s.io/kubectl:v1.30.0"  # waits for a Job to complete
@@ -525,7 +525,7 @@ class _Args:
             why = f"{'set' if value else 'empty'} in the ConfigMap"
         else:
             is_set, why = False, "not in the container's env"
-        self.caveats.append(f"{written((token,))} is written {'as its alternative' if is_set else 'empty'}: "
+        self.caveats.append(f"{as_written((token,))} is written {'as its alternative' if is_set else 'empty'}: "
                             f"{name} is {why} (Kubernetes has no conditional)")
         return self.render(token.word) if is_set else ""
 
