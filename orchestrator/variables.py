@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
@@ -19,36 +20,77 @@ class InterpolationError(ValueError):
     """A `${...}` that cannot be expanded; the message is one line."""
 
 
-def interpolate(text: str, variables: Mapping[str, str], depth: int = 0) -> str:
-    """Expand variables as compose does.
+@dataclass(frozen=True, slots=True)
+class Literal:
+    """Text that means itself: a `$$` as written is one `$` here, and so is a lone `$`."""
 
-    `$NAME` and `${NAME}` (unset is an error: write a default), `${NAME:-default}` (unset or
-    empty), `${NAME-default}` (unset), `${NAME:?message}` / `${NAME?message}` (fail with the
-    message), `${NAME:+alt}` / `${NAME+alt}` (alt when set); defaults nest (`${A:-${B}}`).
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """`$NAME`, or `${NAME}` with an operator (`:-` `-` `:?` `?` `:+` `+`) and its word: the
+    default, the message or the alternative, itself tokenized (defaults nest)."""
+
+    name: str
+    operator: str | None = None
+    word: tuple[Literal | Reference, ...] = ()
+    braced: bool = True
+
+
+Token = Literal | Reference
+OPERATORS = (":-", ":?", ":+", "-", "?", "+")
+
+
+def tokenize(text: str, depth: int = 0) -> tuple[Token, ...]:
+    """The one reading of compose's interpolation syntax, for the loader and the exporters alike.
+
+    `$NAME` and `${NAME}`, `${NAME:-default}` / `${NAME-default}`, `${NAME:?message}` /
+    `${NAME?message}`, `${NAME:+alt}` / `${NAME+alt}`; words nest (`${A:-${B}}`).
     `$$` is a literal `$`, and a `$` that starts none of these stays as it is (`^ready$`).
+    Every word is read here, used or not: a broken `${` is refused whatever is set.
     """
     if depth > MAX_NESTED_INTERPOLATION:
         raise InterpolationError(f"${{...}} nested more than {MAX_NESTED_INTERPOLATION} deep")
-    out: list[str] = []
+    tokens: list[Token] = []
+    literal: list[str] = []
     position = 0
     while (dollar := text.find("$", position)) >= 0:
-        out.append(text[position:dollar])
+        literal.append(text[position:dollar])
         following = text[dollar + 1:dollar + 2]
-        if following == "$":
-            out.append("$")
-            position = dollar + 2
-        elif following == "{":
+        name = _VAR_NAME.match(text, dollar + 1)
+        if following == "{":
             close = _closing_brace(text, dollar + 2)
-            out.append(_braced(text[dollar + 2:close], variables, depth))
+            reference = _braced(text[dollar + 2:close], depth)
             position = close + 1
-        elif name := _VAR_NAME.match(text, dollar + 1):
-            out.append(_lookup(name.group(0), None, "", variables, depth))
+        elif name is not None:
+            reference = Reference(name.group(0), braced=False)
             position = name.end()
-        else:
-            out.append("$")
-            position = dollar + 1
-    out.append(text[position:])
-    return "".join(out)
+        else:  # `$$`, or a `$` that starts nothing
+            literal.append("$")
+            position = dollar + (2 if following == "$" else 1)
+            continue
+        if "".join(literal):
+            tokens.append(Literal("".join(literal)))
+        literal = []
+        tokens.append(reference)
+    literal.append(text[position:])
+    if "".join(literal):
+        tokens.append(Literal("".join(literal)))
+    return tuple(tokens)
+
+
+def interpolate(text: str, variables: Mapping[str, str], depth: int = 0) -> str:
+    """Expand variables as compose does (the syntax: see `tokenize`).
+
+    An unset `$NAME` / `${NAME}` is an error (write a default); so is `${NAME:?message}` /
+    `${NAME?message}` when unset (`:?` also when empty), with the message.
+    """
+    return evaluate(tokenize(text, depth), variables)
+
+
+def evaluate(tokens: tuple[Token, ...], variables: Mapping[str, str]) -> str:
+    return "".join(t.text if isinstance(t, Literal) else _lookup(t, variables) for t in tokens)
 
 
 def _closing_brace(text: str, start: int) -> int:
@@ -70,33 +112,49 @@ def _closing_brace(text: str, start: int) -> int:
     raise InterpolationError("unterminated ${ (no closing '}')")
 
 
-def _braced(body: str, variables: Mapping[str, str], depth: int) -> str:
+def _braced(body: str, depth: int) -> Reference:
     name = _VAR_NAME.match(body)
     if name is None:
         raise InterpolationError(f"invalid variable name in ${{{escaped_short(body)}}}")
     rest = body[name.end():]
-    operator = next((op for op in (":-", ":?", ":+", "-", "?", "+") if rest.startswith(op)), None)
-    if operator is None and rest:
-        raise InterpolationError(f"unsupported ${{{escaped_short(body)}}}: use ${{NAME}}, ${{NAME:-default}}, "
-                                 f"${{NAME:?message}} or ${{NAME:+alternative}}")
-    return _lookup(name.group(0), operator, rest[len(operator or ""):], variables, depth)
+    operator = next((op for op in OPERATORS if rest.startswith(op)), None)
+    if operator is None:
+        if rest:
+            raise InterpolationError(f"unsupported ${{{escaped_short(body)}}}: use ${{NAME}}, ${{NAME:-default}}, "
+                                     f"${{NAME:?message}} or ${{NAME:+alternative}}")
+        return Reference(name.group(0))
+    return Reference(name.group(0), operator, tokenize(rest[len(operator):], depth + 1))
 
 
-def _lookup(name: str, operator: str | None, word: str, variables: Mapping[str, str], depth: int) -> str:
+def _lookup(reference: Reference, variables: Mapping[str, str]) -> str:
+    name, operator = reference.name, reference.operator
     value = variables.get(name)
     present = value is not None and (value != "" or not (operator or "").startswith(":"))
     if operator in (":-", "-"):
-        return value if present and value is not None else interpolate(word, variables, depth + 1)
+        return value if present and value is not None else evaluate(reference.word, variables)
     if operator in (":+", "+"):
-        return interpolate(word, variables, depth + 1) if present else ""
+        return evaluate(reference.word, variables) if present else ""
     if present and value is not None:
         return value
     if operator in (":?", "?"):
-        reason = " ".join(interpolate(word, variables, depth + 1).split())
+        reason = " ".join(evaluate(reference.word, variables).split())
         state = "empty" if value == "" else "not set"
         raise InterpolationError(f"${{{name}}} is {state}" + (f": {reason}" if reason else ""))
     raise InterpolationError(f"${{{name}}} is not set; set it in the environment or .env, "
                              f"or write ${{{name}:-default}}")
+
+
+def as_written(tokens: tuple[Token, ...]) -> str:
+    """Tokens back as resources.toml would have them (a literal `$` as `$$`)."""
+    out: list[str] = []
+    for token in tokens:
+        if isinstance(token, Literal):
+            out.append(token.text.replace("$", "$$"))
+        elif not token.braced:
+            out.append(f"${token.name}")
+        else:
+            out.append("${" + token.name + (token.operator or "") + as_written(token.word) + "}")
+    return "".join(out)
 
 
 def escaped_short(text: str) -> str:

@@ -472,6 +472,7 @@ FAILED_EXPANSIONS = {
     "${SET:0:2}": "unsupported ${SET:0:2}",
     "${SET^^}": "unsupported ${SET^^}",
     "${UNSET:-${UNSET2}}": "${UNSET2} is not set",
+    "${SET:-${}}": "invalid variable name in ${}",  # read whole, used or not: what is set does not hide it
     "deep": "nested more than 10 deep",
 }
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from orchestrator.errors import ConfigError
 from tests.conftest import ROOT, Project, free_port, wait_for
 
 SECRET = "s3cret-from-the-environment-4711"
@@ -620,6 +623,456 @@ def test_json_on_stdout_carries_the_documents_and_notes(kitchen: Project) -> Non
     assert report["documents"][0]["services"]["db"]["image"] == "postgres:16-alpine"
     assert any("resources.logger.health" in n for n in report["notes"])
     assert done.stderr == ""
+
+
+# ------------------------------------------------------------------------ interpolation
+
+# Every form of ${...} the loader knows, in an image, a command and an environment: `app`
+# refers to variables that are no keys of its env, `cli` to keys of its env.
+OPERATORS = r'''
+[project]
+name = "ops"
+state_dir = ".state"
+
+[resources.app]
+runtime = "docker"
+image = "${REGISTRY-docker.io}/library/busybox:${TAG:-1.36}"
+command = ["sh", "-c", """echo $BARE_V ${BRACED_V} ${DASH_V-dash default} ${COLON_DASH_V:-colon default} \
+${QUESTION_V?question message} ${COLON_QUESTION_V:?colon question message} \
+${NESTED_V:-${INNER_V:-inner default}} $$LITERAL cost 5$"""]
+
+[resources.app.env]
+BARE = "$BARE_V"
+BRACED = "${BRACED_V}"
+DASH = "${DASH_V-dash default}"
+COLON_DASH = "${COLON_DASH_V:-colon default}"
+QUESTION = "${QUESTION_V?question message}"
+COLON_QUESTION = "${COLON_QUESTION_V:?colon question message}"
+NESTED = "${NESTED_V:-${INNER_V:-inner default}}"
+DOLLAR_DEFAULT = "${DOLLAR_V:-cost $$5}"
+PLUS = "${PLUS_V+plus alternative}"
+COLON_PLUS = "${COLON_PLUS_V:+colon plus alternative}"
+SUPPLIED_PLUS = "${BRACED_V:+braced is set}"
+
+[resources.cli]
+runtime = "docker"
+image = "app/cli:1"
+command = ["--mode", "${MODE:-slow}", "--token", "${TOKEN:?the API token}", "--level", "${LEVEL-info}",
+           "--need", "${NEED?say what}", "$HOME_DIR", "${MODE:+--moded}", "${QUIET+-q}", "${TOKEN:+--auth}",
+           "${EMPTY:+--never}", "$$(date)", "${NEED:-a default the Secret key overrides}"]
+env = { MODE = "fast", TOKEN = "${TOKEN:?the API token}", EMPTY = "" }
+
+[resources.extra]
+runtime = "docker"
+image = "app/extra:1"
+description = "${DESCRIPTION:-the extra service}"
+cwd = "${WORKDIR:-/srv}"
+user = "${RUN_AS:-1000}"
+stop_signal = "${STOP_SIGNAL:-SIGTERM}"
+ports = ["${HOST_IP:-127.0.0.1}:${HOST_PORT:-18080}:8080"]
+volumes = ["${DATA_DIR:-./data}:/data", "${VOLUME:-cache}:/cache"]
+health = { probe = "http", url = "http://${PROBE_HOST:-127.0.0.1}:${PROBE_PORT:-18080}/health" }
+models = ["${MODEL:-llama3}"]
+
+[resources.billing]
+runtime = "external"
+health = { probe = "tcp", host = "${BILLING_HOST:-billing.example.com}", port = 8443 }
+'''
+# The variables only the deployer can supply (no default, `?`, `:?`), and those of them that must not be empty.
+REQUIRED = ["BARE_V", "BRACED_V", "QUESTION_V", "COLON_QUESTION_V", "TOKEN", "NEED", "HOME_DIR"]
+NOT_EMPTY = ["COLON_QUESTION_V", "TOKEN"]
+OPTIONAL = ["REGISTRY", "TAG", "DASH_V", "COLON_DASH_V", "NESTED_V", "INNER_V", "DOLLAR_V", "PLUS_V",
+            "COLON_PLUS_V", "MODE", "LEVEL", "QUIET", "EMPTY"]
+ALTERNATIVES = {"PLUS": "", "COLON_PLUS": "", "SUPPLIED_PLUS": "braced is set"}  # as written for compose
+# Fields whose value the exporters read from the validated project: set here, none may reach the output.
+FIELDS = {"DESCRIPTION": SECRET, "WORKDIR": f"/{SECRET}", "RUN_AS": "31337", "STOP_SIGNAL": "SIGQUIT",
+          "HOST_IP": "127.0.0.99", "HOST_PORT": "17777", "DATA_DIR": f"/{SECRET}-data", "VOLUME": f"{SECRET}-vol",
+          "PROBE_HOST": f"{SECRET}.example", "PROBE_PORT": "17778", "MODEL": f"{SECRET}-model",
+          "BILLING_HOST": f"{SECRET}.example"}
+
+
+@pytest.fixture
+def ops(project: Project, monkeypatch: pytest.MonkeyPatch) -> Project:
+    for name in [*REQUIRED, *OPTIONAL, *FIELDS]:
+        monkeypatch.delenv(name, raising=False)
+    project.write(OPERATORS)
+    return project
+
+
+def test_compose_keeps_every_operator_as_a_reference(ops: Project) -> None:
+    done = export(ops, "compose")
+    assert done.returncode == 0, done.stderr  # ${VAR:?message} and bare $VAR unset here: the deployer's
+    services = yaml.safe_load(done.stdout)["services"]
+    app = services["app"]
+    assert app["image"] == "${REGISTRY-docker.io}/library/busybox:${TAG:-1.36}"
+    assert app["command"][2] == ("echo $BARE_V ${BRACED_V} ${DASH_V-dash default} ${COLON_DASH_V:-colon default} "
+                                 "${QUESTION_V?question message} ${COLON_QUESTION_V:?colon question message} "
+                                 "${NESTED_V:-inner default} $$LITERAL cost 5$$")
+    assert app["environment"] == {
+        "BARE": "$BARE_V", "BRACED": "${BRACED_V}", "DASH": "${DASH_V-dash default}",
+        "COLON_DASH": "${COLON_DASH_V:-colon default}", "QUESTION": "${QUESTION_V?question message}",
+        "COLON_QUESTION": "${COLON_QUESTION_V:?colon question message}", "NESTED": "${NESTED_V:-inner default}",
+        "DOLLAR_DEFAULT": "${DOLLAR_V:-cost $5}", **ALTERNATIVES}
+    assert services["cli"]["command"] == [
+        "--mode", "${MODE:-slow}", "--token", "${TOKEN:?the API token}", "--level", "${LEVEL-info}",
+        "--need", "${NEED?say what}", "$HOME_DIR", "", "", "--auth", "", "$$(date)",
+        "${NEED:-a default the Secret key overrides}"]
+    # What docker-compose 1.29 and docker stack cannot read as written is translated, and said.
+    notes = done.stderr
+    assert ("resources.app.env.PLUS: ${PLUS_V+plus alternative} is written empty (docker-compose 1.29 and "
+            "docker stack have no ${VAR:+alt}), as if PLUS_V were unset where this is deployed") in notes
+    assert "resources.app.env.COLON_PLUS: ${COLON_PLUS_V:+colon plus alternative} is written empty" in notes
+    assert ("resources.app.env.SUPPLIED_PLUS: ${BRACED_V:+braced is set} is written as its alternative "
+            "(docker-compose 1.29 and docker stack have no ${VAR:+alt}): BRACED_V has no default elsewhere") in notes
+    assert ("resources.app.env.NESTED: ${NESTED_V:-${INNER_V:-inner default}}: docker-compose 1.29 and docker "
+            "stack cannot nest ${...} in a default; written as ${NESTED_V:-inner default}") in notes
+    assert "resources.app.command: ${NESTED_V:-${INNER_V:-inner default}}: docker-compose 1.29" in notes
+    assert "resources.app.env.DOLLAR_DEFAULT: ${DOLLAR_V:-cost $$5} is written ${DOLLAR_V:-cost $5}" in notes
+    assert "resources.cli.command: ${TOKEN:+--auth} is written as its alternative" in notes
+    assert "resources.cli.command: ${MODE:+--moded} is written empty" in notes
+
+
+def test_kubernetes_resolves_every_operator_as_said(ops: Project) -> None:
+    done = export(ops, "kubernetes")
+    assert done.returncode == 0, done.stderr
+    docs = [d for d in yaml.safe_load_all(done.stdout) if d]
+    app = container(find(docs, "Deployment", "app"))
+    assert app["image"] == "docker.io/library/busybox:1.36"
+    # Not in the container's env: a default is written; no default, or `?` / `:?`, is a Secret key.
+    assert app["args"][2] == ("echo $(BARE_V) $(BRACED_V) dash default colon default $(QUESTION_V) "
+                              "$(COLON_QUESTION_V) inner default $$LITERAL cost 5$$")
+    assert find(docs, "ConfigMap", "app-env")["data"] == {
+        "DASH": "dash default", "COLON_DASH": "colon default", "NESTED": "inner default",
+        "DOLLAR_DEFAULT": "cost $5", "PLUS": "", "COLON_PLUS": "", "SUPPLIED_PLUS": "braced is set"}
+    assert find(docs, "Secret", "app-secrets")["stringData"] == dict.fromkeys(
+        ("BARE", "BRACED", "QUESTION", "COLON_QUESTION", "BARE_V", "BRACED_V", "QUESTION_V", "COLON_QUESTION_V"),
+        "CHANGE-ME")
+    assert "# fill in: the value of ${QUESTION_V} (the command uses it: question message)" in done.stdout
+    assert "# fill in: the value of ${COLON_QUESTION_V} (the command uses it: colon question message)" in done.stdout
+    assert "# fill in: the value of ${BARE_V}\n" in done.stdout
+    # Keys of the container's env are Kubernetes' $(VAR); an alternative follows what the pod's VAR holds.
+    cli = container(find(docs, "Deployment", "cli"))
+    assert cli["args"] == ["--mode", "$(MODE)", "--token", "$(TOKEN)", "--level", "info", "--need", "$(NEED)",
+                           "$(HOME_DIR)", "--moded", "", "--auth", "", "$$(date)", "$(NEED)"]
+    assert find(docs, "Secret", "cli-secrets")["stringData"] == {"TOKEN": "CHANGE-ME", "NEED": "CHANGE-ME",
+                                                                 "HOME_DIR": "CHANGE-ME"}
+    assert find(docs, "ConfigMap", "cli-env")["data"] == {"MODE": "fast", "EMPTY": ""}
+    notes = done.stderr
+    assert ("resources.cli.command: ${MODE:+--moded} is written as its alternative: MODE is set in the "
+            "ConfigMap (Kubernetes has no conditional)") in notes
+    assert "resources.cli.command: ${QUIET+-q} is written empty: QUIET is not in the container's env" in notes
+    assert "resources.cli.command: ${TOKEN:+--auth} is written as its alternative: TOKEN is a Secret key" in notes
+    assert "resources.cli.command: ${EMPTY:+--never} is written empty: EMPTY is empty in the ConfigMap" in notes
+    assert "resources.app.env.PLUS: ${PLUS_V+plus alternative} is written empty (a value has no conditional)" in notes
+
+
+def test_kubernetes_manifests_of_every_operator_pass_kubernetes_validate_strict(ops: Project) -> None:
+    tool = validator()
+    out = ops.dir / "k8s.yaml"
+    assert export(ops, "kubernetes", "-o", str(out)).returncode == 0
+    done = subprocess.run([tool, "--strict", "-k", "1.30.0", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count(" passed for resource ") == len([d for d in yaml.safe_load_all(out.read_text()) if d])
+
+
+def test_kubernetes_probe_keeps_every_operator_for_the_shell(project: Project) -> None:
+    project.write("""
+        [resources.app]
+        runtime = "docker"
+        image = "app:1"
+        env = { MODE = "fast" }
+        health = { probe = "exec", inside = true, command = ["check", "$MODE", "${LEVEL-info}", "${NEED?say}",
+                   "${MODE:+--moded}", "${A:-${B:-deep}}", "cost $$5"] }
+        """)
+    docs = manifests(project)
+    command = container(find(docs, "Deployment", "app"))["readinessProbe"]["exec"]["command"]
+    # sh has every operator compose has: the container's own environment decides, as the loader's would.
+    assert command == ["sh", "-c", 'exec check "${MODE}" "${LEVEL-info}" "${NEED?say}" "${MODE:+--moded}" '
+                                   '"${A:-${B:-deep}}" \'cost $5\'']
+    script = command[2].replace("exec check", "printf '%s|'")
+    ran = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30,
+                         env={"PATH": os.environ["PATH"], "MODE": "fast", "NEED": "x"})
+    assert ran.stdout == "fast|info|x|--moded|deep|cost $5|"
+    ran = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30,
+                         env={"PATH": os.environ["PATH"]})
+    assert ran.returncode != 0 and "say" in ran.stderr
+
+
+def test_a_reference_that_must_be_supplied_does_not_stop_the_export(ops: Project) -> None:
+    # `${VAR:?message}` and a bare `$VAR` unset here are the deployer's to set, as `${VAR}` is.
+    for fmt in ("compose", "kubernetes"):
+        done = export(ops, fmt)
+        assert done.returncode == 0, done.stderr
+        assert "set-when-deployed" not in done.stdout + done.stderr  # what they validate with here
+    # ... and one set but empty here as well: the value here is not what is exported.
+    env = {**os.environ, "COLON_QUESTION_V": "", "TOKEN": ""}
+    done = subprocess.run([sys.executable, "-m", "orchestrator", "export", "compose"], cwd=ops.dir, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_no_value_from_the_environment_or_dotenv_is_ever_written(ops: Project,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    unset = {fmt: export(ops, fmt) for fmt in ("compose", "kubernetes")}
+    for name in REQUIRED + OPTIONAL:
+        monkeypatch.setenv(name, f"{SECRET}-{name}")
+    for name, value in FIELDS.items():
+        monkeypatch.setenv(name, value)
+    (ops.dir / ".env").write_text(f"DASH_V={SECRET}-dotenv\nPLUS_V={SECRET}-dotenv-plus\nMODEL={SECRET}-dotenv\n")
+    for fmt in ("compose", "kubernetes"):
+        done = export(ops, fmt)
+        assert done.returncode == 0, done.stderr
+        for value in [SECRET, "31337", "SIGQUIT", "127.0.0.99", "17777", "17778"]:
+            assert value not in done.stdout + done.stderr, (fmt, value)
+        # Whatever is set here, the export is the same: it is what is written in the files.
+        assert (done.stdout, done.stderr) == (unset[fmt].stdout, unset[fmt].stderr)
+
+
+def test_a_default_applies_when_nothing_is_set_here(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("STOP_TIMEOUT", "RUN_AS", "TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    project.write("""
+        [resources.app]
+        runtime = "docker"
+        image = "app:1"
+        command = ["serve", "${TOKEN}"]
+        stop_timeout = "${STOP_TIMEOUT-30s}"
+        user = "${RUN_AS:-²}"
+        """)
+    # `${VAR-default}` unset is its default: only a variable the loader would refuse is stood in for.
+    assert compose_of(project)["services"]["app"]["stop_grace_period"] == "30s"
+    done = export(project, "kubernetes")
+    assert done.returncode == 0, done.stderr
+    pod = find([d for d in yaml.safe_load_all(done.stdout) if d], "Deployment", "app")["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 30
+    assert "securityContext" not in pod["containers"][0]  # '²' is a digit to str.isdigit, not to int()
+    assert "resources.app.user: '²' is not numeric" in done.stderr
+
+
+def test_a_field_that_needs_a_value_here_says_which_variable_is_unset(project: Project,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WORKDIR", raising=False)
+    project.write('[resources.app]\nruntime = "docker"\nimage = "app:1"\ncwd = "${WORKDIR}"\n')
+    for fmt in ("compose", "kubernetes"):
+        done = export(project, fmt)
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 2 and "resources.app.cwd: a container's working directory must be an absolute" in lines[0]
+        assert lines[1].endswith("not set here, so validated as empty: ${WORKDIR}; set them for the export if a "
+                                 "problem above comes from one")
+    monkeypatch.setenv("WORKDIR", "/srv/app")
+    assert compose_of(project)["services"]["app"]["working_dir"] == "${WORKDIR}"
+
+
+WEIRD = {
+    "user '²'": 'runtime = "docker"\nimage = "x"\nuser = "${U:-²}"',
+    "user unset": 'runtime = "docker"\nimage = "x"\nuser = "${U}"',
+    "user required": 'runtime = "docker"\nimage = "x"\nuser = "${U:?set it}:${G:-²}"',
+    "bracketed host": 'runtime = "external"\nhealth = { probe = "http", url = "http://[${H:-::1}]:80/" }',
+    "host unset": 'runtime = "external"\nhealth = { probe = "http", url = "http://${H}:80/" }',
+    "port reference": 'runtime = "external"\nhealth = { probe = "tcp", host = "${H}", port = "${P:-5432}" }',
+    "volumes": 'runtime = "docker"\nimage = "x"\nvolumes = ["${V}:/data", "${W:-./w}:/w:${M:-ro}", "${N:-n}:/n"]',
+    "volume mode": 'runtime = "docker"\nimage = "x"\nvolumes = ["${W:-./w}:/w:${M:-rx}"]',
+    "fields unset": 'runtime = "docker"\nimage = "${I:?an image}"\ncwd = "${D}"\nstop_signal = "${S:-SIGINT}"\n'
+                    'description = "${DESC}"\nmodels = ["${MO}"]\nports = [11434]',
+    "nested alternatives": 'runtime = "docker"\nimage = "x"\ncommand = ["${A:+${B:+${C:?c}}}", "$(x)", "$$(y)", '
+                           '"${A-${A-${A}}}"]\nenv = { A = "${A:+1}" }',
+    "stop signal number": 'runtime = "docker"\nimage = "x"\nstop_signal = "${S:-9}"',
+    "memory": 'runtime = "docker"\nimage = "x"\nmemory_limit = "${MEM:-²m}"',
+}
+
+
+@pytest.mark.parametrize("fmt", ["compose", "kubernetes"])
+@pytest.mark.parametrize("body", WEIRD.values(), ids=WEIRD.keys())
+def test_odd_references_in_any_field_are_an_export_or_a_clear_line(project: Project, fmt: str, body: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("U", "G", "H", "P", "V", "W", "M", "N", "I", "D", "S", "DESC", "MO", "A", "B", "C", "MEM"):
+        monkeypatch.delenv(name, raising=False)
+    project.write(f"[resources.a]\n{body}\n")
+    done = export(project, fmt)
+    assert "Traceback" not in done.stderr and done.returncode in (0, 2), done.stderr
+    if done.returncode == 2:
+        assert all(line.startswith(str(project.file)) for line in done.stderr.strip().splitlines()), done.stderr
+        assert "resources.a." in done.stderr
+
+
+def compose_env(state: str, *, unset: tuple[str, ...] = (), empty: tuple[str, ...] = ()) -> dict[str, str]:
+    """The environment a deployer might have: every variable set, empty, or only the required ones set."""
+    env = {k: v for k, v in os.environ.items() if k not in REQUIRED + OPTIONAL}
+    for name in REQUIRED + OPTIONAL:
+        if state == "set":
+            env[name] = f"value of {name}"
+        elif name in NOT_EMPTY or (name in REQUIRED and state == "unset"):
+            env[name] = f"value of {name}"
+        elif state == "empty":
+            env[name] = ""
+    for name in unset:
+        env.pop(name, None)
+    for name in empty:
+        env[name] = ""
+    return env
+
+
+def compose_config(out: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker-compose", "-f", str(out), "config"], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+@pytest.mark.docker
+def test_docker_compose_reads_every_operator_as_vrooli_does(ops: Project) -> None:
+    if not shutil.which("docker-compose"):
+        pytest.skip("needs docker-compose")
+    from orchestrator import config
+
+    out = ops.dir / "out" / "docker-compose.yml"  # no .env beside it: only the environment given counts
+    out.parent.mkdir()
+    assert export(ops, "compose", "-o", str(out)).returncode == 0
+    for state in ("set", "empty", "unset"):
+        env = compose_env(state)
+        checked = compose_config(out, env)
+        assert checked.returncode == 0, (state, checked.stderr)
+        app = yaml.safe_load(checked.stdout)["services"]["app"]
+        expected = config.load([ops.file], env).resources["app"]
+        assert app["image"] == expected.image, state
+        assert [word.replace("$$", "$") for word in app["command"]] == list(expected.command), state
+        environment = {k: v.replace("$$", "$") for k, v in app["environment"].items()}
+        loaded = expected.env_dict
+        assert {k: v for k, v in environment.items() if k not in ALTERNATIVES} == \
+               {k: v for k, v in loaded.items() if k not in ALTERNATIVES}, state
+        assert {k: environment[k] for k in ALTERNATIVES} == ALTERNATIVES  # as written: compose has no :+
+    # A required variable missing stops docker-compose with its message, as it stops `vrooli up`.
+    for unset, empty, message in ((("QUESTION_V",), (), "question message"),
+                                  ((), ("COLON_QUESTION_V",), "colon question message"),
+                                  (("COLON_QUESTION_V",), (), "colon question message"),
+                                  (("TOKEN",), (), "the API token"), (("NEED",), (), "say what")):
+        env = compose_env("unset", unset=unset, empty=empty)
+        checked = compose_config(out, env)
+        assert checked.returncode != 0 and message in checked.stderr, (unset, empty, checked.stderr)
+        with pytest.raises(ConfigError, match=message):
+            config.load([ops.file], env)
+    env = compose_env("unset", empty=("QUESTION_V", "NEED"))  # `?` takes an empty value, as the loader does
+    assert compose_config(out, env).returncode == 0
+    config.load([ops.file], env)
+
+
+COMPOSE_PYTHON = Path("/usr/bin/python3")  # docker-compose 1.29's own interpreter and interpolation code
+COMPOSE_INTERPOLATE = """
+import json, sys
+import logging
+from compose.config.environment import Environment
+from compose.config.interpolation import Interpolator, TemplateWithDefaults, UnsetRequiredSubstitution
+logging.disable(logging.WARNING)  # "The X variable is not set. Defaulting to a blank string."
+results = []
+for text, env in json.load(sys.stdin):
+    try:
+        results.append(["ok", Interpolator(TemplateWithDefaults, Environment(env)).interpolate(text)])
+    except UnsetRequiredSubstitution:
+        results.append(["required", None])
+    except Exception as exc:
+        results.append(["error", type(exc).__name__])
+json.dump(results, sys.stdout)
+"""
+
+
+def random_templates(count: int, seed: int = 18) -> list[str]:
+    """Half strings of syntax pieces in any order (many the loader refuses), half well-formed."""
+    rng = random.Random(seed)
+    pieces = ["$", "$$", "${", "}", ":-", "-", "?", ":?", ":+", "+", "A", "B", "_x", " ", "a", "1", "é", "{", ":"]
+
+    def text(depth: int) -> str:
+        out = []
+        for _ in range(rng.randint(0, 4)):
+            kind = rng.randrange(7)
+            if kind == 0:
+                out.append(rng.choice(["a", " ", "é", ":", "-", "?", "{", "1", "x y"] + ([] if depth else ["}"])))
+            elif kind == 1:
+                out.append(rng.choice(["$$", "$ ", "$1", "$é", "5$"]))
+            elif kind == 2:
+                out.append("$" + rng.choice(["A", "B", "_x"]) + rng.choice(["", " ", "é", ".", "-"]))
+            else:
+                operator = rng.choice(["", ":-", "-", ":?", "?", ":+", "+"])
+                word = text(depth + 1) if operator and depth < 3 else ""
+                out.append("${" + rng.choice(["A", "B", "_x"]) + operator + word + "}")
+        return "".join(out)
+
+    return ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 14))) if i % 2 else text(0)
+            for i in range(count)]
+
+
+def test_compose_1_29_reads_every_translated_text_as_the_loader_does() -> None:
+    """Thousands of texts, each variable set, empty or unset: where the loader has a value,
+    docker-compose 1.29's own interpolation gives the same one; where it refuses for a
+    `?` / `:?`, so does compose. (Where compose has no `:+` or nesting the export says so.)"""
+    if not COMPOSE_PYTHON.exists() or subprocess.run(
+            [str(COMPOSE_PYTHON), "-c", "import compose.config.interpolation"], capture_output=True).returncode:
+        pytest.skip("needs docker-compose 1.29's Python package")
+    from orchestrator import variables
+    from orchestrator.export.common import Text
+
+    environments = [{}, {"A": "", "B": ""}, {"A": "va", "B": "vb"}, {"A": "va", "B": ""}, {"A": "", "_x": "x$y"}]
+    cases: list[tuple[str, str, dict[str, str]]] = []
+    for template in random_templates(4000):
+        try:
+            caveats: list[str] = []
+            written = Text(template).for_compose(caveats)
+        except variables.InterpolationError:
+            continue  # the loader refuses the file: nothing is exported
+        if any("no ${VAR:+alt}" in c or "cannot nest" in c for c in caveats):
+            continue  # translated with an assumption, said on stderr (tested above)
+        cases += [(template, written, env) for env in environments]
+    assert len(cases) > 4000
+    done = subprocess.run([str(COMPOSE_PYTHON), "-c", COMPOSE_INTERPOLATE], capture_output=True, text=True,
+                          input=json.dumps([[written, env] for _, written, env in cases]), timeout=300)
+    assert done.returncode == 0, done.stderr
+    compared = 0
+    for (template, written, env), (outcome, value) in zip(cases, json.loads(done.stdout), strict=True):
+        try:
+            expected = variables.interpolate(template, env)
+        except variables.InterpolationError as exc:
+            if "set it in the environment or .env" in str(exc):
+                continue  # an unset ${VAR} without a default: the loader refuses, compose writes "" and warns
+            assert outcome == "required", (template, written, env, str(exc), outcome, value)
+            continue
+        assert (outcome, value) == ("ok", expected), (template, written, env)
+        compared += 1
+    assert compared > 2000
+
+
+def kubernetes_expand(text: str, env: dict[str, str]) -> str:
+    """What the kubelet makes of a command word (Kubernetes' third_party/forked/golang/expansion)."""
+    out, cursor = [], 0
+    while cursor < len(text):
+        if text[cursor] != "$" or cursor + 1 == len(text):
+            out.append(text[cursor])
+            cursor += 1
+        elif text[cursor + 1] == "(" and ")" in text[cursor + 2:]:
+            name = text[cursor + 2:text.index(")", cursor + 2)]
+            out.append(env.get(name, f"$({name})"))
+            cursor += len(name) + 3
+        else:
+            out.append("$" if text[cursor + 1] == "$" else text[cursor:cursor + 2])
+            cursor += 2
+    return "".join(out)
+
+
+def test_kubernetes_command_words_mean_what_the_loader_reads() -> None:
+    """Thousands of texts in a container without env: the Secret keys the export asks for,
+    once filled in, make the kubelet's expansion give what the loader gives with those set."""
+    from orchestrator import variables
+    from orchestrator.export.kubernetes import _Args, secret_keys
+
+    compared = 0
+    for template in random_templates(4000, seed=19):
+        try:
+            tokens = variables.tokenize(template)
+        except variables.InterpolationError:
+            continue
+        needed = secret_keys({}, [tokens])
+        word = _Args({}, needed, []).render(tokens)
+        env = {name: f"v{name}$(x)" for name in needed}
+        assert kubernetes_expand(word, env) == variables.interpolate(template, env), (template, word, env)
+        compared += 1
+    assert compared > 2000
 
 
 # ------------------------------------------------------------------------ bad input

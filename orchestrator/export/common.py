@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,14 +18,15 @@ from urllib.parse import urlsplit
 
 from orchestrator import config
 from orchestrator.errors import ConfigError, UsageError
-from orchestrator.spec import ProbeSpec, ProjectSpec, ResourceSpec
-from orchestrator.variables import read_env_file
+from orchestrator.spec import ProbeSpec, ProjectSpec, ResourceSpec, VolumeSpec
+from orchestrator.variables import InterpolationError, Literal, Reference, Token, as_written, read_env_file, tokenize
 
 FORMATS = ("compose", "kubernetes")
 # Running a check inside a container (docker exec, a kubelet exec) costs process start-up on
 # top of the check itself: on a busy node that alone can pass a network probe's 1 s.
 MIN_EXEC_TIMEOUT = 5.0
-_TOKEN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$")
+# What `${VAR:?message}` validates with when VAR is not set here (it is never written out).
+REQUIRED_STAND_IN = "set-when-deployed"
 _SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|KEY", re.IGNORECASE)
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "0.0.0.0", "::", ""}
 
@@ -39,53 +40,155 @@ class ExportError(UsageError):
 
 @dataclass(frozen=True, slots=True)
 class Text:
-    """A string as resources.toml has it: `${VAR}` / `${VAR:-default}` references, `$$` a `$`."""
+    """A string as resources.toml has it, read by the loader's own tokenizer: `${VAR}` with any
+    of compose's operators, bare `$VAR`, `$$` a `$`. Each output renders the references its way;
+    none of them ever reads the environment."""
 
     template: str
+    tokens: tuple[Token, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tokens", tokenize(self.template))
 
     @classmethod
     def literal(cls, value: str) -> Text:
         return cls(value.replace("$", "$$"))
 
-    def variables(self) -> list[tuple[str, str | None]]:
-        return [(m.group(1), m.group(2)) for m in _TOKEN.finditer(self.template) if m.group(1)]
+    @property
+    def has_references(self) -> bool:
+        return any(isinstance(t, Reference) for t in self.tokens)
+
+    def needed(self) -> list[str]:
+        """The variables only the deployer can supply: no default, or `${VAR:?message}`."""
+        return list(dict.fromkeys(_needed(self.tokens)))
 
     @property
     def needs_value(self) -> bool:
-        """A reference without a default: only the deployer can supply it."""
-        return any(default is None for _, default in self.variables())
+        return bool(self.needed())
 
-    def for_compose(self) -> str:
-        """Compose interpolates the same `${VAR:-default}` and `$$`; a lone `$` must be doubled."""
-        return _TOKEN.sub(lambda m: m.group(0) if m.group(0) != "$" else "$$", self.template)
+    def for_compose(self, caveats: list[str] | None = None, supplied: Collection[str] = ()) -> str:
+        """The text in the interpolation docker-compose 1.29 and docker stack read: references
+        kept as written where they can be; what they cannot read is translated and said in
+        `caveats` (`supplied`: see `alternative`). A literal `$` is doubled."""
+        lacking = "docker-compose 1.29 and docker stack have no ${VAR:+alt}"
+        return _Render(caveats if caveats is not None else [], supplied, lacking).compose(self.tokens)
 
-    def with_defaults(self, missing: Callable[[str], str] = lambda name: "") -> str:
-        """The value with every reference at its default (the environment is never read)."""
-        def one(m: re.Match[str]) -> str:
-            if m.group(1) is None:
-                return "$"
-            return m.group(2) if m.group(2) is not None else missing(m.group(1))
-        return _TOKEN.sub(one, self.template)
+    def with_defaults(self, missing: Callable[[str], str] = lambda name: "",
+                      caveats: list[str] | None = None, supplied: Collection[str] = ()) -> str:
+        """The value where it is deployed when nothing is set there but what must be: each
+        reference at its default, `missing(name)` where there is none (see `alternative`)."""
+        render = _Render(caveats if caveats is not None else [], supplied, "a value has no conditional")
+        return render.defaults(self.tokens, missing)
 
     def as_shell_source(self) -> str:
-        """The text as a shell line: `${VAR:-default}` is the shell's own syntax, `$$` a `$`."""
-        return _TOKEN.sub(lambda m: "$" if m.group(0) == "$$" else m.group(0), self.template)
+        """The text as a shell line: references in the shell's own syntax (sh has every operator
+        compose has), `$$` a `$`."""
+        return _shell(self.tokens, lambda text: text)
 
     def shell_word(self) -> str:
-        """One sh word whose references the shell resolves from the container's environment
-        (the same `${VAR:-default}` syntax), everything else literal."""
-        if not self.variables():
+        """One sh word whose references the shell resolves from the container's environment,
+        everything else literal."""
+        if not self.has_references:
             return sh_quote(self.with_defaults())
-        parts = []
-        for piece in re.split(r"(\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}|\$\$)", self.template):
-            if piece == "$$":
-                parts.append("\\$")
-            elif piece.startswith("${"):
-                name, _, default = piece[2:-1].partition(":-")
-                parts.append("${" + name + (":-" + _dq_escape(default) if ":-" in piece else "") + "}")
+        return '"' + _shell(self.tokens, _dq_escape) + '"'
+
+
+_DEFAULTS = (":-", "-")
+_REQUIRED = (":?", "?")
+_ALTERNATIVES = (":+", "+")
+
+
+def referenced(tokens: tuple[Token, ...]) -> Iterator[Reference]:
+    """Every reference, nested ones (in defaults, messages, alternatives) included."""
+    for token in tokens:
+        if isinstance(token, Reference):
+            yield token
+            yield from referenced(token.word)
+
+
+def _needed(tokens: tuple[Token, ...]) -> Iterator[str]:
+    for token in tokens:
+        if isinstance(token, Literal):
+            continue
+        if token.operator is None or token.operator in _REQUIRED:
+            yield token.name  # a message is never the value: nothing in it is needed
+        else:
+            yield from _needed(token.word)  # a default, or an alternative that may be used
+
+
+@dataclass(frozen=True, slots=True)
+class _Render:
+    caveats: list[str]
+    supplied: Collection[str]  # variables the deployer must set: each has no default somewhere
+    lacking: str  # why an alternative is decided here
+
+    def alternative(self, ref: Reference, render: Callable[[tuple[Token, ...]], str]) -> str:
+        """`${VAR:+alt}` where the output has no such operator: alt if VAR is one the deployer
+        must supply anyway (a reference without a default), else empty, as if unset."""
+        shown = as_written((ref,))
+        if ref.name in self.supplied:
+            self.caveats.append(f"{shown} is written as its alternative ({self.lacking}): {ref.name} has no "
+                                "default elsewhere in the files, so it is set where this is deployed")
+            return render(ref.word)
+        self.caveats.append(f"{shown} is written empty ({self.lacking}), as if {ref.name} were unset where "
+                            "this is deployed")
+        return ""
+
+    def defaults(self, tokens: tuple[Token, ...], missing: Callable[[str], str]) -> str:
+        out = []
+        for token in tokens:
+            if isinstance(token, Literal):
+                out.append(token.text)
+            elif token.operator in _DEFAULTS:
+                out.append(self.defaults(token.word, missing))
+            elif token.operator in _ALTERNATIVES:
+                out.append(self.alternative(token, lambda word: self.defaults(word, missing)))
             else:
-                parts.append(_dq_escape(piece))
-        return '"' + "".join(parts) + '"'
+                out.append(missing(token.name))
+        return "".join(out)
+
+    def compose(self, tokens: tuple[Token, ...]) -> str:
+        out = []
+        for index, token in enumerate(tokens):
+            if isinstance(token, Literal):
+                out.append(token.text.replace("$", "$$"))
+                continue
+            after = tokens[index + 1] if index + 1 < len(tokens) else None
+            out.append(self.compose_reference(token, after))
+        return "".join(out)
+
+    def compose_reference(self, ref: Reference, after: Token | None) -> str:
+        """docker-compose 1.29 and docker stack know `${V}` `$V` `-` `:-` `?` `:?` and read every
+        word literally: no `+` / `:+`, nothing nested, no `$$` in a word."""
+        if ref.operator is None:
+            # 1.29 matches names case-insensitively: a non-ASCII letter after `$NAME` could join it.
+            ascii_after = not isinstance(after, Literal) or after.text[:1].isascii()
+            return f"${ref.name}" if not ref.braced and ascii_after else "${" + ref.name + "}"
+        if ref.operator in _ALTERNATIVES:
+            return self.alternative(ref, self.compose)
+        if ref.operator in _REQUIRED:  # the message is only ever shown: nested references by name
+            message = "".join(t.text if isinstance(t, Literal) else f"${t.name}" for t in ref.word)
+            return "${" + ref.name + ref.operator + message + "}"
+        word = self.defaults(ref.word, lambda name: "")
+        rendered = "${" + ref.name + ref.operator + word + "}"
+        if any(isinstance(t, Reference) for t in ref.word):
+            self.caveats.append(f"{as_written((ref,))}: docker-compose 1.29 and docker stack cannot nest ${{...}} "
+                                f"in a default; written as {rendered} (the inner reference at its default)")
+        elif "$" in word:
+            self.caveats.append(f"{as_written((ref,))} is written {rendered}: docker-compose 1.29 and docker stack "
+                                "read a default literally (Compose v2 would expand its '$')")
+        return rendered
+
+
+def _shell(tokens: tuple[Token, ...], escape: Callable[[str], str]) -> str:
+    out = []
+    for token in tokens:
+        if isinstance(token, Literal):
+            out.append(escape(token.text))
+        else:
+            word = _shell(token.word, escape) if token.operator else ""
+            out.append("${" + token.name + (token.operator or "") + word + "}")
+    return "".join(out)
 
 
 def _dq_escape(text: str) -> str:
@@ -102,6 +205,11 @@ def sh_quote(text: str) -> str:
 # words its own way: compose substitutes ${VAR} before the shell runs; in Kubernetes the
 # shell resolves them from the container's environment.
 Script = tuple[str | Text, ...]
+
+
+def is_number(text: str) -> bool:
+    """Digits int() reads: str.isdigit() also takes '²' and other digits int() refuses."""
+    return text.isascii() and text.isdigit()
 
 
 def is_secret_name(key: str) -> bool:
@@ -137,6 +245,7 @@ class Source:
 
     project: ProjectSpec
     raw: Mapping[str, Any]
+    supplied: frozenset[str] = frozenset()  # referenced without a default: the deployer must set them
 
     def raw_at(self, name: str, *keys: str | int) -> object:
         value: object = self.raw.get("resources", {}).get(name)
@@ -159,29 +268,55 @@ class Source:
 
 
 def load_source(files: list[Path]) -> Source:
-    """Validate the files; a reference nobody set here is no error: the deployer supplies it."""
+    """Validate the files; a reference nobody set here is no error: the deployer supplies it.
+
+    One the loader would refuse unset validates as empty, or as a stand-in where it must not
+    be empty (`${VAR:?message}`); the others stay unset, at their defaults. Neither value is
+    written out: the exporters write the references as they are in the files.
+    """
     raw = config.read_merged(files)
     environ = dict(os.environ)
     dotenv = files[0].parent / ".env"
-    known = set(environ)
+    known = dict(environ)
     if dotenv.is_file():
         try:
-            known |= set(read_env_file(dotenv))
+            known = {**read_env_file(dotenv, environ), **environ}
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise ConfigError([f"{dotenv}: {exc}"]) from None
-    for name in _referenced(raw) - known:
-        environ[name] = ""
-    return Source(config.load(files, environ), raw)
+    supplied = frozenset(name for text in _strings(raw) for name in Text(text).needed())
+    not_empty = {r.name for r in _referenced(raw) if r.operator == ":?"}
+    stood_in = sorted(name for name in supplied if name not in known or (name in not_empty and not known[name]))
+    for name in stood_in:
+        environ[name] = REQUIRED_STAND_IN if name in not_empty else ""
+    try:
+        return Source(config.load(files, environ), raw, supplied)
+    except ConfigError as exc:
+        if not stood_in:
+            raise
+        names = ", ".join("${" + name + "}" for name in stood_in[:6]) + (", ..." if len(stood_in) > 6 else "")
+        raise ConfigError([*exc.problems, f"{files[0]}: not set here, so validated as empty: {names}; set them "
+                                          "for the export if a problem above comes from one"]) from None
 
 
-def _referenced(value: object) -> set[str]:
+def _referenced(value: object) -> Iterator[Reference]:
+    for text in _strings(value):
+        yield from referenced(tokenize(text))
+
+
+def _strings(value: object) -> Iterator[str]:
+    """Every string in the files as written that the tokenizer reads; one the loader refuses is left to it."""
     if isinstance(value, str):
-        return {m.group(1) for m in _TOKEN.finditer(value) if m.group(1)}
-    if isinstance(value, dict):
-        return set().union(*(_referenced(v) for v in value.values())) if value else set()
-    if isinstance(value, list):
-        return set().union(*(_referenced(v) for v in value)) if value else set()
-    return set()
+        try:
+            tokenize(value)
+        except InterpolationError:
+            return
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
 
 
 @dataclass(frozen=True)
@@ -228,6 +363,28 @@ class Plan:
                 found[key] = EnvVar(key, self.source.text(spec.name, ("export", "env", key), value), "export")
         return list(found.values())
 
+    def as_deployed(self, spec: ResourceSpec, keys: tuple[str | int, ...], value: str) -> str:
+        """A value no output can leave to the deployer's environment (a comment, a field that
+        Kubernetes never expands) as written: each reference at its default, `${VAR}` where
+        there is none. The value it has here is never used."""
+        text = self.source.text(spec.name, keys, value)
+        return text.with_defaults(lambda name: "${" + name + "}", supplied=self.source.supplied)
+
+    def model_names(self, spec: ResourceSpec) -> list[str]:
+        names = spec.models.names if spec.models is not None else ()
+        return [self.as_deployed(spec, ("models", i), name) for i, name in enumerate(names)]
+
+    def volume(self, spec: ResourceSpec, index: int) -> VolumeSpec | None:
+        """The volume as written, a reference at its default (see `as_deployed`); None when
+        only the deployer knows it (a reference without a default)."""
+        written = self.source.raw_at(spec.name, "volumes", index)
+        if not (isinstance(written, str) and Text(written).has_references):
+            return spec.volumes[index]
+        text = Text(written)
+        if text.needs_value:
+            return None
+        return _volume_spec(text.with_defaults(supplied=self.source.supplied), self.project.project_dir)
+
     def env_file(self, spec: ResourceSpec) -> Path | None:
         written = self.source.raw_at(spec.name, "env_file")
         return (self.project.project_dir / written).resolve() if isinstance(written, str) else None
@@ -240,6 +397,19 @@ class Plan:
         """Resources some exported dependent waits for with condition = "completed": one-shot jobs."""
         return {d.name for r in self.containers.values() for d in r.depends_on
                 if d.condition.value == "completed" and d.name in self.containers}
+
+
+def _volume_spec(text: str, project_dir: Path) -> VolumeSpec | None:
+    """"source:/target[:ro]" read as the loader reads it; None if it is no volume."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[1].startswith("/") or parts[2:] not in ([], ["ro"], ["rw"]):
+        return None
+    source, target = parts[0], parts[1]
+    if source.startswith((".", "~")) or "/" in source:
+        source = str((project_dir / os.path.expanduser(source)).resolve())
+    elif not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", source):
+        return None
+    return VolumeSpec(source, target, read_only=parts[2:] == ["ro"])
 
 
 def plan(source: Source, skip_process: bool) -> Plan:
@@ -347,9 +517,8 @@ def probe_check(plan: Plan, spec: ResourceSpec) -> Check | str | None:
     probe = spec.health
     if probe is None:
         return None
-    for key in ("url", "host"):
-        if Text(str(plan.source.raw_at(spec.name, "health", key) or "")).variables():
-            return f"its {key} uses ${{...}}, which a health check cannot resolve; give [export] healthcheck"
+    if probe_address_is_deferred(plan, spec):
+        return "its address uses ${...}, which a health check cannot resolve; give [export] healthcheck"
     host, port = inside_host(probe.host), inside_port(spec, probe.port or 0)
     if probe.kind == "exec":
         if not probe.inside:
@@ -368,6 +537,12 @@ def probe_check(plan: Plan, spec: ResourceSpec) -> Check | str | None:
             return target
         return Check(script=http_script(target, probe.expect_status, probe.timeout))
     return "a log probe reads vrooli's copy of the output; no engine has that: give [export] healthcheck"
+
+
+def probe_address_is_deferred(plan: Plan, spec: ResourceSpec) -> bool:
+    """The probe's url, host or port is a ${VAR}: known only where it is deployed."""
+    return any(Text(str(plan.source.raw_at(spec.name, "health", key) or "")).has_references
+               for key in ("url", "host", "port"))
 
 
 def _postgres_argv(plan: Plan, spec: ResourceSpec, probe: ProbeSpec, host: str, port: int) -> list[Text]:
@@ -423,19 +598,21 @@ def http_script(target: HttpTarget, statuses: tuple[int, ...], timeout: float) -
     )
 
 
-def external_address(spec: ResourceSpec) -> tuple[str, int | None]:
-    """Where an external resource lives, from its probe."""
+def external_address(plan: Plan, spec: ResourceSpec) -> tuple[str, int | None]:
+    """Where an external resource lives, from its probe as written (see `Plan.as_deployed`)."""
     probe = spec.health
     if probe is None:
         return spec.name, None
+    host = plan.as_deployed(spec, ("health", "host"), probe.host)
     if probe.kind == "http" and probe.url:
-        parts = urlsplit(probe.url)
+        parts = urlsplit(plan.as_deployed(spec, ("health", "url"), probe.url))
         try:
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:
             port = None
-        return parts.hostname or probe.host, port
-    return probe.host, probe.port
+        return parts.hostname or host, port
+    port_text = plan.as_deployed(spec, ("health", "port"), str(probe.port)) if probe.port is not None else ""
+    return host, int(port_text) if is_number(port_text) else None
 
 
 # ---------------------------------------------------------------------------- units

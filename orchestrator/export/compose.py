@@ -11,6 +11,7 @@ That choice costs two things, each said in a comment where it applies:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +53,8 @@ def build(plan: Plan, options: Options) -> Document:
     for name, spec in plan.containers.items():
         _depends_on(plan, spec, services[name], healthchecked, options, doc)  # type: ignore[arg-type]
     doc.data["services"] = services
-    volumes = sorted({v.source for r in plan.containers.values() for v in r.volumes if not v.is_bind})
+    volumes = sorted({v.source for r in plan.containers.values() for i in range(len(r.volumes))
+                      if (v := plan.volume(r, i)) is not None and not v.is_bind})
     if volumes:
         doc.data["volumes"] = {v: {} for v in volumes}
     _header(plan, doc)
@@ -68,7 +70,7 @@ def _header(plan: Plan, doc: Document) -> None:
     doc.note((), "docker stack deploy publishes ports on every interface of every node (its ingress), "
                  "whatever host IP is written here; docker-compose honours the IP.")
     for name, spec in plan.external.items():
-        host, port = external_address(spec)
+        host, port = external_address(plan, spec)
         doc.note((), f"{name} is external (runtime = \"external\"): not started here; it lives at "
                      f"{host}:{port}, and its dependents must be configured to reach it there.")
     for name, why in plan.skipped.items():
@@ -77,26 +79,29 @@ def _header(plan: Plan, doc: Document) -> None:
 
 def _service(plan: Plan, spec: ResourceSpec, options: Options, doc: Document) -> dict[str, object]:
     name = spec.name
-    service: dict[str, object] = {"image": plan.image(spec).for_compose()}
+    image_key = "export.image" if spec.export is not None and spec.export.image else "image"
+    service: dict[str, object] = {"image": _text(plan, name, image_key, plan.image(spec))}
     if spec.description:
-        doc.note(("services", name), spec.description)
+        doc.note(("services", name), plan.as_deployed(spec, ("description",), spec.description))
     entrypoint = plan.entrypoint(spec)
     if entrypoint is not None:
-        service["entrypoint"] = [t.for_compose() for t in entrypoint]
+        service["entrypoint"] = [_text(plan, name, "entrypoint", t) for t in entrypoint]
     command = plan.command(spec)
     if command is not None:
-        service["command"] = [t.for_compose() for t in command]
+        command_key = "export.command" if spec.export is not None and spec.export.command is not None else "command"
+        service["command"] = [_text(plan, name, command_key, t) for t in command]
     if spec.runtime == "docker":
-        if spec.cwd:
-            service["working_dir"] = plan.source.text(name, ("cwd",), spec.cwd).for_compose()
-        if spec.user:
-            service["user"] = plan.source.text(name, ("user",), spec.user).for_compose()
+        for key, compose_key, value in (("cwd", "working_dir", spec.cwd), ("user", "user", spec.user)):
+            text = plan.source.text(name, (key,), value or "")
+            if value or text.has_references:  # a ${VAR} unset here is still the deployer's to set
+                service[compose_key] = _text(plan, name, key, text)
     _environment(plan, spec, service, options)
     if spec.ports:
         service["ports"] = [_port(plan, spec, i) for i in range(len(spec.ports))]
     if spec.volumes:
         service["volumes"] = [_volume(plan, spec, i, options) for i in range(len(spec.volumes))]
-    service["stop_signal"] = spec.stop_signal
+    service["stop_signal"] = _text(plan, name, "stop_signal", plan.source.text(name, ("stop_signal",),
+                                                                                spec.stop_signal))
     service["stop_grace_period"] = duration(spec.stop_timeout)
     service["restart"] = spec.restart.value
     healthcheck = _healthcheck(plan, spec)
@@ -104,10 +109,19 @@ def _service(plan: Plan, spec: ResourceSpec, options: Options, doc: Document) ->
         service["healthcheck"] = healthcheck
     service["deploy"] = _deploy(spec, doc)
     if spec.models is not None and spec.models.names:
-        doc.note(("services", name), f"models {', '.join(spec.models.names)}: Compose has no step that waits "
+        doc.note(("services", name), f"models {', '.join(plan.model_names(spec))}: Compose has no step that waits "
                                      f"for Ollama's API; pull them once it answers, e.g. "
                                      f"`docker-compose exec {name} ollama pull MODEL`.")
     return service
+
+
+def _text(plan: Plan, resource: str, key: str, text: Text) -> str:
+    """The text for compose; what docker-compose 1.29 cannot read as written is said on stderr."""
+    caveats: list[str] = []
+    rendered = text.for_compose(caveats, plan.source.supplied)
+    for caveat in caveats:
+        plan.notes.add(resource, key, caveat)
+    return rendered
 
 
 def _environment(plan: Plan, spec: ResourceSpec, service: dict[str, object], options: Options) -> None:
@@ -115,15 +129,16 @@ def _environment(plan: Plan, spec: ResourceSpec, service: dict[str, object], opt
     if env_file is not None:
         # Referenced, never copied: an env file is where secrets usually live.
         service["env_file"] = [_relative(env_file, options)]
-    environment = {v.key: v.text.for_compose() for v in plan.environment(spec) if v.origin != "env_file"}
+    environment = {v.key: _text(plan, spec.name, f"{'export.' if v.origin == 'export' else ''}env.{v.key}", v.text)
+                   for v in plan.environment(spec) if v.origin != "env_file"}
     if environment:
         service["environment"] = environment
 
 
 def _port(plan: Plan, spec: ResourceSpec, index: int) -> str:
     written = plan.source.raw_at(spec.name, "ports", index)
-    if isinstance(written, str) and Text(written).variables():
-        return Text(written).for_compose()
+    if isinstance(written, str) and Text(written).has_references:
+        return _text(plan, spec.name, "ports", Text(written))
     port = spec.ports[index]
     suffix = "/udp" if port.protocol == "udp" else ""
     return f"{port.host_ip}:{port.host_port}:{port.container_port}{suffix}"
@@ -131,8 +146,13 @@ def _port(plan: Plan, spec: ResourceSpec, index: int) -> str:
 
 def _volume(plan: Plan, spec: ResourceSpec, index: int, options: Options) -> str:
     written = plan.source.raw_at(spec.name, "volumes", index)
-    if isinstance(written, str) and Text(written).variables():
-        return Text(written).for_compose()
+    if isinstance(written, str) and Text(written).has_references:
+        volume = plan.volume(spec, index)
+        if volume is None or not volume.is_bind:
+            plan.notes.add(spec.name, f"volumes.{index}", f"{written}: a named volume must be declared under the "
+                                                          "name it resolves to; declared here: "
+                                                          + (volume.source if volume else "none (it has no default)"))
+        return _text(plan, spec.name, "volumes", Text(written))
     volume = spec.volumes[index]
     source = _relative(Path(volume.source), options) if volume.is_bind else volume.source
     return f"{source}:{volume.target}" + (":ro" if volume.read_only else "")
@@ -177,8 +197,9 @@ def _healthcheck(plan: Plan, spec: ResourceSpec) -> dict[str, object] | None:
         disabled = spec.export is not None and spec.export.healthcheck == ("NONE",)
         return {"disable": True} if disabled else None
     probe = spec.health or ProbeSpec(kind="exec")
+    test = render_test(check, lambda text: _text(plan, spec.name, "health", text))
     return {
-        "test": render_test(check),
+        "test": test,
         "interval": duration(probe.liveness_interval),
         "timeout": duration(exec_timeout(probe)),
         "retries": probe.failure_threshold,
@@ -186,21 +207,22 @@ def _healthcheck(plan: Plan, spec: ResourceSpec) -> dict[str, object] | None:
     }
 
 
-def render_test(check: Check) -> list[str]:
+def render_test(check: Check, word: Callable[[Text], str]) -> list[str]:
+    """The check as compose's `test`; `word` renders each Text (see `_text`)."""
     if check.shell is not None:
-        return ["CMD-SHELL", check.shell.for_compose()]
+        return ["CMD-SHELL", word(check.shell)]
     if check.script:
-        return ["CMD-SHELL", render_script(check.script)]
-    return ["CMD", *(t.for_compose() for t in check.argv)]
+        return ["CMD-SHELL", render_script(check.script, word)]
+    return ["CMD", *(word(t) for t in check.argv)]
 
 
-def render_script(script: Script) -> str:
+def render_script(script: Script, word: Callable[[Text], str]) -> str:
     """Compose substitutes ${VAR} in the line before the shell sees it: literal `$` doubled,
     words single-quoted (a value holding a single quote would need [export] healthcheck)."""
     out = []
     for part in script:
         if isinstance(part, Text):
-            out.append(sh_quote(part.for_compose()))
+            out.append(sh_quote(word(part)))
         else:
             out.append(part.replace("$", "$$"))
     return "".join(out)
@@ -211,7 +233,7 @@ def _depends_on(plan: Plan, spec: ResourceSpec, service: dict[str, object], heal
     name = spec.name
     for dependency in spec.depends_on:
         if dependency.name in plan.external:
-            host, port = external_address(plan.external[dependency.name])
+            host, port = external_address(plan, plan.external[dependency.name])
             doc.note(("services", name), f"waits for external {dependency.name} ({host}:{port}) under vrooli; "
                                          "Compose cannot: it must retry until that answers.")
     deps = plan.dependencies(spec)

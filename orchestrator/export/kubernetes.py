@@ -24,18 +24,20 @@ from orchestrator.export.common import (
     http_target,
     inside_host,
     inside_port,
+    is_number,
     is_secret_name,
+    probe_address_is_deferred,
     probe_check,
     whole_seconds,
 )
 from orchestrator.export.yamltext import Document
-from orchestrator.spec import ProbeSpec, ResourceSpec, RestartPolicy
+from orchestrator.spec import ProbeSpec, ResourceSpec, RestartPolicy, VolumeSpec
+from orchestrator.variables import Literal, Reference, Token, as_written
 
 WAIT_IMAGE = "busybox:1.36"  # nc and wget for the waits and the model pulls
 KUBECTL_IMAGE = "registry.k8s.io/kubectl:v1.30.0"  # waits for a Job to complete
 PLACEHOLDER = "CHANGE-ME"
 DEFAULT_STORAGE = "1Gi"
-_TOKEN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$")
 
 
 @dataclass(frozen=True)
@@ -100,11 +102,14 @@ class _Builder:
 
     def resource(self, spec: ResourceSpec) -> list[Document]:
         env = self.plan.environment(spec)
-        in_command: dict[str, str] = {}  # references without a default in the command: Secret keys
-        container = self.container(spec, {v.key for v in env}, in_command)
         # An env file is where secrets usually live: none of its values is copied.
         plain = [v for v in env if not (is_secret_name(v.key) or v.text.needs_value or v.origin == "env_file")]
         hidden = [v for v in env if v not in plain]
+        # What each key holds in the pod: its ConfigMap value, or None: a Secret the deployer fills in.
+        in_env: dict[str, str | None] = {v.key: None for v in hidden}
+        in_env.update({v.key: v.text.with_defaults(supplied=self.plan.source.supplied) for v in plain})
+        in_command: dict[str, str] = {}  # the command's references only the deployer can supply: Secret keys
+        container = self.container(spec, in_env, in_command)
         docs: list[Document] = []
         env_from: list[object] = []
         if plain:
@@ -115,7 +120,7 @@ class _Builder:
             env_from.append({"secretRef": {"name": k8s_name(spec.name) + "-secrets"}})
         if env_from:
             container["envFrom"] = env_from
-        named = [v for v in spec.volumes if not v.is_bind]
+        named = [v for _, v in self.volumes(spec) if not v.is_bind]
         if spec.ports or (named and spec.name not in self.jobs):
             docs.append(self.service(spec))
         docs.append(self.workload(spec, container))
@@ -126,11 +131,16 @@ class _Builder:
         return docs
 
     def config_map(self, spec: ResourceSpec, plain: list[EnvVar]) -> Document:
+        data: dict[str, str] = {}
         doc = Document({"apiVersion": "v1", "kind": "ConfigMap", "metadata": self.metadata(spec.name, "-env"),
-                        "data": {v.key: v.text.with_defaults() for v in plain}})
+                        "data": data})
         for v in plain:
-            if v.text.variables():
+            caveats: list[str] = []
+            data[v.key] = v.text.with_defaults(caveats=caveats, supplied=self.plan.source.supplied)
+            if v.text.has_references:
                 doc.note(("data", v.key), f"{v.text.template} in resources.toml: its default")
+            for caveat in caveats:
+                self.plan.notes.add(spec.name, f"{'export.' if v.origin == 'export' else ''}env.{v.key}", caveat)
         return doc
 
     def secret(self, spec: ResourceSpec, hidden: list[EnvVar], in_command: dict[str, str]) -> Document:
@@ -140,28 +150,36 @@ class _Builder:
                         "type": "Opaque", "stringData": data})
         for v in hidden:
             data[v.key] = PLACEHOLDER
-            refs = ", ".join("${" + n + "}" for n, _ in v.text.variables())
+            refs = ", ".join("${" + n + "}" for n in v.text.needed())
             source = "its env_file" if v.origin == "env_file" else "resources.toml"
             what = f"the value of {refs}" if refs else f"{v.key} ({source} has it; not copied here)"
             doc.note(("stringData", v.key), f"fill in: {what}")
-        for name in in_command:
+        for name, message in in_command.items():
             if name not in data:
                 data[name] = PLACEHOLDER
-                doc.note(("stringData", name), f"fill in: the value of ${{{name}}} (the command uses it)")
+                doc.note(("stringData", name), f"fill in: the value of ${{{name}}} (the command uses it"
+                                               + (f": {message})" if message else ")"))
         doc.note((), f"Placeholders: replace every {PLACEHOLDER} before applying (or create this Secret "
                      "yourself and leave it out).")
         return doc
 
-    def container(self, spec: ResourceSpec, env_keys: set[str], in_command: dict[str, str]) -> dict[str, object]:
-        container: dict[str, object] = {"name": k8s_name(spec.name), "image": self.image(spec)}
+    def container(self, spec: ResourceSpec, in_env: dict[str, str | None],
+                  in_command: dict[str, str]) -> dict[str, object]:
+        image_key = "export.image" if spec.export is not None and spec.export.image else "image"
+        container: dict[str, object] = {"name": k8s_name(spec.name), "image": self.value(spec, image_key,
+                                                                                           self.plan.image(spec))}
         entrypoint = self.plan.entrypoint(spec)
-        if entrypoint is not None:
-            container["command"] = [self.arg(t, env_keys, in_command) for t in entrypoint]
         command = self.plan.command(spec)
+        in_command.update(secret_keys(in_env, [t.tokens for t in [*(entrypoint or []), *(command or [])]]))
+        if entrypoint is not None:
+            container["command"] = [self.arg(spec, "entrypoint", t, in_env, in_command) for t in entrypoint]
         if command is not None:
-            container["args"] = [self.arg(t, env_keys, in_command) for t in command]
-        if spec.runtime == "docker" and spec.cwd:
-            container["workingDir"] = spec.cwd
+            key = "export.command" if spec.export is not None and spec.export.command is not None else "command"
+            container["args"] = [self.arg(spec, key, t, in_env, in_command) for t in command]
+        if spec.runtime == "docker":
+            working_dir = self.plan.source.text(spec.name, ("cwd",), spec.cwd or "")
+            if spec.cwd or working_dir.has_references:  # as written: a value set here is never copied
+                container["workingDir"] = self.value(spec, "cwd", working_dir)
         if spec.ports:
             container["ports"] = [{"containerPort": p.container_port, "protocol": p.protocol.upper()}
                                   for p in spec.ports]
@@ -170,49 +188,45 @@ class _Builder:
         security = self.security_context(spec)
         if security:
             container["securityContext"] = security
-        mounts = [{"name": self.volume_name(spec, i), "mountPath": v.target,
-                   **({"readOnly": True} if v.read_only else {})} for i, v in enumerate(spec.volumes)]
+        mounts = [{"name": self.volume_name(i, v), "mountPath": v.target,
+                   **({"readOnly": True} if v.read_only else {})} for i, v in self.volumes(spec)]
         if mounts:
             container["volumeMounts"] = mounts
         if spec.name not in self.jobs:
             container.update(self.probes(spec))
         return container
 
-    def image(self, spec: ResourceSpec) -> str:
-        text = self.plan.image(spec)
+    def value(self, spec: ResourceSpec, key: str, text: Text) -> str:
+        """A field Kubernetes never expands (image, workingDir): references at their defaults;
+        one without a default stays `${VAR}`, for the deployer to substitute."""
+        caveats: list[str] = []
         if text.needs_value:
-            self.plan.notes.add(spec.name, "image", f"{text.template} has no default: it is written as is; "
-                                                    "substitute it before applying (envsubst)")
-            return text.with_defaults(lambda name: "${" + name + "}")
-        return text.with_defaults()
+            caveats.append(f"{text.template} has no default: it is written as is; substitute it before "
+                           "applying (envsubst)")
+            value = text.with_defaults(lambda name: "${" + name + "}", caveats, self.plan.source.supplied)
+        else:
+            value = text.with_defaults(caveats=caveats, supplied=self.plan.source.supplied)
+        for caveat in caveats:
+            self.plan.notes.add(spec.name, key, caveat)
+        return value
 
-    def arg(self, text: Text, env_keys: set[str], extra: dict[str, str]) -> str:
-        """A command word: references to the container's env become Kubernetes' $(VAR);
-        one without a default and not in the env becomes a Secret key to fill in."""
-        out = []
-        last = 0
-        for m in _TOKEN.finditer(text.template):
-            out.append(text.template[last:m.start()].replace("$(", "$$("))
-            last = m.end()
-            name, default = m.group(1), m.group(2)
-            if name is None:
-                out.append("$")
-            elif name in env_keys:
-                out.append(f"$({name})")
-            elif default is not None:
-                out.append(default.replace("$(", "$$("))
-            else:
-                extra[name] = PLACEHOLDER
-                out.append(f"$({name})")
-        out.append(text.template[last:].replace("$(", "$$("))
-        return "".join(out)
+    def arg(self, spec: ResourceSpec, key: str, text: Text, in_env: dict[str, str | None],
+            needed: dict[str, str]) -> str:
+        """A command word (see `_Args`); what it assumed is said on stderr."""
+        caveats: list[str] = []
+        out = _Args(in_env, needed, caveats).render(text.tokens)
+        for caveat in caveats:
+            self.plan.notes.add(spec.name, key, caveat)
+        return out
 
     def security_context(self, spec: ResourceSpec) -> dict[str, object]:
-        if not spec.user or spec.runtime != "docker":
+        written = self.plan.source.text(spec.name, ("user",), spec.user or "")
+        if not (spec.user or written.has_references) or spec.runtime != "docker":
             return {}
-        user, _, group = spec.user.partition(":")
-        if not user.isdigit() or (group and not group.isdigit()):
-            self.plan.notes.add(spec.name, "user", f"'{spec.user}' is not numeric: Kubernetes' runAsUser "
+        as_deployed = self.plan.as_deployed(spec, ("user",), spec.user or "")
+        user, _, group = as_deployed.partition(":")
+        if not is_number(user) or (group and not is_number(group)):
+            self.plan.notes.add(spec.name, "user", f"'{as_deployed}' is not numeric: Kubernetes' runAsUser "
                                                    "needs a uid; the image's default user runs")
             return {}
         context: dict[str, object] = {"runAsUser": int(user)}
@@ -220,8 +234,21 @@ class _Builder:
             context["runAsGroup"] = int(group)
         return context
 
-    def volume_name(self, spec: ResourceSpec, index: int) -> str:
-        volume = spec.volumes[index]
+    def volumes(self, spec: ResourceSpec) -> list[tuple[int, VolumeSpec]]:
+        """(index, volume) as written, references at their defaults; one with no default is left out."""
+        found = []
+        for index in range(len(spec.volumes)):
+            volume = self.plan.volume(spec, index)
+            if volume is None:
+                written = self.plan.source.raw_at(spec.name, "volumes", index)
+                self.plan.notes.add(spec.name, f"volumes.{index}", f"{written} has no default: left out; mount it "
+                                                                   "yourself")
+            else:
+                found.append((index, volume))
+        return found
+
+    @staticmethod
+    def volume_name(index: int, volume: VolumeSpec) -> str:
         return k8s_name(volume.source) if not volume.is_bind else f"bind-{index}"
 
     def service(self, spec: ResourceSpec) -> Document:
@@ -249,11 +276,12 @@ class _Builder:
             pod["initContainers"] = waits
         pod["containers"] = [container]
         pod["terminationGracePeriodSeconds"] = whole_seconds(spec.stop_timeout, 0)
-        if spec.stop_signal != "SIGTERM":
+        stop_signal = self.plan.as_deployed(spec, ("stop_signal",), spec.stop_signal)
+        if stop_signal != "SIGTERM":
             notes.append(((*doc_path, "terminationGracePeriodSeconds"),
-                          f"Kubernetes stops with SIGTERM; stop_signal {spec.stop_signal} is not expressible"))
+                          f"Kubernetes stops with SIGTERM; stop_signal {stop_signal} is not expressible"))
         binds = [{"name": f"bind-{i}", "hostPath": {"path": v.source}}
-                 for i, v in enumerate(spec.volumes) if v.is_bind]
+                 for i, v in self.volumes(spec) if v.is_bind]
         if binds:
             pod["volumes"] = binds
             notes.append(((*doc_path, "volumes"), "bind mounts become hostPath volumes: the path must exist on "
@@ -268,7 +296,7 @@ class _Builder:
         template_path = ("spec", "template", "spec")
         pod = self.pod_spec(spec, container, template_path, notes)
         template = {"metadata": {"labels": self.labels(spec.name)}, "spec": pod}
-        named = [(i, v) for i, v in enumerate(spec.volumes) if not v.is_bind]
+        named = [(i, v) for i, v in self.volumes(spec) if not v.is_bind]
         if spec.name in self.jobs:
             pod["restartPolicy"] = "Never" if spec.restart is RestartPolicy.NO else "OnFailure"
             backoff = 0 if spec.restart is RestartPolicy.NO else spec.restart_burst
@@ -297,7 +325,7 @@ class _Builder:
                 notes.append((("spec", "replicas"), 'restart = "no" is not expressible: a Deployment always '
                                                     "restarts its pod"))
         if spec.description:
-            doc.note((), spec.description)
+            doc.note((), self.plan.as_deployed(spec, ("description",), spec.description))
         for path, text in notes:
             doc.note(path, text)
         return doc
@@ -333,7 +361,7 @@ class _Builder:
 
     def service_port(self, spec: ResourceSpec) -> int | None:
         if spec.runtime == "external":
-            return external_address(spec)[1]
+            return external_address(self.plan, spec)[1]
         return spec.ports[0].container_port if spec.ports else None
 
     # ---------------------------------------------------------------- probes
@@ -373,6 +401,8 @@ class _Builder:
         return {"exec": {"command": exec_command(check)}}, True
 
     def native(self, spec: ResourceSpec, probe: ProbeSpec) -> dict[str, object] | None:
+        if probe_address_is_deferred(self.plan, spec):
+            return None  # probe_check names the reason
         if probe.kind == "tcp":
             host = inside_host(probe.host)
             port = inside_port(spec, probe.port or 0) if host == "127.0.0.1" else probe.port
@@ -398,22 +428,26 @@ class _Builder:
             self.plan.notes.add(spec.name, "models", "no port to reach Ollama's API at: models are not pulled")
             return None
         api = f"http://{k8s_name(spec.name)}:{port}"
+        names = self.plan.model_names(spec)
         pulls = "; ".join(
             f"wget -q -O - --header 'Content-Type: application/json' --post-data '{{\"model\": \"{m}\"}}' "
             f"{api}/api/pull | tee /dev/stderr | grep -q '\"status\":\"success\"' || exit 1"
-            for m in spec.models.names)
+            for m in names)
         script = f"until wget -q -O /dev/null {api}/api/version; do sleep 2; done; {pulls}"
         meta = self.metadata(spec.name, "-models")
         doc = Document({"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": {
             "backoffLimit": 6, "template": {"metadata": {"labels": meta["labels"]}, "spec": {
                 "restartPolicy": "OnFailure",
                 "containers": [{"name": "pull", "image": WAIT_IMAGE, "command": ["sh", "-c", script]}]}}}})
-        doc.note((), f"Pulls {', '.join(spec.models.names)} through Ollama's API once it answers; nothing waits "
+        doc.note((), f"Pulls {', '.join(names)} through Ollama's API once it answers; nothing waits "
                      "for this Job, as `vrooli up` never waits for models. Loading happens on first use.")
         return doc
 
     def external(self, spec: ResourceSpec) -> list[Document]:
-        host, port = external_address(spec)
+        host, port = external_address(self.plan, spec)
+        if "${" in host:
+            self.plan.notes.add(spec.name, "health", f"{host} has no default: it is written as is; substitute it "
+                                                     "before applying (envsubst)")
         ports = [{"name": f"tcp-{port}", "port": port, "protocol": "TCP"}] if port else []
         try:
             address = ipaddress.ip_address(host)
@@ -455,13 +489,70 @@ class _Builder:
         return [account, role, binding]
 
 
+@dataclass(frozen=True)
+class _Args:
+    """Command words: a reference to a key of the container's env becomes Kubernetes' $(VAR);
+    otherwise its default; one only the deployer can supply becomes a Secret key to fill in
+    (into `needed`, with its message). A literal `$` is `$$`, which Kubernetes reads as `$`."""
+
+    in_env: dict[str, str | None]  # key -> its ConfigMap value, or None for a Secret
+    needed: dict[str, str]
+    caveats: list[str]
+
+    def render(self, tokens: tuple[Token, ...]) -> str:
+        out = []
+        for token in tokens:
+            if isinstance(token, Literal):
+                out.append(token.text.replace("$", "$$"))
+            elif token.operator in (":+", "+"):
+                out.append(self.alternative(token))
+            elif token.name in self.in_env or token.name in self.needed:  # a Secret key is in the env too
+                out.append(f"$({token.name})")
+            elif token.operator in (":-", "-"):
+                out.append(self.render(token.word))
+            else:  # no default, or `${VAR:?message}`: only the deployer knows it
+                self.needed.setdefault(token.name, " ".join(_message(token.word).split()))
+                out.append(f"$({token.name})")
+        return "".join(out)
+
+    def alternative(self, token: Reference) -> str:
+        """Kubernetes has no conditional: `${VAR:+alt}` is decided by what the pod's VAR holds."""
+        name, value = token.name, self.in_env.get(token.name)
+        if name in self.needed or (name in self.in_env and value is None):
+            is_set, why = True, "a Secret key the deployer fills in"
+        elif value is not None:
+            is_set = value != "" or token.operator == "+"
+            why = f"{'set' if value else 'empty'} in the ConfigMap"
+        else:
+            is_set, why = False, "not in the container's env"
+        self.caveats.append(f"{as_written((token,))} is written {'as its alternative' if is_set else 'empty'}: "
+                            f"{name} is {why} (Kubernetes has no conditional)")
+        return self.render(token.word) if is_set else ""
+
+
+def secret_keys(in_env: dict[str, str | None], texts: list[tuple[Token, ...]]) -> dict[str, str]:
+    """The variables the command words need as Secret keys, with their messages. Each one found
+    can turn an alternative (`${VAR:+alt}`) on, which may need more: read until none is new."""
+    needed: dict[str, str] = {}
+    while True:
+        known = len(needed)
+        for tokens in texts:
+            _Args(in_env, needed, []).render(tokens)
+        if len(needed) == known:
+            return needed
+
+
+def _message(tokens: tuple[Token, ...]) -> str:
+    return "".join(t.text if isinstance(t, Literal) else "${" + t.name + "}" for t in tokens)
+
+
 def exec_command(check: Check) -> list[str]:
     """A check as an exec probe's command; references resolve from the container's env."""
     if check.shell is not None:
         return ["sh", "-c", check.shell.as_shell_source()]
     if check.script:
         return ["sh", "-c", "".join(p.shell_word() if isinstance(p, Text) else p for p in check.script)]
-    if any(t.variables() for t in check.argv):
+    if any(t.has_references for t in check.argv):
         return ["sh", "-c", "exec " + " ".join(t.shell_word() for t in check.argv)]
     return [t.with_defaults() for t in check.argv]
 
