@@ -207,15 +207,46 @@ def _print_status(rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:
     from orchestrator.progress import elapsed
 
     width = max([len(r["name"]) for r in rows] + [4])
-    print(f"{'NAME':<{width}}  {'STATE':<9}  {'PID':>7}  {'STARTUP':>8}  {'RESTARTS':>8}  MESSAGE")
+    limits = {r["name"]: _limit_text(r) for r in rows}
+    limit_width = max([len(t) for t in limits.values()] + [5])
+    print(f"{'NAME':<{width}}  {'STATE':<9}  {'PID':>7}  {'STARTUP':>8}  {'RESTARTS':>8}  {'MEMORY':>6}  "
+          f"{'LIMIT':<{limit_width}}  MESSAGE")
     for row in rows:
         pid = str(row["pid"] or "-")
         message = row["message"] or ""
         for models in extra.get("models", []):
             if row["name"] == models.get("resource"):
                 message = (message + "; " if message else "") + models["line"]
+        recycled = row.get("memory_last_recycle")
+        if recycled and recycled not in message:  # a resource that keeps hitting its limit says so
+            message += f"{'; ' if message else ''}last recycle: {recycled} ({row['memory_recycles']} so far)"
+        used = _short_size(row.get("memory_bytes"))
         print(f"{row['name']:<{width}}  {row['state']:<9}  {pid:>7}  {elapsed(row):>8}  "
-              f"{row['restarts']:>8}  {message}")
+              f"{row['restarts']:>8}  {used:>6}  {limits[row['name']]:<{limit_width}}  {message}")
+    stack = extra.get("stack_memory")
+    if stack:
+        line = f"stack memory: {_short_size(stack['bytes'])}"
+        if stack.get("budget_bytes"):
+            line += f" of {_short_size(stack['budget_bytes'])} budget"
+        if stack.get("peak_budget_bytes"):
+            line += f" (peak {_short_size(stack['peak_budget_bytes'])})"
+        print(line + (f"; {stack['warning']}" if stack.get("warning") else ""))
+
+
+def _limit_text(row: dict[str, Any]) -> str:
+    """The memory limit and who enforces it: the kernel (a cgroup), the watchdog, or docker."""
+    limit = row.get("memory_limit_bytes")
+    return f"{_short_size(limit)} {row.get('memory_enforced_by') or ''}".rstrip() if limit else "-"
+
+
+def _short_size(size: int | None) -> str:
+    if size is None:
+        return "-"
+    for unit, shift in (("T", 40), ("G", 30), ("M", 20), ("K", 10)):
+        if size >= 1 << shift:
+            value = size / (1 << shift)
+            return f"{value:.1f}{unit}" if value < 10 else f"{value:.0f}{unit}"
+    return f"{size}B"
 
 
 @app.command()

@@ -34,14 +34,14 @@ from orchestrator.spec import (
 
 DEFAULT_FILE = "resources.toml"
 
-PROJECT_KEYS = {"name", "state_dir", "health_listen", "health_enabled"}
+PROJECT_KEYS = {"name", "state_dir", "health_listen", "health_enabled", "memory_budget", "memory_budget_peak"}
 COMMON_KEYS = {
     "runtime", "command", "cwd", "env", "env_file", "ports", "depends_on", "start_timeout",
     "stop_signal", "stop_timeout", "restart", "restart_delay", "restart_max_delay",
     "restart_burst", "restart_window", "enabled", "health", "user", "description",
-    "models", "model_load", "keep_alive", "model_concurrency",
+    "models", "model_load", "keep_alive", "model_concurrency", "memory_limit", "memory_grace",
 }
-DOCKER_ONLY_KEYS = {"image", "entrypoint", "volumes", "memory_limit"}
+DOCKER_ONLY_KEYS = {"image", "entrypoint", "volumes"}
 RESOURCE_KEYS = COMMON_KEYS | DOCKER_ONLY_KEYS
 RUNTIMES = ("process", "docker")
 PROBE_KINDS = ("tcp", "http", "exec", "postgres", "redis", "log")
@@ -520,13 +520,7 @@ def _parse_resource(name: str, raw: object, project_dir: Path, variables: Mappin
 
     entrypoint = check.command(raw, "entrypoint", path)
     volumes = _parse_volumes(raw["volumes"], project_dir, (*path, "volumes"), check) if "volumes" in raw else ()
-    memory_limit = None
-    if "memory_limit" in raw:
-        try:
-            memory_limit = parse_size(raw["memory_limit"])
-        except ValueError as exc:
-            check.fail((*path, "memory_limit"), str(exc))
-
+    memory_limit, memory_grace = _parse_memory(raw, runtime, path, check)
     models = _parse_models(raw, path, check)
 
     return ResourceSpec(
@@ -543,8 +537,32 @@ def _parse_resource(name: str, raw: object, project_dir: Path, variables: Mappin
         enabled=check.boolean(raw, "enabled", path, True),
         health=health, user=check.string(raw, "user", path),
         image=image, entrypoint=entrypoint, volumes=volumes, memory_limit=memory_limit,
-        models=models, description=check.string(raw, "description", path, "") or "",
+        memory_grace=memory_grace, models=models, description=check.string(raw, "description", path, "") or "",
     )
+
+
+def _parse_memory(raw: Mapping[str, Any], runtime: str, path: tuple[str, ...], check: _Checker
+                  ) -> tuple[int | None, float]:
+    """memory_limit (any runtime) and memory_grace (the process watchdog's patience)."""
+    limit = _size(raw, "memory_limit", path, check)
+    grace = check.duration(raw, "memory_grace", path, 10.0)
+    if "memory_grace" in raw:
+        if runtime != "process":
+            check.fail((*path, "memory_grace"), 'only applies to runtime = "process" (the engine enforces a '
+                                                "container's memory_limit)")
+        elif "memory_limit" not in raw:
+            check.fail((*path, "memory_grace"), "needs a memory_limit to be over")
+    return limit, grace
+
+
+def _size(raw: Mapping[str, Any], key: str, path: tuple[str, ...], check: _Checker) -> int | None:
+    if key not in raw:
+        return None
+    try:
+        return parse_size(raw[key])
+    except ValueError as exc:
+        check.fail((*path, key), str(exc))
+        return None
 
 
 def _whole(raw: Mapping[str, Any], key: str, path: tuple[str, ...], check: _Checker,
@@ -678,6 +696,12 @@ def load(files: list[Path], environ: Mapping[str, str] | None = None) -> Project
             not 0 <= int(health_listen.rsplit(":", 1)[1]) <= 65535:
         check.fail(("project", "health_listen"), f"expected HOST:PORT like \"127.0.0.1:9500\", got {health_listen!r}")
     health_enabled = check.boolean(project_raw, "health_enabled", ("project",), True)
+    budget = _size(project_raw, "memory_budget", ("project",), check)
+    budget_peak = _size(project_raw, "memory_budget_peak", ("project",), check)
+    if budget is not None and budget_peak is not None and budget_peak < budget:
+        check.fail(("project", "memory_budget_peak"),
+                   f"must be at least memory_budget ({project_raw['memory_budget']!r}), "
+                   f"got {project_raw['memory_budget_peak']!r}")
 
     resources_raw = merged.get("resources", {})
     if not isinstance(resources_raw, dict):
@@ -698,6 +722,7 @@ def load(files: list[Path], environ: Mapping[str, str] | None = None) -> Project
         name=name, state_dir=state_dir, project_dir=project_dir,
         files=tuple(files), resources=resources,
         health_listen=health_listen, health_enabled=health_enabled,
+        memory_budget=budget, memory_budget_peak=budget_peak,
     )
 
 

@@ -18,6 +18,8 @@ import anyio
 import structlog
 
 from orchestrator import __version__
+from orchestrator.memory import health_check as memory_check
+from orchestrator.memory import metric_families as memory_families
 from orchestrator.scheduler import SETTLED_OK, State
 
 if TYPE_CHECKING:
@@ -154,6 +156,10 @@ class HealthApp:
             if status != "pass":
                 entry["output"] = rec.message or rec.state.value
             checks[f"{rec.spec.name}:responseTime"] = [entry]
+        stack = memory_check(self.sup, now)  # over memory_budget: warn
+        if stack is not None:
+            checks[stack[0]] = [stack[1]]
+            worst = "warn" if stack[1]["status"] == "warn" and worst == "pass" else worst
         doc = {
             "status": worst,
             "version": "1",
@@ -181,6 +187,7 @@ class HealthApp:
                 if rec.instance is not None:
                     tg.start_soon(one, name, rec.instance)
         self._usage = usage
+        self.sup.memory.absorb(usage)
 
 
 class _StateCollector:
@@ -222,6 +229,13 @@ class _StateCollector:
         info = InfoMetricFamily("vrooli_build", "vrooli version.")
         info.add_metric([], {"version": __version__, "project": sup.project.name})
         yield from (up, state, restarts, probe, memory, cpu, info)
+        for family in memory_families(sup):
+            kind = CounterMetricFamily if family.kind == "counter" else GaugeMetricFamily
+            metric = kind(family.name.removesuffix("_total"), family.help, labels=list(family.samples[0][0])
+                          if family.samples else None)
+            for labels, value in family.samples:
+                metric.add_metric(list(labels.values()), value)
+            yield metric
 
 
 def bind_listener(listen: str) -> socket.socket:

@@ -20,6 +20,7 @@ import anyio
 import psutil
 from anyio.abc import Process
 
+from orchestrator import memory
 from orchestrator.errors import StartFailed
 from orchestrator.runtimes import EXIT_UNKNOWN, Adoptable, Usage
 
@@ -119,8 +120,9 @@ def _signal_all(pid: int, procs: list[psutil.Process], signum: int) -> None:
 
 class ProcessInstance:
     def __init__(self, pid: int, create_time: float, config_hash: str,
-                 process: Process | None = None) -> None:
+                 process: Process | None = None, cgroup: memory.Cgroup | None = None) -> None:
         self._pid = pid
+        self.cgroup = cgroup  # holds memory_limit, when the kernel enforces it (memory.py)
         self._create_time = create_time
         self._config_hash = config_hash
         self._process = process  # None when adopted: we are not its parent
@@ -170,6 +172,8 @@ class ProcessInstance:
             await self._wait_gone(procs, KILL_WAIT)
         with anyio.move_on_after(KILL_WAIT):
             await self.wait()
+        if self.cgroup is not None:  # also ends what escaped the group and the tree
+            await anyio.to_thread.run_sync(self.cgroup.remove)
 
     async def _wait_gone(self, procs: list[psutil.Process], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -240,18 +244,20 @@ class ProcessRuntime:
             raise StartFailed(f"cannot start {spec.command[0]}: {exc}") from None
         finally:
             os.close(fd)
+        cgroup = memory.confine(spec, process.pid)  # at once: what it forks from now on starts inside
         try:
             create_time = psutil.Process(process.pid).create_time()
         except psutil.NoSuchProcess:
             create_time = 0.0
-        return ProcessInstance(process.pid, create_time, spec.config_hash(), process)
+        return ProcessInstance(process.pid, create_time, spec.config_hash(), process, cgroup)
 
     async def adopt(self, spec: ResourceSpec, record: Adoptable, output: OutputLog,
                     tasks: TaskGroup) -> ProcessInstance | None:
         if record.kind != "process":
             return None
-        instance = ProcessInstance(int(record.ident), record.create_time, record.config_hash)
+        instance = ProcessInstance(int(record.ident), record.create_time, record.config_hash,
+                                   cgroup=memory.cgroup_of(spec, int(record.ident)))
         return instance if instance._same_process_alive() else None
 
     async def cleanup(self, project: ProjectSpec, remove_volumes: bool) -> None:
-        return None
+        await anyio.to_thread.run_sync(memory.sweep)
