@@ -6,15 +6,19 @@ controller), the real RSS watchdog, the Ollama stand-in reporting a model size.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
+import signal
 import sys
+import textwrap
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from tests.conftest import ROOT, Project, free_port, wait_for
@@ -143,6 +147,34 @@ def test_kernel_limit_recycles_every_time_and_leaves_no_cgroup(project: Project)
 
     assert project.run("down").returncode == 0
     assert our_cgroups(base) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making cgroups needs root (or a delegated cgroup)")
+def test_adopted_process_keeps_its_cgroup_and_down_removes_it(project: Project) -> None:
+    """A supervisor killed with SIGKILL leaves the cgroup; the next one adopts it with the
+    process, still enforces and reports it, and removes it when the resource stops."""
+    base = own_memory_cgroup()
+    write_hog(project, 'memory_limit = "150m"', HOG_STEP_MB="20", HOG_CAP_MB="20")
+    assert project.run("up").returncode == 0
+    pid = hog_row(project)["pid"]
+    os.kill(int((project.state_dir / "supervisor.pid").read_text()), signal.SIGKILL)
+    wait_for(lambda: project.run("status").returncode == 3, timeout=30, interval=0.1)
+    assert our_cgroups(base) == [base / f"vrooli.hog.{pid}"]
+
+    assert project.run("up").returncode == 0
+    row = hog_row(project)
+    assert row["pid"] == pid and row["memory_enforced_by"] == "cgroup-v1"
+    assert project.run("down").returncode == 0
+    assert our_cgroups(base) == []
+    assert gone(pid)
+
+
+def gone(pid: int) -> bool:
+    """Ended: no such process, or a zombie that init has yet to reap."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def test_watchdog_recycles_when_cgroups_are_off(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -274,3 +306,35 @@ def test_mountinfo_paths_resolve_for_both_cgroup_versions() -> None:
     assert _directory(container, 2, "/docker/abc/sub") == Path("/sys/fs/cgroup/sub")
     assert _directory(container, 2, "/docker/abc") == Path("/sys/fs/cgroup")
     assert _directory(container, 2, "/docker/abcd") is None
+
+
+def test_memory_keys_parse_for_processes_with_their_defaults(tmp_path: Path) -> None:
+    from orchestrator import config
+
+    path = tmp_path / "resources.toml"
+    path.write_text(textwrap.dedent("""
+        [project]
+        memory_budget = "2g"
+        memory_budget_peak = "8g"
+
+        [resources.ollama]
+        command = ["ollama", "serve"]
+        memory_limit = "512m"
+        memory_grace = "30s"
+
+        [resources.worker]
+        command = ["sleep", "100"]
+        memory_limit = "1.5g"
+
+        [resources.plain]
+        command = ["sleep", "100"]
+    """))
+    project = config.load([path], environ={})
+    assert (project.memory_budget, project.memory_budget_peak) == (2 << 30, 8 << 30)
+    ollama, worker, plain = (project.resources[n] for n in ("ollama", "worker", "plain"))
+    assert (ollama.memory_limit, ollama.memory_grace) == (512 << 20, 30.0)
+    assert (worker.memory_limit, worker.memory_grace) == (int(1.5 * (1 << 30)), 10.0)
+    assert plain.memory_limit is None
+    # Changing a limit restarts the process (its cgroup is made with it); the grace does not.
+    assert ollama.config_hash() != dataclasses.replace(ollama, memory_limit=256 << 20).config_hash()
+    assert ollama.config_hash() == dataclasses.replace(ollama, memory_grace=5.0).config_hash()
