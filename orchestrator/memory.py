@@ -33,7 +33,7 @@ from orchestrator.scheduler import State
 
 if TYPE_CHECKING:
     from orchestrator.runtimes import Instance
-    from orchestrator.spec import ResourceSpec
+    from orchestrator.spec import ProjectSpec, ResourceSpec
     from orchestrator.supervisor import Record, Supervisor
 
 log = structlog.get_logger("vrooli.memory")
@@ -344,20 +344,26 @@ def cgroup_of(spec: ResourceSpec, pid: int) -> Cgroup | None:
     return None
 
 
-def sweep() -> int:
-    """Remove cgroups of ours whose process is gone (a supervisor killed before it could)."""
-    if not _detected or _detected[0] is None:
+def sweep(project: ProjectSpec) -> int:
+    """Remove cgroups of ours whose process is gone (its supervisor was killed before it could).
+
+    Only where the project limits a process: a stack without limits never touches cgroups.
+    """
+    if not any(r.memory_limit is not None and r.runtime == "process" for r in project.resources.values()):
+        return 0
+    root = cgroup_root()
+    if root is None:
         return 0
     removed = 0
     try:
-        children = list(_detected[0].base.iterdir())
+        children = list(root.base.iterdir())
     except OSError:
         return 0
     for child in children:
         name, _, pid = child.name.rpartition(".")
         if not child.name.startswith(PREFIX) or not pid.isdigit() or not name:
             continue
-        if not Path(f"/proc/{pid}").exists() and Cgroup(_detected[0].version, child, 0).remove():
+        if not _running(int(pid)) and Cgroup(root.version, child, 0).remove():
             removed += 1
     return removed
 
@@ -365,6 +371,15 @@ def sweep() -> int:
 def _cgroup(instance: Instance | None) -> Cgroup | None:
     cgroup = getattr(instance, "cgroup", None)
     return cgroup if isinstance(cgroup, Cgroup) else None
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie lingers until init reaps it)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 def enforced_by(spec: ResourceSpec, instance: Instance | None) -> str | None:

@@ -169,6 +169,22 @@ def test_adopted_process_keeps_its_cgroup_and_down_removes_it(project: Project) 
     assert gone(pid)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="making cgroups needs root (or a delegated cgroup)")
+def test_down_sweeps_the_cgroup_of_a_process_that_died_with_its_supervisor(project: Project) -> None:
+    base = own_memory_cgroup()
+    write_hog(project, 'memory_limit = "150m"', HOG_STEP_MB="20", HOG_CAP_MB="20")
+    assert project.run("up").returncode == 0
+    pid = hog_row(project)["pid"]
+    os.kill(int((project.state_dir / "supervisor.pid").read_text()), signal.SIGKILL)
+    wait_for(lambda: project.run("status").returncode == 3, timeout=30, interval=0.1)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: gone(pid), timeout=10)
+    assert our_cgroups(base) == [base / f"vrooli.hog.{pid}"]  # nobody left to remove it
+
+    assert project.run("down").returncode == 0
+    assert our_cgroups(base) == []
+
+
 def gone(pid: int) -> bool:
     """Ended: no such process, or a zombie that init has yet to reap."""
     try:
