@@ -260,4 +260,4 @@ class ProcessRuntime:
         return instance if instance._same_process_alive() else None
 
     async def cleanup(self, project: ProjectSpec, remove_volumes: bool) -> None:
-        await anyio.to_thread.run_sync(memory.sweep)
+        await anyio.to_thread.run_sync(memory.sweep, project)
