@@ -263,7 +263,7 @@ def _print_not_running(project: ProjectSpec, names: list[str], json_out: bool) -
         return
     rows = [_stopped_row(spec) for n, spec in project.resources.items() if not names or n in names]
     # The same top-level keys as a running supervisor's answer (`extra` included).
-    extra: dict[str, Any] = {"health_endpoint": None}
+    extra: dict[str, Any] = {"health_endpoint": None, "stack_memory": None}
     if any(spec.models is not None for spec in project.resources.values()):
         extra["models"] = []
     print(json.dumps({"project": project.name, "running": False, "supervisor_pid": None, "resources": rows,
@@ -279,7 +279,9 @@ def _stopped_row(spec: ResourceSpec) -> dict[str, Any]:
             "message": "not running", "depends_on": {d.name: d.condition.value for d in spec.depends_on},
             "ports": [p.host_port for p in spec.ports],
             "probe": spec.health.describe() if spec.health else None, "probe_seconds": None,
-            "enabled": spec.enabled, "wanted": False}
+            "enabled": spec.enabled, "wanted": False,
+            "memory_bytes": None, "memory_limit_bytes": spec.memory_limit, "memory_enforced_by": None,
+            "memory_recycles": 0, "memory_last_recycle": None}
 
 
 def _print_status(rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:
@@ -287,20 +289,52 @@ def _print_status(rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:
 
     columns = display_width(sys.stdout)
     width = max([len(r["name"]) for r in rows] + [4])
-    print(fit(f"{'NAME':<{width}}  {'STATE':<9}  {'PID':>7}  {'STARTUP':>8}  {'RESTARTS':>8}  MESSAGE", columns))
+    limits = {r["name"]: _limit_text(r) for r in rows}
+    limit_width = max([len(t) for t in limits.values()] + [5])
+    print(fit(f"{'NAME':<{width}}  {'STATE':<9}  {'PID':>7}  {'STARTUP':>8}  {'RESTARTS':>8}  {'MEMORY':>6}  "
+              f"{'LIMIT':<{limit_width}}  MESSAGE", columns))
     for row in rows:
         pid = str(row["pid"] or "-")
         message = row["message"] or ""
         for models in extra.get("models", []):
             if row["name"] == models.get("resource"):
                 message = (message + "; " if message else "") + models["line"]
+        recycled = row.get("memory_last_recycle")
+        if recycled and recycled not in message:  # a resource that keeps hitting its limit says so
+            message += f"{'; ' if message else ''}last recycle: {recycled} ({row['memory_recycles']} so far)"
+        used = _short_size(row.get("memory_bytes"))
         print(fit(f"{row['name']:<{width}}  {row['state']:<9}  {pid:>7}  {elapsed(row):>8}  "
-                  f"{row['restarts']:>8}  {one_line(message)}", columns))
+                  f"{row['restarts']:>8}  {used:>6}  {limits[row['name']]:<{limit_width}}  {one_line(message)}",
+                  columns))
+    stack = extra.get("stack_memory")
+    if stack:
+        line = f"stack memory: {_short_size(stack['bytes'])}"
+        if stack.get("budget_bytes"):
+            line += f" of {_short_size(stack['budget_bytes'])} budget"
+        if stack.get("peak_budget_bytes"):
+            line += f" (peak {_short_size(stack['peak_budget_bytes'])})"
+        print(line + (f"; {stack['warning']}" if stack.get("warning") else ""))
     endpoint = extra.get("health_endpoint") or {}
     if endpoint.get("address"):
         print(f"health endpoint: http://{endpoint['address']}/")
     elif endpoint.get("error"):
         print(f"health endpoint: not listening: {endpoint['error']}")
+
+
+def _limit_text(row: dict[str, Any]) -> str:
+    """The memory limit and who enforces it: the kernel (a cgroup), the watchdog, or docker."""
+    limit = row.get("memory_limit_bytes")
+    return f"{_short_size(limit)} {row.get('memory_enforced_by') or ''}".rstrip() if limit else "-"
+
+
+def _short_size(size: int | None) -> str:
+    if size is None:
+        return "-"
+    for unit, shift in (("T", 40), ("G", 30), ("M", 20), ("K", 10)):
+        if size >= 1 << shift:
+            value = size / (1 << shift)
+            return f"{value:.1f}{unit}" if value < 10 else f"{value:.0f}{unit}"
+    return f"{size}B"
 
 
 @app.command()

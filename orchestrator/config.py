@@ -38,14 +38,15 @@ from orchestrator.variables import InterpolationError, escaped_short, interpolat
 
 DEFAULT_FILE = "resources.toml"
 
-PROJECT_KEYS = {"name", "state_dir", "health_listen", "health_enabled"}
+PROJECT_KEYS = {"name", "state_dir", "health_listen", "health_enabled", "memory_budget", "memory_budget_peak"}
 COMMON_KEYS = {
     "runtime", "command", "cwd", "env", "env_file", "ports", "depends_on", "start_timeout",
     "stop_signal", "stop_timeout", "restart", "restart_delay", "restart_max_delay",
     "restart_burst", "restart_window", "enabled", "health", "user", "description",
     "log_max_size", "log_max_files", "models", "model_load", "keep_alive", "model_concurrency", "export",
+    "memory_limit", "memory_grace",
 }
-DOCKER_ONLY_KEYS = {"image", "entrypoint", "volumes", "memory_limit"}
+DOCKER_ONLY_KEYS = {"image", "entrypoint", "volumes"}
 RESOURCE_KEYS = COMMON_KEYS | DOCKER_ONLY_KEYS
 RUNTIMES = ("process", "docker", "external")
 # An external resource is only probed: keys about starting, stopping or restarting it do not apply.
@@ -590,13 +591,7 @@ def _parse_resource(name: str, raw: object, project_dir: Path, variables: Mappin
 
     entrypoint = check.command(raw, "entrypoint", path)
     volumes = _parse_volumes(raw["volumes"], project_dir, (*path, "volumes"), check) if "volumes" in raw else ()
-    memory_limit = None
-    if "memory_limit" in raw:
-        try:
-            memory_limit = parse_size(raw["memory_limit"])
-        except ValueError as exc:
-            check.fail((*path, "memory_limit"), str(exc))
-
+    memory_limit, memory_grace = _parse_memory(raw, runtime, path, check)
     models = _parse_models(raw, path, check)
 
     return ResourceSpec(
@@ -613,7 +608,7 @@ def _parse_resource(name: str, raw: object, project_dir: Path, variables: Mappin
         enabled=check.boolean(raw, "enabled", path, True),
         health=health, user=_parse_user(raw, path, check),
         image=image, entrypoint=entrypoint, volumes=volumes, memory_limit=memory_limit,
-        models=models, description=check.string(raw, "description", path, "") or "",
+        memory_grace=memory_grace, models=models, description=check.string(raw, "description", path, "") or "",
         export=_parse_export(raw["export"], (*path, "export"), check) if "export" in raw else None,
         log_max_size=_log_max_size(raw, path, check), log_max_files=_log_max_files(raw, path, check),
     )
@@ -674,6 +669,30 @@ def _log_max_files(raw: Mapping[str, Any], path: tuple[str, ...], check: _Checke
         check.fail((*path, "log_max_files"), f"expected a whole number from 0 to {LOG_FILES_MAX}, got {value!r}")
         return DEFAULT_LOG_MAX_FILES
     return value
+
+
+def _parse_memory(raw: Mapping[str, Any], runtime: str, path: tuple[str, ...], check: _Checker
+                  ) -> tuple[int | None, float]:
+    """memory_limit (any runtime) and memory_grace (the process watchdog's patience)."""
+    limit = _size(raw, "memory_limit", path, check)
+    grace = check.duration(raw, "memory_grace", path, 10.0)
+    if "memory_grace" in raw:
+        if runtime != "process":
+            check.fail((*path, "memory_grace"), 'only applies to runtime = "process" (the engine enforces a '
+                                                "container's memory_limit)")
+        elif "memory_limit" not in raw:
+            check.fail((*path, "memory_grace"), "needs a memory_limit to be over")
+    return limit, grace
+
+
+def _size(raw: Mapping[str, Any], key: str, path: tuple[str, ...], check: _Checker) -> int | None:
+    if key not in raw:
+        return None
+    try:
+        return parse_size(raw[key])
+    except ValueError as exc:
+        check.fail((*path, key), str(exc))
+        return None
 
 
 def _whole(raw: Mapping[str, Any], key: str, path: tuple[str, ...], check: _Checker,
@@ -897,6 +916,12 @@ def load(files: list[Path], environ: Mapping[str, str] | None = None, *,
             or not 0 <= int(health_listen.rsplit(":", 1)[1]) <= 65535):
         check.fail(("project", "health_listen"), f"expected HOST:PORT like \"127.0.0.1:9500\", got {health_listen!r}")
     health_enabled = check.boolean(project_raw, "health_enabled", ("project",), True)
+    budget = _size(project_raw, "memory_budget", ("project",), check)
+    budget_peak = _size(project_raw, "memory_budget_peak", ("project",), check)
+    if budget is not None and budget_peak is not None and budget_peak < budget:
+        check.fail(("project", "memory_budget_peak"),
+                   f"must be at least memory_budget ({project_raw['memory_budget']!r}), "
+                   f"got {project_raw['memory_budget_peak']!r}")
 
     resources_raw = merged.get("resources", {})
     if not isinstance(resources_raw, dict):
@@ -921,6 +946,7 @@ def load(files: list[Path], environ: Mapping[str, str] | None = None, *,
         files=tuple(files), resources=resources,
         health_listen=health_listen, health_enabled=health_enabled,
         environ_names=frozenset(environ.looked_up | variables.looked_up),
+        memory_budget=budget, memory_budget_peak=budget_peak,
     )
 
 

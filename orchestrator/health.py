@@ -26,6 +26,8 @@ from orchestrator import __version__
 from orchestrator.exposure import public_text
 from orchestrator.fdlimits import LogOnce, where_raised
 from orchestrator.httpserver import Request, Response
+from orchestrator.memory import health_check as memory_check
+from orchestrator.memory import metric_families as memory_families
 from orchestrator.scheduler import SETTLED_OK, State
 
 if TYPE_CHECKING:
@@ -142,6 +144,10 @@ class HealthApp:
             if status != "pass":
                 entry["output"] = public_text(rec.message, rec.spec) or rec.state.value
             checks[f"{rec.spec.name}:responseTime"] = [entry]
+        stack = memory_check(self.sup, now)  # over memory_budget: warn
+        if stack is not None:
+            checks[stack[0]] = [stack[1]]
+            worst = "warn" if stack[1]["status"] == "warn" and worst == "pass" else worst
         doc = {
             "status": worst,
             "version": "1",
@@ -175,6 +181,7 @@ class HealthApp:
                     if rec.instance is not None:
                         tg.start_soon(one, name, rec.instance)
             self._usage, self._usage_at = usage, time.monotonic()
+            self.sup.memory.absorb(usage)
 
     def metrics(self) -> str:
         """Prometheus text format 0.0.4, as promtool checks it: HELP and TYPE per family,
@@ -198,6 +205,8 @@ class HealthApp:
                    [({"resource": n}, float(u.rss_bytes)) for n, u in self._usage.items() if n in records])
         out.family("vrooli_resource_cpu_seconds_total", "counter", "CPU time of the whole process tree or container.",
                    [({"resource": n}, u.cpu_seconds) for n, u in self._usage.items() if n in records])
+        for family in memory_families(self.sup):
+            out.family(family.name, family.kind, family.help, family.samples)
         out.family("vrooli_build_info", "gauge", "vrooli version.",
                    [({"project": self.sup.project.name, "version": __version__}, 1.0)])
         return out.text()

@@ -7,7 +7,9 @@ stack is ready, so warm-up never competes for CPU and disk in the startup window
 "lazy" mode nothing happens until someone asks (`vrooli models ensure`). In "eager" mode
 the resource is not ready until its models are loaded.
 
-Concurrent requests for the same model share one pull and one load.
+Concurrent requests for the same model share one pull and one load. With
+`[project] memory_budget_peak`, a background load waits while the model's size (as Ollama
+reports it) would take the stack over that budget; a load someone asked for does not.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ log = structlog.get_logger("vrooli.models")
 
 RETRY_DELAYS = (1.0, 2.0, 4.0)  # between attempts of one ensure
 WARM_UP_DELAY = 0.25  # seconds after the stack settles before background warm-up begins
-PERMANENT = ("file does not exist", "not found", "invalid model name", "no space left")
+PERMANENT = ("file does not exist", "not found", "invalid model name", "no space left",
+             "more than memory_budget_peak")
+MEMORY_RECHECK = 2.0  # seconds between looks at the stack's memory while a load waits for room
 
 
 class ModelError(VrooliError):
@@ -120,13 +124,16 @@ def _connectable(host: str) -> str:
 @dataclass
 class ModelState:
     name: str
-    status: str = "unknown"  # absent | pulling | present | loading | loaded | failed | unknown
+    status: str = "unknown"  # absent | pulling | present | waiting | loading | loaded | failed | unknown
     completed: int = 0
     total: int = 0
     error: str = ""
     attempts: int = 0
+    waiting: str = ""  # why a load waits for memory
 
     def describe(self) -> str:
+        if self.status == "waiting":
+            return f"waiting for memory: {self.waiting}"
         if self.status == "pulling":
             percent = int(100 * self.completed / self.total) if self.total else 0
             return f"pulling {percent}%"
@@ -137,7 +144,7 @@ class ModelState:
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "status": self.status, "describe": self.describe(),
                 "completed": self.completed, "total": self.total, "error": self.error or None,
-                "attempts": self.attempts}
+                "attempts": self.attempts, "waiting": self.waiting or None}
 
 
 @dataclass
@@ -146,6 +153,8 @@ class _Shared:
 
     done: anyio.Event = field(default_factory=anyio.Event)
     error: str | None = None
+    background: bool = False  # a warm-up nobody waits for: its load may wait for memory
+    asked: anyio.Event = field(default_factory=anyio.Event)  # someone joined who does wait
 
 
 class OllamaClient:
@@ -200,6 +209,14 @@ class OllamaClient:
     async def running(self) -> set[str]:
         """Models loaded in memory."""
         return await self._names("/api/ps")
+
+    async def size(self, name: str) -> int | None:
+        """The model's size as Ollama reports it (GET /api/tags): about what loading it takes."""
+        for model in (await self._json("GET", "/api/tags")).get("models", []):
+            if canonical(model.get("name") or model.get("model", "")) == name:
+                size = model.get("size")
+                return size if isinstance(size, int) and size > 0 else None
+        return None
 
     async def pull(self, name: str, on_progress: Callable[[int, int], None]) -> None:
         import httpx
@@ -289,7 +306,7 @@ class ModelManager:
     def summary(self) -> dict[str, Any]:
         loaded = sum(1 for m in self.models.values() if m.status == "loaded")
         declared = [self.models[canonical(n)] for n in self.spec.names]
-        busy = [m for m in self.models.values() if m.status in ("pulling", "loading", "failed")]
+        busy = [m for m in self.models.values() if m.status in ("pulling", "waiting", "loading", "failed")]
         line = f"models: {loaded}/{len(declared)} loaded ({self.spec.load.value})"
         if self.problem:
             line += f"; {self.problem}"
@@ -308,7 +325,7 @@ class ModelManager:
             self.sup.notify_changed()
         for name in set(self.models) | present | running:
             state = self.state(name)
-            if state.status in ("pulling", "loading"):
+            if state.status in ("pulling", "loading", "waiting"):
                 continue
             if name in running:
                 state.status = "loaded"
@@ -320,15 +337,22 @@ class ModelManager:
 
     # ------------------------------------------------------------------ ensure
 
-    async def ensure(self, name: str, load: bool = True) -> ModelState:
-        """Pull if absent, then load; concurrent calls for one model share the work."""
+    async def ensure(self, name: str, load: bool = True, background: bool = False) -> ModelState:
+        """Pull if absent, then load; concurrent calls for one model share the work.
+
+        `background`: a warm-up; its load waits while it would exceed memory_budget_peak,
+        until someone joins who asked for the model (they do not wait for the budget).
+        """
         key = canonical(name) + ("" if load else "#pull")
         shared = self._inflight.get(key)
         if shared is None:
-            shared = _Shared()
+            shared = _Shared(background=background)
             self._inflight[key] = shared
             assert self._tg is not None, "model manager is not running"
             self._tg.start_soon(self._ensure_once, canonical(name), load, key, shared)
+        elif not background and shared.background:
+            shared.background = False
+            shared.asked.set()
         await shared.done.wait()
         if shared.error:
             raise ModelError(shared.error)
@@ -341,7 +365,12 @@ class ModelManager:
                 state.attempts = attempt
                 try:
                     async with self._limiter:
-                        await self._pull_and_load(state, load)
+                        await self._pull(state)
+                    if load and state.status != "loaded":
+                        await self._wait_for_memory(state, shared)  # outside the limiter: others may fit
+                        async with self._limiter:
+                            await self._load(state)
+                    self.sup.notify_changed()
                     return
                 except ModelError as exc:
                     state.status, state.error = "failed", str(exc)
@@ -357,7 +386,7 @@ class ModelManager:
             shared.done.set()
             self.sup.notify_changed()
 
-    async def _pull_and_load(self, state: ModelState, load: bool) -> None:
+    async def _pull(self, state: ModelState) -> None:
         await self.refresh()
         if state.status in ("absent", "failed", "unknown"):
             state.status, state.error, state.completed, state.total = "pulling", "", 0, 0
@@ -372,7 +401,30 @@ class ModelManager:
             state.status = "present"
             log.info("model pulled", resource=self.resource, model=state.name,
                      seconds=round(time.monotonic() - started, 3))
-        if load and state.status != "loaded":
+
+    async def _wait_for_memory(self, state: ModelState, shared: _Shared) -> None:
+        """A background load waits while the model would take the stack over its peak budget."""
+        while shared.background and self.sup.project.memory_budget_peak is not None:
+            size = await self.client.size(state.name)
+            if size is None:
+                break  # Ollama does not say how big it is: nothing to weigh
+            never, why = await self.sup.memory.load_wait(size)
+            if why is None:
+                break
+            if never:
+                raise ModelError(why)
+            if state.status != "waiting":
+                log.info("model load waits for memory", resource=self.resource, model=state.name, reason=why)
+            if (state.status, state.waiting) != ("waiting", why):
+                state.status, state.waiting = "waiting", why
+                self.sup.notify_changed()
+            with anyio.move_on_after(MEMORY_RECHECK):
+                await shared.asked.wait()
+        if state.status == "waiting":
+            state.status, state.waiting = "present", ""
+
+    async def _load(self, state: ModelState) -> None:
+        if state.status != "loaded":
             state.status = "loading"
             self.sup.notify_changed()
             started = time.monotonic()
@@ -381,7 +433,6 @@ class ModelManager:
             self._was_loaded.add(state.name)
             log.info("model loaded", resource=self.resource, model=state.name,
                      seconds=round(time.monotonic() - started, 3))
-        self.sup.notify_changed()
 
     async def unload(self, name: str) -> None:
         await self.client.unload(canonical(name))
@@ -465,7 +516,7 @@ class ModelManager:
 
     async def _ensure_quietly(self, name: str) -> None:
         try:
-            await self.ensure(name)
+            await self.ensure(name, background=True)
         except ModelError:
             pass  # already logged and shown in the model's state
 

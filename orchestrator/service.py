@@ -307,12 +307,13 @@ class Handlers:
     async def op_status(self, request: dict[str, Any], reply: Reply) -> None:
         names = request.get("names") or None
         self._check_names(names)
+        extra = await self._extra_status()  # first: it samples the memory the rows show
         await reply({"ok": True, "project": self.sup.project.name, "supervisor_pid": os.getpid(),
-                     "mode": self.options.mode, "resources": self.sup.snapshot(names),
-                     "extra": await self._extra_status()})
+                     "mode": self.options.mode, "resources": self.sup.snapshot(names), "extra": extra})
 
     async def _extra_status(self) -> dict[str, Any]:
-        extra: dict[str, Any] = {"health_endpoint": self.endpoint.status()}
+        extra: dict[str, Any] = {"health_endpoint": self.endpoint.status(),
+                                 "stack_memory": (await self.sup.memory.sample()).to_json()}
         if self.sup.models:
             extra["models"] = [m.summary() for m in self.sup.models.values()]
         return extra

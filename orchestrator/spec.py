@@ -148,11 +148,14 @@ class ResourceSpec:
     enabled: bool = True
     health: ProbeSpec | None = None
     user: str | None = None
+    # Bytes. Docker: the engine enforces it. Process: a cgroup where one can be had, else
+    # the RSS watchdog, which recycles once the tree stays above it for memory_grace.
+    memory_limit: int | None = None
+    memory_grace: float = 10.0
     # docker only
     image: str | None = None
     entrypoint: tuple[str, ...] | None = None
     volumes: tuple[VolumeSpec, ...] = ()
-    memory_limit: int | None = None  # bytes
     models: ModelsSpec | None = None
     description: str = ""
     export: ExportSpec | None = None
@@ -205,6 +208,10 @@ class ProjectSpec:
     health_enabled: bool = True
     # Environment variables the files looked up (${VAR}) or the loader reads (HOME, ...).
     environ_names: frozenset[str] = frozenset()
+    # The whole stack's memory (bytes): over `memory_budget` /health warns; background
+    # model loads wait while they would take it over `memory_budget_peak`.
+    memory_budget: int | None = None
+    memory_budget_peak: int | None = None
 
     @property
     def enabled_names(self) -> list[str]:

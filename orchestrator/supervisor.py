@@ -29,6 +29,7 @@ from orchestrator import graph, paths, records, scheduler
 from orchestrator.errors import VrooliError
 from orchestrator.exposure import public_rows, write_private
 from orchestrator.logs import LogKeeper, OutputLog
+from orchestrator.memory import MemoryMonitor
 from orchestrator.models import ModelError, ModelManager, managers_for
 from orchestrator.probes import Probe, ProbeContext, ProbeResult, make_probe, run_once, until_ready
 from orchestrator.runtimes import EXIT_UNKNOWN, Adoptable, Instance, Runtime, runtime_for
@@ -88,6 +89,7 @@ class Record:
     stop_requested: bool = False
     prepared: bool = False  # the runtime made it ready to start (a created container)
     spawn_failed: bool = False  # its last start failed before anything ran (the runtime refused)
+    memory_recycle: anyio.Event | None = None  # set while watched after ready: the watchdog ends it
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -125,6 +127,7 @@ class Supervisor:
         self.shutdown_requested = anyio.Event()
         self.on_change: list[Callable[[], None]] = []
         self.models: dict[str, ModelManager] = {}
+        self.memory = MemoryMonitor(self)
         self._persisted: dict[str, Any] | None = None
         self._persist_scheduled = False
         # What must stay where it is for the project to remain reachable: path -> (dev, inode).
@@ -307,6 +310,7 @@ class Supervisor:
             await self._adopt_leftovers()
             tg.start_soon(self._housekeeping)
             tg.start_soon(self._keep_logs)
+            tg.start_soon(self.memory.run)
             task_status.started()
             await self.shutdown_requested.wait()
             await self.stop(list(self.records), remove_wanted=True)
@@ -646,6 +650,7 @@ class Supervisor:
             await rec.instance.stop(rec.spec.stop_signal, rec.spec.stop_timeout)
         except VrooliError as exc:
             log.warning("stop failed", resource=rec.spec.name, error=str(exc))
+        self.memory.note_stopped(rec)
         log.info("resource stop finished", resource=rec.spec.name,
                  seconds=round(time.monotonic() - started, 4))
 
@@ -734,6 +739,9 @@ class Supervisor:
             self._reconcile()
 
     def _exit_message(self, rec: Record, code: int | None, reason: str) -> str:
+        verdict = self.memory.verdict(rec)  # the memory limit ended it: the kernel or the watchdog
+        if verdict is not None:
+            return verdict
         if reason == "unhealthy":
             return f"unhealthy: {rec.last_probe.message if rec.last_probe else 'probe failed'}"
         if code is None or code == EXIT_UNKNOWN:
@@ -882,6 +890,11 @@ class Supervisor:
             outcome["exit"] = await instance.wait()
             tg.cancel_scope.cancel()
 
+        async def memory_recycle(tg: TaskGroup, requested: anyio.Event) -> None:
+            await requested.wait()
+            outcome["memory"] = True
+            tg.cancel_scope.cancel()
+
         async def liveness(tg: TaskGroup) -> None:
             assert spec.health is not None
             probe = make_probe(spec.health, ProbeContext(log=self.output(spec.name),
@@ -912,13 +925,29 @@ class Supervisor:
                 with anyio.CancelScope(shield=True):
                     await probe.aclose()
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(watch_exit, tg)
-            if spec.health is not None and spec.health.kind != "log":
-                tg.start_soon(liveness, tg)
+        rec.memory_recycle = anyio.Event()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch_exit, tg)
+                tg.start_soon(memory_recycle, tg, rec.memory_recycle)
+                if spec.health is not None and spec.health.kind != "log":
+                    tg.start_soon(liveness, tg)
+        finally:
+            rec.memory_recycle = None
         if "exit" in outcome:
             return "exit", outcome["exit"]
-        return "unhealthy", None
+        return ("memory" if "memory" in outcome else "unhealthy"), None
+
+    def recycle_for_memory(self, rec: Record) -> bool:
+        """The watchdog found it over memory_limit for memory_grace: end this instance.
+
+        `_watch` returns "memory"; the restart policy, backoff and burst limit then apply
+        as to a crash, and the watchdog's verdict is the message. False: not being watched.
+        """
+        if rec.memory_recycle is None or rec.memory_recycle.is_set():
+            return False
+        rec.memory_recycle.set()
+        return True
 
     # ------------------------------------------------------------------ reporting
 
@@ -934,6 +963,7 @@ class Supervisor:
             if rec.state is State.PENDING and name in self.wanted:
                 row["message"] = scheduler.waiting_for(depends, views, name) or rec.message
             row["enabled"] = rec.spec.enabled
+            row.update(self.memory.resource(name).fields())
             row["wanted"] = name in self.wanted
             rows.append(row)
         return rows

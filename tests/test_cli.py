@@ -230,7 +230,8 @@ def test_status_and_down_work_while_the_file_is_broken(project: Project, shared_
         assert warning.startswith("vrooli: warning: the config does not load: ") and problem in warning
         assert warning.endswith("; showing the running supervisor's own copy")
         assert not rest
-        table = [line for line in done.stdout.splitlines()[1:] if not line.startswith("health endpoint:")]
+        table = [line for line in done.stdout.splitlines()[1:]
+                 if not line.startswith(("health endpoint:", "stack memory:"))]
         assert [line.split()[:2] for line in table] == [["db", "ready"], ["app", "ready"]]
         payload = json.loads(project.run("status", "--json").stdout)
         assert payload["running"] is True and {r["state"] for r in payload["resources"]} == {"ready"}
@@ -341,8 +342,8 @@ def test_a_long_message_is_one_terminal_line_in_progress_and_table(project: Proj
     code, table = run_on_a_terminal(project, "status", columns=100)
     assert code == 1
     lines = [line for line in table.replace("\r\n", "\n").splitlines() if line]
-    assert lines[-1].startswith("health endpoint: ")  # the table's footer
-    assert len(lines) == 4 and max(len(line) for line in lines) <= 99
+    assert lines[-1].startswith("health endpoint: ") and lines[-2].startswith("stack memory: ")  # footers
+    assert len(lines) == 5 and max(len(line) for line in lines) <= 99
     # The whole text stays where it is read by programs and people looking closely.
     row = next(r for r in json.loads(project.run("status", "--json").stdout)["resources"] if r["name"] == "cache")
     assert DENIED in row["message"]

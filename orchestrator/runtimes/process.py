@@ -29,6 +29,7 @@ import psutil
 import structlog
 from anyio.abc import Process
 
+from orchestrator import memory
 from orchestrator.errors import StartFailed
 from orchestrator.runtimes import EXIT_UNKNOWN, Adoptable, Usage
 
@@ -238,9 +239,11 @@ def _signal_all(groups: frozenset[int], procs: list[psutil.Process], signum: int
 
 class ProcessInstance:
     def __init__(self, pid: int, create_time: float, config_hash: str,
-                 process: Process | None = None, *, groups: frozenset[int] | None = None,
-                 token: str | None = None, report: Callable[[str], None] | None = None) -> None:
+                 process: Process | None = None, cgroup: memory.Cgroup | None = None, *,
+                 groups: frozenset[int] | None = None, token: str | None = None,
+                 report: Callable[[str], None] | None = None) -> None:
         self._pid = pid
+        self.cgroup = cgroup  # holds memory_limit, when the kernel enforces it (memory.py)
         self._create_time = create_time
         self._born = create_time  # the first process's start: every member started later
         self._config_hash = config_hash
@@ -333,6 +336,8 @@ class ProcessInstance:
             await self._wait_gone(procs, KILL_WAIT)
         with anyio.move_on_after(KILL_WAIT):
             await self.wait()
+        if self.cgroup is not None:  # also ends what escaped the group and the tree
+            await anyio.to_thread.run_sync(self.cgroup.remove)
 
     async def _wait_gone(self, procs: list[psutil.Process], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -415,19 +420,21 @@ class ProcessRuntime:
             raise StartFailed(f"cannot start {spec.command[0]}: {exc}") from None
         finally:
             os.close(fd)
+        cgroup = memory.confine(spec, process.pid)  # at once: what it forks from now on starts inside
         try:
             create_time = psutil.Process(process.pid).create_time()
         except psutil.NoSuchProcess:
             create_time = 0.0
-        return ProcessInstance(process.pid, create_time, spec.config_hash(), process,
+        return ProcessInstance(process.pid, create_time, spec.config_hash(), process, cgroup,
                                groups=frozenset({process.pid}), token=token, report=report)
 
     async def adopt(self, spec: ResourceSpec, record: Adoptable, output: OutputLog,
                     tasks: TaskGroup) -> ProcessInstance | None:
         if record.kind != "process":
             return None
-        instance = ProcessInstance(int(record.ident), record.create_time, record.config_hash)
+        instance = ProcessInstance(int(record.ident), record.create_time, record.config_hash,
+                                   cgroup=memory.cgroup_of(spec, int(record.ident)))
         return instance if instance._same_process_alive() else None
 
     async def cleanup(self, project: ProjectSpec, remove_volumes: bool) -> None:
-        return None
+        await anyio.to_thread.run_sync(memory.sweep, project)

@@ -5,6 +5,8 @@ Like Ollama it binds its port before it serves HTTP (STANDIN_BIND_EARLY defaults
   STANDIN_PULL_SECONDS    how long a pull streams progress (default 0.5)
   STANDIN_LOAD_SECONDS    how long loading a model into memory takes (default 0.2)
   STANDIN_PULL_FAIL_TIMES the first N pulls fail as Ollama words a network error
+  STANDIN_MODEL_SIZE      bytes every model reports as `size` in /api/tags and /api/ps
+                          (real Ollama: the size on disk, and in memory once loaded)
 GET /standin/stats reports how many pulls and loads each model saw (for tests).
 """
 
@@ -27,7 +29,7 @@ STATS: dict[str, dict[str, int]] = {"pulls": {}, "loads": {}}
 FAILS_LEFT = [int(os.environ.get("STANDIN_PULL_FAIL_TIMES", "0") or 0)]
 PULL_SECONDS = float(os.environ.get("STANDIN_PULL_SECONDS", "0.5"))
 LOAD_SECONDS = float(os.environ.get("STANDIN_LOAD_SECONDS", "0.2"))
-SIZE = 4_920_000
+SIZE = int(os.environ.get("STANDIN_MODEL_SIZE", "4920000"))
 
 
 def canonical(name: str) -> str:
