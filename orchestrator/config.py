@@ -52,11 +52,6 @@ RUNTIMES = ("process", "docker", "external")
 # An external resource is only probed: keys about starting, stopping or restarting it do not apply.
 EXTERNAL_KEYS = {"runtime", "depends_on", "start_timeout", "enabled", "health", "description", "export"}
 EXPORT_KEYS = {"image", "command", "healthcheck", "env"}
-PROBE_KINDS = ("tcp", "http", "exec", "postgres", "redis", "log")
-PROBE_KEYS = {
-    "probe", "host", "port", "url", "expect_status", "command", "pattern", "inside", "user",
-    "database", "password", "interval", "timeout", "liveness_interval", "failure_threshold",
-}
 # fullmatch, never `$`: `$` also matches before a trailing newline ("web\n" would pass).
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}", re.ASCII)
 PROJECT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
@@ -421,14 +416,17 @@ def _parse_depends(raw: object, path: tuple[str, ...], check: _Checker) -> tuple
 
 def _parse_probe(raw: object, resource: str, ports: tuple[PortSpec, ...], path: tuple[str, ...],
                  check: _Checker) -> ProbeSpec | None:
+    """A `health` table: the keys every kind takes, then what its kind (probes/kinds.py) requires."""
+    from orchestrator.probes.kinds import KINDS, ProbeDraft, all_keys, default
+
     if not isinstance(raw, dict):
         check.fail(path, f"expected a table, got {_type_name(raw)}")
         return None
-    check.unknown_keys(raw, PROBE_KEYS, path, "a health probe")
-    kind = raw.get("probe")
-    if kind not in PROBE_KINDS:
-        shown = "missing" if kind is None else repr(kind)
-        check.fail((*path, "probe"), f"must be one of {', '.join(PROBE_KINDS)}, got {shown}")
+    check.unknown_keys(raw, set(all_keys()), path, "a health probe")
+    kind = KINDS.get(raw["probe"]) if isinstance(raw.get("probe"), str) else None
+    if kind is None:
+        shown = "missing" if raw.get("probe") is None else repr(raw["probe"])
+        check.fail((*path, "probe"), f"must be one of {', '.join(KINDS)}, got {shown}")
         return None
     host = _probe_host(raw, ports, path, check)
     port: int | None = None
@@ -439,45 +437,42 @@ def _parse_probe(raw: object, resource: str, ports: tuple[PortSpec, ...], path: 
     url = check.string(raw, "url", path)
     command = check.command(raw, "command", path) or ()
     pattern = check.string(raw, "pattern", path)
-    statuses: tuple[int, ...] = ()
-    if "expect_status" in raw:
-        value = raw["expect_status"]
-        items = value if isinstance(value, list) else [value]
-        if items and all(isinstance(s, int) and not isinstance(s, bool) and 100 <= s <= 599 for s in items):
-            statuses = tuple(items)
-        else:
-            check.fail((*path, "expect_status"), f"expected an HTTP status (100-599) or a list of them, got {value!r}")
-    if kind in ("tcp", "postgres", "redis") and port is None and "port" not in raw:
-        check.fail((*path, "port"), f"a {kind} probe needs a port (set health.port or ports)")
-    if kind == "http" and url is None:
+    statuses = _expect_status(raw, path, check)
+    if kind.needs_port and port is None and "port" not in raw:
+        check.fail((*path, "port"), f"a {kind.name} probe needs a port (set health.port or ports)")
+    if kind.url_from_port and url is None:
         if port is None and "port" not in raw:
-            check.fail((*path, "url"), "an http probe needs a url (or a port to probe /)")
+            check.fail((*path, "url"), f"an {kind.name} probe needs a url (or a port to probe /)")
         elif port is not None:
             url = f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
     if url is not None:
         _check_url(url, (*path, "url"), check)
-    if kind == "exec" and not command and "command" not in raw:
-        check.fail((*path, "command"), "an exec probe needs a command")
-    if kind == "log":
-        if pattern is None:
-            check.fail((*path, "pattern"), "a log probe needs a pattern")
-        else:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                check.fail((*path, "pattern"), f"invalid regular expression: {exc}")
-    threshold = _whole(raw, "failure_threshold", path, check, 3)
+    if kind.validate is not None:
+        kind.validate(ProbeDraft(raw, port, url), lambda key, message: check.fail((*path, key), message))
+    threshold = _whole(raw, "failure_threshold", path, check, default(kind, "failure_threshold"))
     return ProbeSpec(
-        kind=kind, host=host, port=port, url=url, expect_status=statuses, command=command,
-        pattern=pattern, inside=check.boolean(raw, "inside", path, False),
-        user=check.string(raw, "user", path, "postgres") or "postgres",
+        kind=kind.name, host=host, port=port, url=url, expect_status=statuses, command=command,
+        pattern=pattern, inside=check.boolean(raw, "inside", path, default(kind, "inside")),
+        user=check.string(raw, "user", path) or default(kind, "user"),
         database=check.string(raw, "database", path),
         password=check.string(raw, "password", path),
-        interval=check.duration(raw, "interval", path, 0.025, minimum=0.001),
-        timeout=check.duration(raw, "timeout", path, 1.0, minimum=0.001),
-        liveness_interval=check.duration(raw, "liveness_interval", path, 10.0, minimum=0.01),
+        interval=check.duration(raw, "interval", path, default(kind, "interval"), minimum=0.001),
+        timeout=check.duration(raw, "timeout", path, default(kind, "timeout"), minimum=0.001),
+        liveness_interval=check.duration(raw, "liveness_interval", path, default(kind, "liveness_interval"),
+                                         minimum=0.01),
         failure_threshold=threshold,
     )
+
+
+def _expect_status(raw: Mapping[str, Any], path: tuple[str, ...], check: _Checker) -> tuple[int, ...]:
+    if "expect_status" not in raw:
+        return ()
+    value = raw["expect_status"]
+    items = value if isinstance(value, list) else [value]
+    if items and all(isinstance(s, int) and not isinstance(s, bool) and 100 <= s <= 599 for s in items):
+        return tuple(items)
+    check.fail((*path, "expect_status"), f"expected an HTTP status (100-599) or a list of them, got {value!r}")
+    return ()
 
 
 def _probe_host(raw: Mapping[str, Any], ports: tuple[PortSpec, ...], path: tuple[str, ...],
@@ -615,15 +610,20 @@ def _parse_resource(name: str, raw: object, project_dir: Path, variables: Mappin
 
 
 def _check_external(raw: Mapping[str, Any], path: tuple[str, ...], check: _Checker) -> None:
+    from orchestrator.probes.kinds import KINDS
+
     for key in sorted((raw.keys() & RESOURCE_KEYS) - EXTERNAL_KEYS):
         check.fail((*path, key), 'does not apply to runtime = "external" (vrooli never starts, stops or restarts it)')
     health = raw.get("health")
     if health is None:
         check.fail((*path, "health"), "an external resource needs a probe (host and port, or url): "
                                       "it is how vrooli knows it is there")
-    elif isinstance(health, dict) and health.get("probe") == "log":
-        check.fail((*path, "health", "probe"), "an external resource has no output to read; use tcp, http, "
-                                               "postgres, redis or exec")
+    elif isinstance(health, dict) and getattr(KINDS.get(str(health.get("probe"))), "reads_output", False):
+        # address probes first, then the rest: "use tcp, http, postgres, redis or exec"
+        usable = [k.name for k in KINDS.values() if k.probes_address] + \
+            [k.name for k in KINDS.values() if not k.probes_address and not k.reads_output]
+        check.fail((*path, "health", "probe"), "an external resource has no output to read; use "
+                                               f"{', '.join(usable[:-1])} or {usable[-1]}")
 
 
 def _parse_export(raw: object, path: tuple[str, ...], check: _Checker) -> ExportSpec | None:
