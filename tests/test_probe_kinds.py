@@ -102,3 +102,19 @@ def test_loading_a_config_imports_no_event_loop() -> None:
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_config_names_no_probe_kind_of_its_own() -> None:
+    """Validation reads kinds from the declarations only: no stage spells a kind's name (the
+    port protocol "tcp" in values.parse_port is a port's, not a probe's)."""
+    import ast
+
+    stages = [ROOT / "orchestrator" / "config.py", *sorted((ROOT / "orchestrator" / "configfile").glob("*.py"))]
+    for path in stages:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for function in ast.walk(tree):
+            if not isinstance(function, ast.FunctionDef) or function.name == "parse_port":
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, ast.Constant) and node.value in KINDS:
+                    raise AssertionError(f"{path.name}:{node.lineno} names the probe kind {node.value!r}")
