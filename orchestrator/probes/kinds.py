@@ -1,9 +1,9 @@
 """Every probe kind, declared once: the keys it reads, their defaults, what it requires of
 its table, and the checker that runs it.
 
-config.py validates a `health` table and probes/__init__.py builds the checker from this
-table alone, so a new kind is one entry here (and its checker module). The module stays
-free of the event loop: loading a resources.toml imports it, and must not pay for anyio.
+configfile/health.py validates a `health` table and probes/__init__.py builds the checker
+from this table alone, so a new kind is one entry here (and its checker module). The module
+stays free of the event loop: loading a resources.toml imports it, and must not pay for anyio.
 """
 
 from __future__ import annotations
