@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import anyio
-
 from orchestrator.spec import ProbeSpec, without_password
 
 FIRST_INTERVAL = 0.01  # seconds; probing starts here and grows to the configured interval
@@ -64,30 +62,18 @@ def make_probe(spec: ProbeSpec, context: ProbeContext) -> Probe:
 
 
 def _build(spec: ProbeSpec, context: ProbeContext) -> Probe:
-    # Imported per kind so a resource without an HTTP probe never pays for httpx.
-    if spec.kind == "tcp":
-        from orchestrator.probes.tcp import TcpProbe
-        return TcpProbe(spec)
-    if spec.kind == "http":
-        from orchestrator.probes.http import HttpProbe
-        return HttpProbe(spec)
-    if spec.kind == "exec":
-        from orchestrator.probes.exec import ExecProbe
-        return ExecProbe(spec, context.exec_inside if spec.inside else None)
-    if spec.kind == "postgres":
-        from orchestrator.probes.postgres import PostgresProbe
-        return PostgresProbe(spec)
-    if spec.kind == "redis":
-        from orchestrator.probes.redis import RedisProbe
-        return RedisProbe(spec)
-    if spec.kind == "log":
-        from orchestrator.probes.log import LogProbe
-        return LogProbe(spec, context)
-    raise ValueError(f"unknown probe kind {spec.kind!r}")
+    from orchestrator.probes.kinds import KINDS
+
+    kind = KINDS.get(spec.kind)
+    if kind is None:
+        raise ValueError(f"unknown probe kind {spec.kind!r}")
+    return kind.build(spec, context)
 
 
 async def run_once(probe: Probe, timeout: float) -> ProbeResult:
     """One check, never longer than `timeout`; errors become a failed result."""
+    import anyio  # here, not at the top: loading a config imports this package (kinds.py)
+
     started = time.monotonic()
     try:
         with anyio.fail_after(timeout):
@@ -111,6 +97,8 @@ async def until_ready(probe: Probe, spec: ProbeSpec,
     Starting fast and backing off means readiness is noticed within milliseconds for
     quick services while a slow starter is not hammered.
     """
+    import anyio
+
     delay = FIRST_INTERVAL
     while True:
         result = await run_once(probe, spec.timeout)

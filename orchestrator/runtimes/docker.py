@@ -7,6 +7,7 @@ running container instead of restarting it, and `down` can find everything it ma
 
 from __future__ import annotations
 
+import functools
 import os
 import signal as signals
 import sys
@@ -52,9 +53,58 @@ def engine_address() -> str:
     return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 
 
+# What an exception from the SDK (or the requests/urllib3 stack under it) means to us.
+SDK_FAILED = "failed"  # a call the engine could not do: report it
+SDK_WAIT_AGAIN = "wait again"  # a long wait that timed out or lost its connection: call again
+SDK_GONE = "gone"  # the container no longer exists
+_OS_CONNECTION_ERRORS: dict[type[BaseException], str] = {
+    ConnectionError: SDK_WAIT_AGAIN,
+    ConnectionRefusedError: SDK_FAILED, ConnectionResetError: SDK_FAILED,
+    ConnectionAbortedError: SDK_FAILED, BrokenPipeError: SDK_FAILED,
+}
+
+
+@functools.cache
+def sdk_error_table() -> dict[type[BaseException], str]:
+    """Every SDK exception by type; a class's nearest ancestor in the table decides.
+
+    Built on first use, when the SDK is already loaded (it raised the exception)."""
+    import docker.credentials.errors
+    import docker.errors
+    import docker.utils.socket
+    import requests.exceptions
+    import urllib3.exceptions
+
+    table: dict[type[BaseException], str] = {
+        **_OS_CONNECTION_ERRORS,
+        docker.errors.DockerException: SDK_FAILED,
+        docker.errors.StreamParseError: SDK_FAILED,
+        docker.credentials.errors.StoreError: SDK_FAILED,
+        docker.utils.socket.SocketError: SDK_FAILED,
+        requests.exceptions.RequestException: SDK_FAILED,
+        urllib3.exceptions.HTTPError: SDK_FAILED,
+        urllib3.exceptions.ProxySchemeUnsupported: SDK_FAILED,
+        requests.exceptions.ConnectionError: SDK_WAIT_AGAIN,
+        requests.exceptions.ReadTimeout: SDK_WAIT_AGAIN,
+        urllib3.exceptions.ReadTimeoutError: SDK_WAIT_AGAIN,
+        docker.errors.NotFound: SDK_GONE,
+    }
+    # Connection failures that are not a cut long wait: a wait on them would never end.
+    for failed in (requests.exceptions.ConnectTimeout, requests.exceptions.ProxyError,
+                   requests.exceptions.SSLError):
+        table[failed] = SDK_FAILED
+    return table
+
+
+def sdk_error_kind(exc: BaseException) -> str | None:
+    """SDK_FAILED, SDK_WAIT_AGAIN or SDK_GONE for an SDK exception; None for any other."""
+    # No SDK call was made before it is loaded: only the OS's own errors apply then.
+    table = sdk_error_table() if "docker" in sys.modules else _OS_CONNECTION_ERRORS
+    return next((table[cls] for cls in type(exc).__mro__ if cls in table), None)
+
+
 def _is_sdk_error(exc: BaseException) -> bool:
-    module = type(exc).__module__.split(".")[0]
-    return module in {"docker", "requests", "urllib3"} or isinstance(exc, ConnectionError)
+    return sdk_error_kind(exc) is not None
 
 
 def _reason(exc: BaseException) -> str:
@@ -479,9 +529,10 @@ class DockerInstance:
                 result = self.container.wait(timeout=WAIT_SLICE)
                 return int(result.get("StatusCode", EXIT_UNKNOWN))
             except Exception as exc:
-                if type(exc).__name__ in ("ReadTimeout", "ConnectionError", "ReadTimeoutError"):
+                kind = sdk_error_kind(exc)
+                if kind == SDK_WAIT_AGAIN:
                     return None
-                if type(exc).__name__ == "NotFound":
+                if kind == SDK_GONE:
                     return EXIT_UNKNOWN
                 raise
 
