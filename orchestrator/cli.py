@@ -29,14 +29,16 @@ from orchestrator.errors import (
     EXIT_FAILED,
     EXIT_NOT_RUNNING,
     EXIT_OK,
-    EXIT_USAGE,
     ConfigError,
+    SupervisorGone,
     SupervisorUnavailable,
     UsageError,
     VrooliError,
+    check_names,
+    from_reply,
 )
-from orchestrator.follow import check_names, report_error, run_up
 from orchestrator.follow import follow as follow_replies
+from orchestrator.follow import report_error, run_up
 from orchestrator.spec import ProjectSpec, ResourceSpec
 
 app = typer.Typer(
@@ -101,7 +103,7 @@ def up(
         raise typer.Exit(run_up(names or [], files or [], no_deps, json_out))
     try:
         project = _load(files)
-        check_names(project, names or [])
+        check_names(project.resources, names or [])
         from orchestrator import service
         from orchestrator.logging import configure
 
@@ -147,7 +149,6 @@ def _target(files: list[str] | None, purpose: str) -> Target:
 
 def _running_despite(error: ConfigError, first: Path) -> Target | None:
     from orchestrator import registry
-    from orchestrator.control import ControlError
 
     entry = registry.lookup(first)
     if entry is None:
@@ -155,7 +156,7 @@ def _running_despite(error: ConfigError, first: Path) -> Target | None:
     try:
         ping = spawn.client_at(entry.state_dir).call({"op": "ping"})
         served = [Path(f).resolve() for f in ping.get("files") or []]
-    except (ControlError, OSError, TypeError, ValueError):
+    except (SupervisorUnavailable, OSError, TypeError, ValueError):
         return None
     if not ping.get("ok") or served[:1] != [entry.file]:
         return None  # another project's supervisor uses that state dir now
@@ -172,11 +173,13 @@ def down(
     """Stop resources in reverse dependency order; with no names, also end the supervisor."""
     try:
         target = _target(files, "stopping the stack with")
+        if target.project is not None:
+            check_names(target.project.resources, names or [])
         client = spawn.client_once_started(target.state_dir, timeout=None)
         if not client.alive():
             # `down --volumes` after a plain `down` must still remove the volumes.
             if target.project is None:
-                raise target.broken or VrooliError("the supervisor went away")
+                raise target.broken or SupervisorGone("the supervisor went away")
             if not _has_leftovers(target.project) and not volumes:
                 if json_out:
                     print(json.dumps({"ok": True, "stopped": [], "running": False}))
@@ -186,7 +189,7 @@ def down(
             client = spawn.ensure_supervisor(target.project)  # it adopts what was left, then stops it
         reply = client.call({"op": "down", "names": names or [], "volumes": volumes})
         if not reply.get("ok"):
-            raise VrooliError(reply.get("error", "down failed"))
+            raise from_reply(reply, "down failed")
         if not names:
             _wait_supervisor_gone(target.state_dir)
             registry.forget(target.first_file)
@@ -218,21 +221,18 @@ def status(
     json_out: JsonOpt = False,
 ) -> None:
     """Show each resource's state; exit 0 all ready, 1 something is not, 3 nothing runs."""
-    from orchestrator.control import ControlError
-
     try:
         target = _target(files, "showing")
         if target.project is not None:
-            check_names(target.project, names or [])
+            check_names(target.project.resources, names or [])
         try:
             reply = spawn.client_once_started(target.state_dir).call({"op": "status", "names": names or []})
-        except ControlError:
+        except SupervisorUnavailable:
             reply = None
         if reply is not None and not reply.get("ok") and target.project is None:
-            refused = UsageError if reply.get("exit_code") == EXIT_USAGE else VrooliError
-            raise refused(reply.get("error", "status failed"))
+            raise from_reply(reply, "status failed")
         if (reply is None or not reply.get("ok")) and target.project is None:
-            raise target.broken or VrooliError("the supervisor went away")
+            raise target.broken or SupervisorGone("the supervisor went away")
     except VrooliError as exc:
         _fail(exc, json_out)
     if reply is None or not reply.get("ok"):
@@ -346,6 +346,7 @@ def restart(
     """Restart resources (and what depends on them); return when they are ready again."""
     try:
         project = _load(files)
+        check_names(project.resources, names)
         client = spawn.client_once_started(project.state_dir, timeout=None)
         if not client.alive():
             raise SupervisorUnavailable(f"{project.name} is not running; use `vrooli up`")
@@ -369,7 +370,7 @@ def logs(
 
     try:
         project = _load(files)
-        check_names(project, [name])
+        check_names(project.resources, [name])
         spec = project.resources[name]
         output = OutputLog(paths.resource_log(project.state_dir, name), spec.log_max_size, spec.log_max_files)
         lines = output.tail(tail) if tail else output.read_all()
@@ -420,6 +421,7 @@ def models(
         _fail(UsageError(f"unknown action '{action}' (list, pull, ensure, unload)"), json_out)
     try:
         project = _load(files)
+        check_names(project.resources, [resource] if resource else [])
         client = spawn.client_once_started(project.state_dir, timeout=None)
         if not client.alive():
             raise SupervisorUnavailable(f"{project.name} is not running; use `vrooli up`")
@@ -446,9 +448,9 @@ def models(
         if tty and shown and not json_out:
             print(file=sys.stderr)
         if not final:
-            raise SupervisorUnavailable("the supervisor closed the connection")
+            raise SupervisorGone("the supervisor went away in the middle of the command; see its supervisor.log")
         if final.get("error") and "models" not in final:
-            raise VrooliError(final["error"])
+            raise from_reply(final)
     except VrooliError as exc:
         _fail(exc, json_out)
     if json_out:
@@ -618,7 +620,7 @@ def reload(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
         reply = client.call({"op": "reload", "files": [str(f) for f in project.files],
                              "environ": config.referenced_environ(project)})
         if not reply.get("ok"):
-            raise ConfigError(reply.get("errors") or [reply.get("error", "reload failed")])
+            raise from_reply(reply, "reload failed")
     except VrooliError as exc:
         _fail(exc, json_out)
     if json_out:

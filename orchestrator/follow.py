@@ -10,20 +10,10 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from orchestrator import config, spawn
-from orchestrator.errors import (
-    EXIT_FAILED,
-    EXIT_USAGE,
-    ConfigError,
-    SupervisorUnavailable,
-    UsageError,
-    VrooliError,
-)
-
-if TYPE_CHECKING:
-    from orchestrator.spec import ProjectSpec
+from orchestrator.errors import EXIT_FAILED, ConfigError, SupervisorGone, VrooliError, check_names, from_reply
 
 
 def report_error(error: VrooliError, as_json: bool = False) -> None:
@@ -34,18 +24,11 @@ def report_error(error: VrooliError, as_json: bool = False) -> None:
             print(text if isinstance(error, ConfigError) else f"vrooli: {text}", file=sys.stderr)
 
 
-def check_names(project: ProjectSpec, names: list[str]) -> None:
-    """Every name a command line gives must be a resource of the project."""
-    unknown = [n for n in names if n not in project.resources]
-    if unknown:
-        raise UsageError(f"unknown resource '{unknown[0]}' (known: {', '.join(project.resources)})")
-
-
 def run_up(names: list[str], files: list[str], no_deps: bool, json_out: bool) -> int:
     """Start NAMES (all if empty) through the project's supervisor; the exit code."""
     try:
         project = config.load(config.find_files(files or None))
-        check_names(project, names)
+        check_names(project.resources, names)
         client = spawn.ensure_supervisor(project, up=names, no_deps=no_deps)
         return follow(client, {"op": "up", "names": names, "no_deps": no_deps,
                                "files": [str(f) for f in project.files],
@@ -75,11 +58,9 @@ def follow(client: Any, request: dict[str, Any], json_out: bool) -> int:
         if "exit_code" in message:
             final = message
     if not final:
-        raise SupervisorUnavailable("the supervisor closed the connection; see its log")
+        raise SupervisorGone("the supervisor went away in the middle of the command; see its supervisor.log")
     if final.get("errors") and not final.get("resources"):
-        if final.get("exit_code") == EXIT_USAGE and all(":" in e for e in final["errors"]):
-            raise ConfigError(final["errors"])
-        raise VrooliError("; ".join(final["errors"]))
+        raise from_reply(final)
     rows = final.get("resources", [])
     if json_out:
         print(json.dumps({"ok": final.get("ok", False), "resources": rows,

@@ -23,7 +23,7 @@ from anyio.abc import TaskGroup
 
 from orchestrator import config, control, ops, paths
 from orchestrator.endpoint import HealthEndpoint, open_health_endpoint
-from orchestrator.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, VrooliError
+from orchestrator.errors import EXIT_FAILED, EXIT_OK, ConfigError, VrooliError, check_names
 from orchestrator.fdlimits import raise_nofile_limit, where_raised
 from orchestrator.scheduler import SETTLED_OK, State
 from orchestrator.spec import ProjectSpec
@@ -297,7 +297,7 @@ class Handlers:
         try:
             await method(request, reply)
         except VrooliError as exc:
-            await reply({"ok": False, "error": str(exc), "errors": exc.lines(), "exit_code": exc.exit_code})
+            await reply(exc.reply())
 
     async def op_ping(self, request: dict[str, Any], reply: Reply) -> None:
         # The files let a client whose own copy is broken check that this is its project.
@@ -322,6 +322,7 @@ class Handlers:
         """list | pull | ensure | unload, for the resource that declares models."""
         from orchestrator.models import ModelError
 
+        self._check_names([request["resource"]] if request.get("resource") else [])
         if not self.sup.models:
             raise VrooliError("no resource declares models (add models = [...] to the ollama resource)")
         resource = request.get("resource") or next(iter(self.sup.models))
@@ -367,9 +368,7 @@ class Handlers:
         await reply({"ok": not errors, "errors": errors, "exit_code": EXIT_FAILED if errors else EXIT_OK, **summary})
 
     def _check_names(self, names: list[str] | None) -> None:
-        unknown = [n for n in names or [] if n not in self.sup.records]
-        if unknown:
-            raise VrooliError(f"unknown resource '{unknown[0]}' (known: {', '.join(self.sup.records)})")
+        check_names(self.sup.records, names or [])
 
     async def _load(self, request: dict[str, Any]) -> ProjectSpec:
         files = [Path(f) for f in request.get("files") or [str(f) for f in self.sup.project.files]]
@@ -390,7 +389,7 @@ class Handlers:
         try:
             if request.get("files"):
                 project = await self._load(request)
-                self._check_names_in(names, project)
+                check_names(project.resources, names or [])
                 changes = await self.sup.apply_config(project)
                 if changes["restarted"] or changes["added"] or changes["removed"]:
                     await reply({"event": "config", **changes})
@@ -398,7 +397,7 @@ class Handlers:
             await self._preflight(names, no_deps)
         except VrooliError as exc:
             await self._undo_start(before, keep=set())
-            await reply({"ok": False, "error": str(exc), "errors": exc.lines(), "exit_code": exc.exit_code})
+            await reply(exc.reply())
             self._end_if_idle()
             return
         selected = self.sup.request_up(names, no_deps)
@@ -436,11 +435,6 @@ class Handlers:
         _, selected = self.sup.selection(names, no_deps)
         for kind in sorted({self.sup.records[n].spec.runtime for n in selected}):
             await self.sup.runtime(kind).preflight()
-
-    def _check_names_in(self, names: list[str] | None, project: ProjectSpec) -> None:
-        unknown = [n for n in names or [] if n not in project.resources]
-        if unknown:
-            raise VrooliError(f"unknown resource '{unknown[0]}' (known: {', '.join(project.resources)})")
 
     async def _stream_until_settled(self, selected: list[str], reply: Reply,
                                     undo_from: set[str] | None = None) -> None:
@@ -503,7 +497,7 @@ class Handlers:
             for hook in self.on_reload:
                 await hook("rejected", {"errors": exc.lines()})
             if reply is not None:
-                await reply({"ok": False, "errors": exc.lines(), "exit_code": EXIT_USAGE})
+                await reply(exc.reply())
             return
         for hook in self.on_reload:
             await hook("reloading", {})
