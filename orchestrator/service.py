@@ -23,7 +23,7 @@ from anyio.abc import TaskGroup
 
 from orchestrator import config, control, ops, paths
 from orchestrator.endpoint import HealthEndpoint, open_health_endpoint
-from orchestrator.errors import EXIT_FAILED, EXIT_OK, ConfigError, VrooliError, check_names
+from orchestrator.errors import EXIT_FAILED, EXIT_OK, VrooliError, check_names
 from orchestrator.fdlimits import raise_nofile_limit, where_raised
 from orchestrator.scheduler import SETTLED_OK, State
 from orchestrator.spec import ProjectSpec
@@ -254,7 +254,10 @@ async def _signals(sup: Supervisor, handler: Handlers) -> None:
         async for signum in signals:
             if signum == signal.SIGHUP:
                 log.info("reloading on SIGHUP")
-                await handler.op_reload({}, None)
+                try:
+                    await handler.reload({})
+                except VrooliError:
+                    pass  # logged by reload; the running stack is unchanged
             else:
                 log.info("shutting down", signal=signal.Signals(signum).name)
                 sup.shutdown_requested.set()
@@ -489,21 +492,25 @@ class Handlers:
         selected = await self.sup.restart(names)
         await self._stream_until_settled(sorted(selected), reply)
 
-    async def op_reload(self, request: dict[str, Any], reply: Reply | None) -> None:
+    async def op_reload(self, request: dict[str, Any], reply: Reply) -> None:
+        changes = await self.reload(request)  # a refusal is answered by `handle`
+        await reply({"ok": True, "exit_code": EXIT_OK, **changes})
+
+    async def reload(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The one reload operation (SIGHUP, `vrooli reload`, the control API): read the
+        files again and apply only the difference; what changed, or the refusal raised
+        with the running stack untouched."""
         try:
             project = await self._load(request)
-        except ConfigError as exc:
+        except VrooliError as exc:
             log.error("reload rejected; the running stack is unchanged", errors=exc.lines())
             for hook in self.on_reload:
                 await hook("rejected", {"errors": exc.lines()})
-            if reply is not None:
-                await reply(exc.reply())
-            return
+            raise
         for hook in self.on_reload:
             await hook("reloading", {})
         changes = await self.sup.apply_config(project)
         log.info("reloaded", **changes)
         for hook in self.on_reload:
             await hook("reloaded", changes)
-        if reply is not None:
-            await reply({"ok": True, "exit_code": EXIT_OK, **changes})
+        return changes

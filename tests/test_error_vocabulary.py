@@ -135,3 +135,28 @@ def test_a_supervisor_that_goes_away_mid_command_is_one_line(project: Project, s
     assert done.returncode == 3, done.stderr
     assert done.stderr.strip().splitlines() == [
         "vrooli: the supervisor went away in the middle of the command; see its supervisor.log"]
+
+
+def test_sighup_and_vrooli_reload_refuse_a_changed_state_dir_alike(project: Project) -> None:
+    """Reload is one operation: SIGHUP and `vrooli reload` refuse the same file the same way,
+    and neither takes the running stack down (SIGHUP used to let the error end the supervisor)."""
+    import os
+    import signal
+
+    from tests.conftest import wait_for
+
+    project.write(ONE)
+    project.run("up", check=True)
+    pid = int((project.state_dir / "supervisor.pid").read_text())
+    ready_pid = project.rows()["one"]["pid"]
+    project.file.write_text(project.file.read_text().replace('state_dir = ".state"', 'state_dir = ".other"'))
+    os.kill(pid, signal.SIGHUP)
+    log = project.state_dir / "supervisor.log"
+    assert wait_for(lambda: "reload rejected" in log.read_text(), 30)
+    client = Client(paths.control_socket(project.state_dir))
+    reply = client.call({"op": "reload"})
+    assert (reply["ok"], reply["kind"], reply["exit_code"]) == (False, "failed", 1)
+    assert "state_dir changed to" in reply["error"]
+    rows = client.call({"op": "status"})["resources"]
+    assert [(r["name"], r["state"], r["pid"]) for r in rows] == [("one", "ready", ready_pid)]
+    project.file.write_text(project.file.read_text().replace('state_dir = ".other"', 'state_dir = ".state"'))
