@@ -37,9 +37,9 @@ from orchestrator.errors import (
     check_names,
     from_reply,
 )
-from orchestrator.follow import follow as follow_replies
-from orchestrator.follow import report_error, run_up
 from orchestrator.spec import ProjectSpec, ResourceSpec
+from orchestrator.up_client import follow as follow_replies
+from orchestrator.up_client import report_error, run_up
 
 app = typer.Typer(
     name="vrooli",

@@ -13,6 +13,7 @@ from typing import Any
 
 # What every command exits with; `status` adds EXIT_NOT_RUNNING.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130  # Ctrl-C while waiting (128 + SIGINT), as a shell reports it
 
 
 class VrooliError(Exception):

@@ -1,7 +1,7 @@
 """`vrooli up` (and `restart`) as a client: ask the supervisor, show progress, exit code.
 
 Free of typer on purpose: a plain `vrooli up` runs from here without the CLI framework
-(see `spawn.main`), so a cold start does not spend ~40 ms of CPU importing it while the
+(see `entry.main`), so a cold start does not spend ~40 ms of CPU importing it while the
 stack's own processes start on the same cores.
 """
 
@@ -13,7 +13,15 @@ import time
 from typing import Any
 
 from orchestrator import config, spawn
-from orchestrator.errors import EXIT_FAILED, ConfigError, SupervisorGone, VrooliError, check_names, from_reply
+from orchestrator.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    ConfigError,
+    SupervisorGone,
+    VrooliError,
+    check_names,
+    from_reply,
+)
 
 
 def report_error(error: VrooliError, as_json: bool = False) -> None:
@@ -25,7 +33,10 @@ def report_error(error: VrooliError, as_json: bool = False) -> None:
 
 
 def run_up(names: list[str], files: list[str], no_deps: bool, json_out: bool) -> int:
-    """Start NAMES (all if empty) through the project's supervisor; the exit code."""
+    """Start NAMES (all if empty) through the project's supervisor; the exit code.
+
+    Both ways of running `vrooli up` (entry.py's fast path and typer's) come here, so they
+    answer alike, Ctrl-C included."""
     try:
         project = config.load(config.find_files(files or None))
         check_names(project.resources, names)
@@ -36,6 +47,10 @@ def run_up(names: list[str], files: list[str], no_deps: bool, json_out: bool) ->
     except VrooliError as exc:
         report_error(exc, json_out)
         return exc.exit_code
+    except KeyboardInterrupt:
+        # Only the waiting stops: the supervisor is detached and carries on.
+        print("vrooli: interrupted; the supervisor goes on starting (see `vrooli status`)", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def follow(client: Any, request: dict[str, Any], json_out: bool) -> int:
