@@ -113,7 +113,7 @@ while True:
 '''
 
 
-@pytest.mark.parametrize("args", [("restart", "one"), ("down",), ("down", "one"), ("reload",),
+@pytest.mark.parametrize("args", [("up",), ("restart", "one"), ("down",), ("down", "one"), ("reload",),
                                   ("models", "list")], ids=" ".join)
 def test_a_supervisor_that_goes_away_mid_command_is_one_line(project: Project, shared_tmp: Path,
                                                               args: tuple[str, ...]) -> None:
