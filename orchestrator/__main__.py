@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from orchestrator.spawn import main
+from orchestrator.entry import main
 
 if __name__ == "__main__":
     main()

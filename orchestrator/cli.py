@@ -1,5 +1,9 @@
 """The `vrooli` command: parse, call, print, exit code — nothing else.
 
+Over the ~450-line guide (~490) because the typer declarations of all thirteen commands
+live together, one function each; what they print is in cli_output.py, which project they
+act on in cli_target.py.
+
 Heavy imports (anyio, the docker SDK, httpx) happen inside the commands that need them, so
 `vrooli --help` and `vrooli status` start fast.
 """
@@ -10,7 +14,6 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -25,19 +28,22 @@ if "rich" not in sys.modules:
 import typer
 
 from orchestrator import __version__, config, paths, registry, spawn
+from orchestrator.cli_output import follow_log, model_line, print_not_running, print_status
+from orchestrator.cli_target import target_of
 from orchestrator.errors import (
     EXIT_FAILED,
     EXIT_NOT_RUNNING,
     EXIT_OK,
-    EXIT_USAGE,
-    ConfigError,
+    SupervisorGone,
     SupervisorUnavailable,
     UsageError,
     VrooliError,
+    check_names,
+    from_reply,
 )
-from orchestrator.follow import check_names, report_error, run_up
-from orchestrator.follow import follow as follow_replies
-from orchestrator.spec import ProjectSpec, ResourceSpec
+from orchestrator.spec import ProjectSpec
+from orchestrator.up_client import follow as follow_replies
+from orchestrator.up_client import report_error, run_up
 
 app = typer.Typer(
     name="vrooli",
@@ -101,7 +107,7 @@ def up(
         raise typer.Exit(run_up(names or [], files or [], no_deps, json_out))
     try:
         project = _load(files)
-        check_names(project, names or [])
+        check_names(project.resources, names or [])
         from orchestrator import service
         from orchestrator.logging import configure
 
@@ -114,54 +120,6 @@ def up(
     raise typer.Exit(code)
 
 
-@dataclass(frozen=True)
-class Target:
-    """The project a command acts on: from its files or, while they are broken, from the
-    running supervisor they started (found through the registry)."""
-
-    project: ProjectSpec | None  # None: the files do not load; the supervisor's own copy rules
-    name: str
-    state_dir: Path
-    first_file: Path
-    broken: ConfigError | None = None
-
-
-def _target(files: list[str] | None, purpose: str) -> Target:
-    """The project from its files; if they do not load but the supervisor they started
-    runs, that supervisor (with one warning line), so a broken file never keeps a user
-    from seeing or stopping a running stack."""
-    first = config.find_files(files)[0]
-    try:
-        project = _load(files)
-    except ConfigError as exc:
-        running = _running_despite(exc, first)
-        if running is None:
-            raise
-        problems = exc.lines()
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        print(f"vrooli: warning: the config does not load: {problems[0]}{more}; {purpose} "
-              f"the running supervisor's own copy", file=sys.stderr)
-        return running
-    return Target(project, project.name, project.state_dir, first)
-
-
-def _running_despite(error: ConfigError, first: Path) -> Target | None:
-    from orchestrator import registry
-    from orchestrator.control import ControlError
-
-    entry = registry.lookup(first)
-    if entry is None:
-        return None
-    try:
-        ping = spawn.client_at(entry.state_dir).call({"op": "ping"})
-        served = [Path(f).resolve() for f in ping.get("files") or []]
-    except (ControlError, OSError, TypeError, ValueError):
-        return None
-    if not ping.get("ok") or served[:1] != [entry.file]:
-        return None  # another project's supervisor uses that state dir now
-    return Target(None, str(ping.get("project", entry.project)), entry.state_dir, first, error)
-
-
 @app.command()
 def down(
     names: NamesArg = None,
@@ -171,12 +129,14 @@ def down(
 ) -> None:
     """Stop resources in reverse dependency order; with no names, also end the supervisor."""
     try:
-        target = _target(files, "stopping the stack with")
+        target = target_of(files, "stopping the stack with")
+        if target.project is not None:
+            check_names(target.project.resources, names or [])
         client = spawn.client_once_started(target.state_dir, timeout=None)
         if not client.alive():
             # `down --volumes` after a plain `down` must still remove the volumes.
             if target.project is None:
-                raise target.broken or VrooliError("the supervisor went away")
+                raise target.broken or SupervisorGone("the supervisor went away")
             if not _has_leftovers(target.project) and not volumes:
                 if json_out:
                     print(json.dumps({"ok": True, "stopped": [], "running": False}))
@@ -186,7 +146,7 @@ def down(
             client = spawn.ensure_supervisor(target.project)  # it adopts what was left, then stops it
         reply = client.call({"op": "down", "names": names or [], "volumes": volumes})
         if not reply.get("ok"):
-            raise VrooliError(reply.get("error", "down failed"))
+            raise from_reply(reply, "down failed")
         if not names:
             _wait_supervisor_gone(target.state_dir)
             registry.forget(target.first_file)
@@ -218,26 +178,23 @@ def status(
     json_out: JsonOpt = False,
 ) -> None:
     """Show each resource's state; exit 0 all ready, 1 something is not, 3 nothing runs."""
-    from orchestrator.control import ControlError
-
     try:
-        target = _target(files, "showing")
+        target = target_of(files, "showing")
         if target.project is not None:
-            check_names(target.project, names or [])
+            check_names(target.project.resources, names or [])
         try:
             reply = spawn.client_once_started(target.state_dir).call({"op": "status", "names": names or []})
-        except ControlError:
+        except SupervisorUnavailable:
             reply = None
         if reply is not None and not reply.get("ok") and target.project is None:
-            refused = UsageError if reply.get("exit_code") == EXIT_USAGE else VrooliError
-            raise refused(reply.get("error", "status failed"))
+            raise from_reply(reply, "status failed")
         if (reply is None or not reply.get("ok")) and target.project is None:
-            raise target.broken or VrooliError("the supervisor went away")
+            raise target.broken or SupervisorGone("the supervisor went away")
     except VrooliError as exc:
         _fail(exc, json_out)
     if reply is None or not reply.get("ok"):
         assert target.project is not None
-        _print_not_running(target.project, names or [], json_out)
+        print_not_running(target.project, names or [], json_out)
         raise typer.Exit(EXIT_NOT_RUNNING)
     rows = reply["resources"]
     considered = [r for r in rows if r["wanted"] or names]
@@ -253,88 +210,8 @@ def status(
                           "supervisor_pid": reply["supervisor_pid"], "resources": rows,
                           **reply.get("extra", {})}, indent=2))
     else:
-        _print_status(rows, reply.get("extra", {}))
+        print_status(rows, reply.get("extra", {}))
     raise typer.Exit(code)
-
-
-def _print_not_running(project: ProjectSpec, names: list[str], json_out: bool) -> None:
-    if not json_out:
-        print(f"{project.name}: not running", file=sys.stderr)
-        return
-    rows = [_stopped_row(spec) for n, spec in project.resources.items() if not names or n in names]
-    # The same top-level keys as a running supervisor's answer (`extra` included).
-    extra: dict[str, Any] = {"health_endpoint": None, "stack_memory": None}
-    if any(spec.models is not None for spec in project.resources.values()):
-        extra["models"] = []
-    print(json.dumps({"project": project.name, "running": False, "supervisor_pid": None, "resources": rows,
-                      **extra}, indent=2))
-
-
-def _stopped_row(spec: ResourceSpec) -> dict[str, Any]:
-    """A resource's `status --json` row when no supervisor runs: the same keys as a
-    running supervisor's rows (supervisor.Record.to_json and snapshot), so a script reads
-    one shape whatever the state."""
-    return {"name": spec.name, "runtime": spec.runtime, "state": "stopped", "pid": None, "id": None,
-            "started_at": None, "ready_at": None, "startup_seconds": None, "restarts": 0, "exit_code": None,
-            "message": "not running", "depends_on": {d.name: d.condition.value for d in spec.depends_on},
-            "ports": [p.host_port for p in spec.ports],
-            "probe": spec.health.describe() if spec.health else None, "probe_seconds": None,
-            "enabled": spec.enabled, "wanted": False,
-            "memory_bytes": None, "memory_limit_bytes": spec.memory_limit, "memory_enforced_by": None,
-            "memory_recycles": 0, "memory_last_recycle": None}
-
-
-def _print_status(rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:
-    from orchestrator.progress import display_width, elapsed, fit, one_line
-
-    columns = display_width(sys.stdout)
-    width = max([len(r["name"]) for r in rows] + [4])
-    limits = {r["name"]: _limit_text(r) for r in rows}
-    limit_width = max([len(t) for t in limits.values()] + [5])
-    print(fit(f"{'NAME':<{width}}  {'STATE':<9}  {'PID':>7}  {'STARTUP':>8}  {'RESTARTS':>8}  {'MEMORY':>6}  "
-              f"{'LIMIT':<{limit_width}}  MESSAGE", columns))
-    for row in rows:
-        pid = str(row["pid"] or "-")
-        message = row["message"] or ""
-        for models in extra.get("models", []):
-            if row["name"] == models.get("resource"):
-                message = (message + "; " if message else "") + models["line"]
-        recycled = row.get("memory_last_recycle")
-        if recycled and recycled not in message:  # a resource that keeps hitting its limit says so
-            message += f"{'; ' if message else ''}last recycle: {recycled} ({row['memory_recycles']} so far)"
-        used = _short_size(row.get("memory_bytes"))
-        print(fit(f"{row['name']:<{width}}  {row['state']:<9}  {pid:>7}  {elapsed(row):>8}  "
-                  f"{row['restarts']:>8}  {used:>6}  {limits[row['name']]:<{limit_width}}  {one_line(message)}",
-                  columns))
-    stack = extra.get("stack_memory")
-    if stack:
-        line = f"stack memory: {_short_size(stack['bytes'])}"
-        if stack.get("budget_bytes"):
-            line += f" of {_short_size(stack['budget_bytes'])} budget"
-        if stack.get("peak_budget_bytes"):
-            line += f" (peak {_short_size(stack['peak_budget_bytes'])})"
-        print(line + (f"; {stack['warning']}" if stack.get("warning") else ""))
-    endpoint = extra.get("health_endpoint") or {}
-    if endpoint.get("address"):
-        print(f"health endpoint: http://{endpoint['address']}/")
-    elif endpoint.get("error"):
-        print(f"health endpoint: not listening: {endpoint['error']}")
-
-
-def _limit_text(row: dict[str, Any]) -> str:
-    """The memory limit and who enforces it: the kernel (a cgroup), the watchdog, or docker."""
-    limit = row.get("memory_limit_bytes")
-    return f"{_short_size(limit)} {row.get('memory_enforced_by') or ''}".rstrip() if limit else "-"
-
-
-def _short_size(size: int | None) -> str:
-    if size is None:
-        return "-"
-    for unit, shift in (("T", 40), ("G", 30), ("M", 20), ("K", 10)):
-        if size >= 1 << shift:
-            value = size / (1 << shift)
-            return f"{value:.1f}{unit}" if value < 10 else f"{value:.0f}{unit}"
-    return f"{size}B"
 
 
 @app.command()
@@ -346,6 +223,7 @@ def restart(
     """Restart resources (and what depends on them); return when they are ready again."""
     try:
         project = _load(files)
+        check_names(project.resources, names)
         client = spawn.client_once_started(project.state_dir, timeout=None)
         if not client.alive():
             raise SupervisorUnavailable(f"{project.name} is not running; use `vrooli up`")
@@ -369,7 +247,7 @@ def logs(
 
     try:
         project = _load(files)
-        check_names(project, [name])
+        check_names(project.resources, [name])
         spec = project.resources[name]
         output = OutputLog(paths.resource_log(project.state_dir, name), spec.log_max_size, spec.log_max_files)
         lines = output.tail(tail) if tail else output.read_all()
@@ -381,29 +259,7 @@ def logs(
     for text in lines:
         print(text, flush=True)
     if follow:
-        _follow(output.path, name, json_out)
-
-
-def _follow(path: Path, name: str, json_out: bool) -> None:
-    position = path.stat().st_size if path.exists() else 0
-    pending = b""
-    try:
-        while True:
-            size = path.stat().st_size if path.exists() else 0
-            if size < position:  # rotated by copy-and-truncate
-                position = 0
-            if size > position:
-                with path.open("rb") as handle:
-                    handle.seek(position)
-                    pending += handle.read(size - position)
-                position = size
-                *complete, pending = pending.split(b"\n")
-                for raw in complete:
-                    text = raw.decode(errors="replace")
-                    print(json.dumps({"resource": name, "line": text}) if json_out else text, flush=True)
-            time.sleep(0.1)
-    except KeyboardInterrupt:
-        return
+        follow_log(output.path, name, json_out)
 
 
 @app.command()
@@ -420,6 +276,7 @@ def models(
         _fail(UsageError(f"unknown action '{action}' (list, pull, ensure, unload)"), json_out)
     try:
         project = _load(files)
+        check_names(project.resources, [resource] if resource else [])
         client = spawn.client_once_started(project.state_dir, timeout=None)
         if not client.alive():
             raise SupervisorUnavailable(f"{project.name} is not running; use `vrooli up`")
@@ -434,7 +291,7 @@ def models(
                 for model in message["models"]:
                     if names and model["name"] not in {n if ":" in n else f"{n}:latest" for n in names}:
                         continue
-                    text = _model_line(model)
+                    text = model_line(model)
                     if shown.get(model["name"]) != text:
                         shown[model["name"]] = text
                         # Redrawn in place on a terminal: it must fit one line, or \r redraws
@@ -446,9 +303,9 @@ def models(
         if tty and shown and not json_out:
             print(file=sys.stderr)
         if not final:
-            raise SupervisorUnavailable("the supervisor closed the connection")
+            raise SupervisorGone("the supervisor went away in the middle of the command; see its supervisor.log")
         if final.get("error") and "models" not in final:
-            raise VrooliError(final["error"])
+            raise from_reply(final)
     except VrooliError as exc:
         _fail(exc, json_out)
     if json_out:
@@ -456,20 +313,10 @@ def models(
     else:
         if action == "list":
             for model in final["models"]:
-                print(_model_line(model))
+                print(model_line(model))
         for error in final.get("errors") or []:
             print(f"vrooli: {error}", file=sys.stderr)
     raise typer.Exit(int(final.get("exit_code", 1)))
-
-
-def _model_line(model: dict[str, Any]) -> str:
-    from orchestrator.progress import one_line
-
-    text = f"{model['name']:<28} {one_line(model['describe'])}"
-    if model["status"] == "pulling" and model["total"]:
-        filled = int(30 * model["completed"] / model["total"])
-        text += f"  [{'#' * filled}{'.' * (30 - filled)}] {model['completed'] / 1e6:.1f}/{model['total'] / 1e6:.1f} MB"
-    return text
 
 
 @app.command()
@@ -618,7 +465,7 @@ def reload(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
         reply = client.call({"op": "reload", "files": [str(f) for f in project.files],
                              "environ": config.referenced_environ(project)})
         if not reply.get("ok"):
-            raise ConfigError(reply.get("errors") or [reply.get("error", "reload failed")])
+            raise from_reply(reply, "reload failed")
     except VrooliError as exc:
         _fail(exc, json_out)
     if json_out:

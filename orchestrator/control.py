@@ -14,15 +14,15 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import VrooliError
+from orchestrator.errors import SupervisorGone, SupervisorUnavailable, VrooliError
 
 MAX_LINE = 4 * 1024 * 1024
 
 Handler = Callable[[dict[str, Any], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
 
 
-class ControlError(Exception):
-    pass
+class ControlError(SupervisorUnavailable):
+    """The control socket cannot be reached or gives no usable answer (exit 3, one line)."""
 
 
 class UntrustedSocket(VrooliError):
@@ -140,8 +140,8 @@ async def _converse(stream: Any, handler: Handler, errors: Any) -> None:
     except Exception as exc:
         errors.error(type(exc).__name__, "control request failed", op=str(request.get("op"))[:40],
                      error=repr(exc)[:300], where=where_raised(exc))
-        await reply({"ok": False, "error": f"internal error in the supervisor: {type(exc).__name__}; "
-                                          "see supervisor.log", "exit_code": 1})
+        await reply(VrooliError(f"internal error in the supervisor: {type(exc).__name__}; "
+                                "see supervisor.log").reply())
 
 
 async def _discard_line(stream: Any) -> None:
@@ -177,7 +177,7 @@ def parse_request(line: bytes) -> tuple[dict[str, Any], str | None]:
 
 def bad_request(problem: str) -> dict[str, Any]:
     return {"ok": False, "error": f"bad request: {problem}", "errors": [f"bad request: {problem}"],
-            "exit_code": 2}
+            "exit_code": 2, "kind": "usage"}
 
 
 # ------------------------------------------------------------------------ client
@@ -200,24 +200,39 @@ class Client:
             except OSError as exc:
                 raise ControlError(f"cannot reach the supervisor at {self.path}: {exc.strerror}") from exc
             self._check_peer(sock)
-            sock.sendall(json.dumps(request).encode() + b"\n")
+            try:
+                sock.sendall(json.dumps(request).encode() + b"\n")
+            except OSError as exc:
+                raise self._gone(exc) from exc
             sock.settimeout(timeout)
-            buffer = b""
-            while True:
-                try:
-                    chunk = sock.recv(65536)
-                except TimeoutError:
-                    yield {"tick": True}
-                    continue
-                if not chunk:
-                    return
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    if line:
-                        yield json.loads(line)
+            yield from self._replies(sock)
         finally:
             sock.close()
+
+    def _replies(self, sock: socket.socket) -> Iterator[dict[str, Any]]:
+        buffer = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                yield {"tick": True}
+                continue
+            except OSError as exc:
+                raise self._gone(exc) from exc
+            if not chunk:
+                return
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                if line:
+                    try:
+                        yield json.loads(line)
+                    except ValueError as exc:
+                        raise ControlError(f"the supervisor at {self.path} sent a reply that is not JSON") from exc
+
+    def _gone(self, exc: OSError | None = None) -> SupervisorGone:
+        how = f" ({exc.strerror or type(exc).__name__})" if exc is not None else ""
+        return SupervisorGone(f"the supervisor went away in the middle of the command{how}; see its supervisor.log")
 
     def _check_peer(self, sock: socket.socket) -> None:
         """Talk only to a supervisor run by this user or root: a socket planted by someone
@@ -235,12 +250,12 @@ class Client:
             if message.get("tick"):
                 raise ControlError("the supervisor did not answer in time")
             last = message
-        if not last:
-            raise ControlError("the supervisor closed the connection without answering")
+        if "ok" not in last:  # closed before its answer (a progress line is not one)
+            raise self._gone()
         return last
 
     def alive(self) -> bool:
         try:
             return bool(self.call({"op": "ping"}).get("ok"))
-        except (ControlError, OSError, ValueError):
+        except (SupervisorUnavailable, OSError, ValueError):
             return False

@@ -31,8 +31,8 @@ from orchestrator.memory import metric_families as memory_families
 from orchestrator.scheduler import SETTLED_OK, State
 
 if TYPE_CHECKING:
+    from orchestrator.events import RecordView, StackView
     from orchestrator.runtimes import Usage
-    from orchestrator.supervisor import Record, Supervisor
 
 log = structlog.get_logger("vrooli.health")
 STARTUP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 10, 15, 20, 30, 45, 60, 90, 120)
@@ -44,7 +44,7 @@ RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)  # between endpoint restarts; then 
 
 
 class HealthApp:
-    def __init__(self, sup: Supervisor) -> None:
+    def __init__(self, sup: StackView) -> None:
         self.sup = sup
         self.startups: dict[str, Histogram] = {}  # per resource, start-to-ready durations
         self._observed: dict[str, Any] = {}
@@ -96,7 +96,7 @@ class HealthApp:
             return (200 if ok else 503), body
         return (200, "ok") if ok else (503, "loop stalled")
 
-    def _considered(self, exclude: Iterable[str] = ()) -> list[Record]:
+    def _considered(self, exclude: Iterable[str] = ()) -> list[RecordView]:
         skip = set(exclude)
         return [r for n, r in self.sup.records.items()
                 if r.spec.enabled and n not in skip and (n in self.sup.wanted or r.state is not State.STOPPED)]
@@ -286,7 +286,7 @@ def _text(status: int, body: str) -> Response:
     return Response(status, TEXT, body.encode())
 
 
-async def run_endpoint(sup: Supervisor, sock: socket.socket,
+async def run_endpoint(sup: StackView, sock: socket.socket,
                        serve: Callable[[HealthApp, socket.socket], Awaitable[None]] | None = None,
                        delays: tuple[float, ...] = RESTART_DELAYS) -> None:
     """Serve until cancelled; whatever goes wrong stays here.

@@ -32,6 +32,7 @@ import structlog
 from orchestrator.scheduler import State
 
 if TYPE_CHECKING:
+    from orchestrator.events import StackView
     from orchestrator.runtimes import Instance
     from orchestrator.spec import ProjectSpec, ResourceSpec
     from orchestrator.supervisor import Record, Supervisor
@@ -694,11 +695,11 @@ class MetricFamily:
     samples: tuple[tuple[dict[str, str], float], ...]
 
 
-def health_check(sup: Supervisor, now: str) -> tuple[str, dict[str, Any]] | None:
+def health_check(sup: StackView, now: str) -> tuple[str, dict[str, Any]] | None:
     """The /health check of the stack's memory against its budget (None: no budget set)."""
     if sup.project.memory_budget is None and sup.project.memory_budget_peak is None:
         return None
-    stack = sup.memory.stack()
+    stack: StackMemory = sup.memory.stack()
     warning = stack.warning()
     entry: dict[str, Any] = {"componentId": "stack", "componentType": "system", "observedValue": stack.used,
                              "observedUnit": "bytes", "status": "warn" if warning else "pass", "time": now}
@@ -707,8 +708,8 @@ def health_check(sup: Supervisor, now: str) -> tuple[str, dict[str, Any]] | None
     return "stack:memory", entry
 
 
-def metric_families(sup: Supervisor) -> list[MetricFamily]:
-    stack = sup.memory.stack()
+def metric_families(sup: StackView) -> list[MetricFamily]:
+    stack: StackMemory = sup.memory.stack()
     budgets = tuple(({"kind": kind}, float(value)) for kind, value in (("idle", stack.budget), ("peak", stack.peak))
                     if value is not None)
     limited = [n for n, r in sup.records.items() if r.spec.memory_limit is not None and r.spec.runtime == "process"]

@@ -30,7 +30,7 @@ from orchestrator.spec import ModelLoad, ModelsSpec, ResourceSpec
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
-    from orchestrator.supervisor import Supervisor
+    from orchestrator.events import StackView
 
 log = structlog.get_logger("vrooli.models")
 
@@ -279,7 +279,7 @@ def _error_text(body: str, status: int) -> str:
 
 
 class ModelManager:
-    def __init__(self, sup: Supervisor, resource: str, spec: ModelsSpec, url: str) -> None:
+    def __init__(self, sup: StackView, resource: str, spec: ModelsSpec, url: str) -> None:
         self.sup = sup
         self.resource = resource
         self.spec = spec
@@ -526,6 +526,6 @@ class ModelManager:
         return self._tg
 
 
-def managers_for(sup: Supervisor) -> dict[str, ModelManager]:
+def managers_for(sup: StackView) -> dict[str, ModelManager]:
     return {name: ModelManager(sup, name, rec.spec.models, base_url(rec.spec))
             for name, rec in sup.records.items() if rec.spec.models is not None and rec.spec.models.names}

@@ -18,8 +18,7 @@ from orchestrator.exposure import public_text
 from orchestrator.scheduler import SETTLED_OK, State
 
 if TYPE_CHECKING:
-    from orchestrator.service import Handlers
-    from orchestrator.supervisor import Supervisor
+    from orchestrator.events import ReloadEvents, StackView
 
 log = structlog.get_logger("vrooli.notify")
 EXTEND_STEP_USEC = 15_000_000  # ask for 15 s more each time a slow start makes progress
@@ -53,7 +52,7 @@ def watchdog_period(environ: dict[str, str] | None = None) -> float | None:
         return None
 
 
-def status_line(sup: Supervisor) -> str:
+def status_line(sup: StackView) -> str:
     wanted = [r for n, r in sup.records.items() if n in sup.wanted]
     ready = [r for r in wanted if r.state in SETTLED_OK]
     line = f"{len(ready)}/{len(wanted)} ready"
@@ -70,7 +69,7 @@ def status_line(sup: Supervisor) -> str:
     return line[:200]
 
 
-async def systemd_reporter(sup: Supervisor, handler: Handlers) -> None:
+async def systemd_reporter(sup: StackView, handler: ReloadEvents) -> None:
     """READY once settled, STATUS on every change, WATCHDOG while the loop is healthy."""
     last_status = ""
     changed = anyio.Event()

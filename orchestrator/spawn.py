@@ -1,9 +1,7 @@
-"""Starting the detached supervisor, and the `vrooli` entry point.
+"""Finding or starting the project's detached supervisor, and reaching its control socket.
 
-This module imports neither typer nor the event loop. `main` runs a plain `vrooli up`
-(the command a developer runs most, and the one whose speed is the point) without the
-CLI framework: typer costs ~40 ms of imports before the supervisor could be forked, and
-~40 ms of CPU while the stack's processes start. Every other command goes to typer.
+This module imports neither typer nor the event loop: a plain `vrooli up` (entry.py)
+forks the supervisor from here before any CLI framework is loaded.
 """
 
 from __future__ import annotations
@@ -13,7 +11,6 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -222,9 +219,9 @@ def _fork_supervisor(args: list[str], log: int, cwd: Path, lock_fd: int) -> int:
         sys.stderr = open(2, "w", buffering=1, closefd=False)
         for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID"):
             os.environ.pop(key, None)
-        from orchestrator.supervise import main as supervise
+        from orchestrator.detached import main as detached_main
 
-        code = supervise(args)
+        code = detached_main(args)
     except BaseException:
         import traceback
 
@@ -256,63 +253,3 @@ def _message_of(line: str) -> str:
         return str(event.get("event", line))
     except ValueError:
         return line
-
-
-# ------------------------------------------------------------------ the entry point
-
-
-@dataclass(frozen=True)
-class PlainUp:
-    names: list[str]
-    files: list[str]
-    no_deps: bool
-    json_out: bool
-
-
-def plain_up(argv: Sequence[str]) -> PlainUp | None:
-    """`vrooli up [NAMES] [-f FILE]... [--no-deps] [--json]`, or None for anything else.
-
-    Deliberately narrow: --help, --foreground, unknown options and the VROOLI_FILE
-    variable all go the ordinary way, where typer parses and reports.
-    """
-    if not argv or argv[0] != "up" or "VROOLI_FILE" in os.environ:
-        return None
-    names: list[str] = []
-    files: list[str] = []
-    no_deps = json_out = False
-    rest = list(argv[1:])
-    while rest:
-        arg = rest.pop(0)
-        if arg in ("-f", "--file") and rest:
-            files.append(rest.pop(0))
-        elif arg.startswith("--file="):
-            files.append(arg.partition("=")[2])
-        elif arg == "--no-deps":
-            no_deps = True
-        elif arg == "--json":
-            json_out = True
-        elif arg.startswith("-") or not arg:
-            return None
-        else:
-            names.append(arg)
-    return PlainUp(names, files, no_deps, json_out)
-
-
-def main() -> None:
-    request = plain_up(sys.argv[1:])
-    if request is None:
-        from orchestrator.cli import main as cli_main
-
-        cli_main()
-        return
-    from orchestrator.follow import run_up
-
-    try:
-        code = run_up(request.names, request.files, request.no_deps, request.json_out)
-    except KeyboardInterrupt:
-        # Only the waiting stops: the supervisor is detached and carries on.
-        print("vrooli: interrupted; the supervisor goes on starting (see `vrooli status`)", file=sys.stderr)
-        code = 130
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # as cli.main: no interpreter teardown once the output is out

@@ -9,7 +9,7 @@ import sys
 import psutil
 import pytest
 
-from orchestrator.spawn import PlainUp, plain_up
+from orchestrator.entry import PlainUp, plain_up
 from tests.conftest import Project
 
 
@@ -48,7 +48,7 @@ def test_plain_up_works_without_importing_typer(project: Project) -> None:
                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr
     imported = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
-    assert "orchestrator.follow" in imported  # the measurement works
+    assert "orchestrator.up_client" in imported  # the measurement works
     assert "typer" not in imported
     assert "1/1 ready" in done.stderr
     assert len(supervisors_in(project)) == 1
@@ -129,7 +129,7 @@ async def slow_main(*args, **kwargs):
     await anyio.sleep(delay)
     return await original(*args, **kwargs)
 service._main = slow_main
-from orchestrator.spawn import main
+from orchestrator.entry import main
 sys.argv = ["vrooli", "up"]
 main()
 """

@@ -1,7 +1,7 @@
 """`vrooli up` (and `restart`) as a client: ask the supervisor, show progress, exit code.
 
 Free of typer on purpose: a plain `vrooli up` runs from here without the CLI framework
-(see `spawn.main`), so a cold start does not spend ~40 ms of CPU importing it while the
+(see `entry.main`), so a cold start does not spend ~40 ms of CPU importing it while the
 stack's own processes start on the same cores.
 """
 
@@ -10,20 +10,18 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from orchestrator import config, spawn
 from orchestrator.errors import (
     EXIT_FAILED,
-    EXIT_USAGE,
+    EXIT_INTERRUPTED,
     ConfigError,
-    SupervisorUnavailable,
-    UsageError,
+    SupervisorGone,
     VrooliError,
+    check_names,
+    from_reply,
 )
-
-if TYPE_CHECKING:
-    from orchestrator.spec import ProjectSpec
 
 
 def report_error(error: VrooliError, as_json: bool = False) -> None:
@@ -34,18 +32,14 @@ def report_error(error: VrooliError, as_json: bool = False) -> None:
             print(text if isinstance(error, ConfigError) else f"vrooli: {text}", file=sys.stderr)
 
 
-def check_names(project: ProjectSpec, names: list[str]) -> None:
-    """Every name a command line gives must be a resource of the project."""
-    unknown = [n for n in names if n not in project.resources]
-    if unknown:
-        raise UsageError(f"unknown resource '{unknown[0]}' (known: {', '.join(project.resources)})")
-
-
 def run_up(names: list[str], files: list[str], no_deps: bool, json_out: bool) -> int:
-    """Start NAMES (all if empty) through the project's supervisor; the exit code."""
+    """Start NAMES (all if empty) through the project's supervisor; the exit code.
+
+    Both ways of running `vrooli up` (entry.py's fast path and typer's) come here, so they
+    answer alike, Ctrl-C included."""
     try:
         project = config.load(config.find_files(files or None))
-        check_names(project, names)
+        check_names(project.resources, names)
         client = spawn.ensure_supervisor(project, up=names, no_deps=no_deps)
         return follow(client, {"op": "up", "names": names, "no_deps": no_deps,
                                "files": [str(f) for f in project.files],
@@ -53,6 +47,10 @@ def run_up(names: list[str], files: list[str], no_deps: bool, json_out: bool) ->
     except VrooliError as exc:
         report_error(exc, json_out)
         return exc.exit_code
+    except KeyboardInterrupt:
+        # Only the waiting stops: the supervisor is detached and carries on.
+        print("vrooli: interrupted; the supervisor goes on starting (see `vrooli status`)", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def follow(client: Any, request: dict[str, Any], json_out: bool) -> int:
@@ -75,11 +73,9 @@ def follow(client: Any, request: dict[str, Any], json_out: bool) -> int:
         if "exit_code" in message:
             final = message
     if not final:
-        raise SupervisorUnavailable("the supervisor closed the connection; see its log")
+        raise SupervisorGone("the supervisor went away in the middle of the command; see its supervisor.log")
     if final.get("errors") and not final.get("resources"):
-        if final.get("exit_code") == EXIT_USAGE and all(":" in e for e in final["errors"]):
-            raise ConfigError(final["errors"])
-        raise VrooliError("; ".join(final["errors"]))
+        raise from_reply(final)
     rows = final.get("resources", [])
     if json_out:
         print(json.dumps({"ok": final.get("ok", False), "resources": rows,

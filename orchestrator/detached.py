@@ -1,4 +1,4 @@
-"""Entry point of the detached supervisor: `python -m orchestrator.supervise -f FILE ...`.
+"""Entry point of the detached supervisor: `python -m orchestrator.detached -f FILE ...`.
 
 Deliberately not the typer CLI: typer (with pydantic) costs ~100 ms of imports, and a cold
 `vrooli up` waits for this process before anything starts.
@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     from pathlib import Path
 
-    parser = argparse.ArgumentParser(prog="vrooli-supervise")
+    parser = argparse.ArgumentParser(prog="vrooli-detached")
     parser.add_argument("-f", "--file", action="append", default=[])
     parser.add_argument("--log-format", default="json")
     parser.add_argument("--up", dest="up_names", default=None)

@@ -1,0 +1,293 @@
+"""The control API's operations: one method per request the control socket accepts.
+
+Served by control.serve inside the supervisor process (service.py wires it); every error
+a request meets is answered with its kind and exit code (errors.VrooliError.reply).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+
+from orchestrator import config, control, ops
+from orchestrator.endpoint import HealthEndpoint
+from orchestrator.errors import EXIT_FAILED, EXIT_OK, VrooliError, check_names
+from orchestrator.events import ReloadHook
+from orchestrator.scheduler import SETTLED_OK, State
+
+if TYPE_CHECKING:
+    from orchestrator.spec import ProjectSpec
+    from orchestrator.supervisor import Supervisor
+
+log = structlog.get_logger("vrooli.service")
+
+
+@dataclass
+class Options:
+    files: list[Path]
+    mode: str = "detached"  # detached | foreground | daemon
+    names: list[str] = field(default_factory=list)
+    no_deps: bool = False
+    health_listen: str | None = None  # overrides [project].health_listen
+    environ: dict[str, str] | None = None
+    up_at_start: bool = False  # detached: start `names` before any client asks
+    invoked_at: float | None = None  # epoch seconds the `vrooli up` that forked us began
+
+
+Reply = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Handlers:
+    """One method per control-API operation."""
+
+    def __init__(self, sup: Supervisor, options: Options, endpoint: HealthEndpoint | None = None) -> None:
+        self.sup = sup
+        self.options = options
+        self.endpoint = endpoint or HealthEndpoint(None, None, None, None)
+        self.on_reload: list[ReloadHook] = []
+        # What a detached supervisor started for the `up` that forked it, before that `up`
+        # connected: the first `up` request owns it (and undoes it if it fails at start).
+        self._started_unasked: set[str] = set()
+
+    async def start_unasked(self) -> None:
+        """Start what the forking `up` asks for without waiting for it to connect (a round
+        trip saved), after the same checks as a client's `up`: nothing half-started."""
+        names, no_deps = self.options.names or None, self.options.no_deps
+        try:
+            await self._preflight(names, no_deps)
+        except VrooliError as exc:
+            log.warning("not starting before the client asks", error=str(exc))
+            return
+        before = set(self.sup.wanted)
+        self.sup.request_up(names, no_deps)
+        self._started_unasked = set(self.sup.wanted) - before
+
+    async def handle(self, request: dict[str, Any], reply: Reply) -> None:
+        problem = ops.problem_with(request)  # every op's shape, checked in one place
+        if problem is not None:
+            await reply(control.bad_request(problem))
+            return
+        method = getattr(self, f"op_{request['op']}")
+        try:
+            await method(request, reply)
+        except VrooliError as exc:
+            await reply(exc.reply())
+
+    async def op_ping(self, request: dict[str, Any], reply: Reply) -> None:
+        # The files let a client whose own copy is broken check that this is its project.
+        await reply({"ok": True, "pid": os.getpid(), "project": self.sup.project.name,
+                     "mode": self.options.mode, "files": [str(f) for f in self.sup.project.files]})
+
+    async def op_status(self, request: dict[str, Any], reply: Reply) -> None:
+        names = request.get("names") or None
+        self._check_names(names)
+        extra = await self._extra_status()  # first: it samples the memory the rows show
+        await reply({"ok": True, "project": self.sup.project.name, "supervisor_pid": os.getpid(),
+                     "mode": self.options.mode, "resources": self.sup.snapshot(names), "extra": extra})
+
+    async def _extra_status(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {"health_endpoint": self.endpoint.status(),
+                                 "stack_memory": (await self.sup.memory.sample()).to_json()}
+        if self.sup.models:
+            extra["models"] = [m.summary() for m in self.sup.models.values()]
+        return extra
+
+    async def op_models(self, request: dict[str, Any], reply: Reply) -> None:
+        """list | pull | ensure | unload, for the resource that declares models."""
+        from orchestrator.models import ModelError
+
+        self._check_names([request["resource"]] if request.get("resource") else [])
+        if not self.sup.models:
+            raise VrooliError("no resource declares models (add models = [...] to the ollama resource)")
+        resource = request.get("resource") or next(iter(self.sup.models))
+        manager = self.sup.models.get(resource)
+        if manager is None:
+            raise VrooliError(f"resource '{resource}' declares no models")
+        action = request.get("action", "list")
+        names = request.get("names") or list(manager.spec.names)
+        if action == "list":
+            try:
+                await manager.refresh()
+            except ModelError as exc:
+                raise VrooliError(str(exc)) from None
+            await reply({"ok": True, "exit_code": EXIT_OK, **manager.summary()})
+            return
+        if action not in ("pull", "ensure", "unload"):
+            raise VrooliError(f"unknown models action {action!r} (list, pull, ensure, unload)")
+        errors: list[str] = []
+
+        async def one(name: str) -> None:
+            try:
+                if action == "unload":
+                    await manager.unload(name)
+                else:
+                    await manager.ensure(name, load=action == "ensure")
+            except ModelError as exc:
+                errors.append(f"{name}: {exc}")
+
+        async def progress() -> None:
+            while True:
+                version = self.sup.version
+                await reply({"event": "models", **manager.summary()})
+                await self.sup.wait_change(since=version)
+                await anyio.sleep(0.1)  # at most ~10 progress lines a second
+
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(progress)
+            async with anyio.create_task_group() as work:
+                for name in names:
+                    work.start_soon(one, name)
+            outer.cancel_scope.cancel()
+        summary = manager.summary()
+        await reply({"ok": not errors, "errors": errors, "exit_code": EXIT_FAILED if errors else EXIT_OK, **summary})
+
+    def _check_names(self, names: list[str] | None) -> None:
+        check_names(self.sup.records, names or [])
+
+    async def _load(self, request: dict[str, Any]) -> ProjectSpec:
+        files = [Path(f) for f in request.get("files") or [str(f) for f in self.sup.project.files]]
+        environ = request.get("environ")
+        new = await anyio.to_thread.run_sync(config.load, files, environ)
+        if new.state_dir != self.sup.project.state_dir:
+            raise VrooliError(f"state_dir changed to {new.state_dir}; run `vrooli down` first")
+        return new
+
+    async def op_up(self, request: dict[str, Any], reply: Reply) -> None:
+        """Start, stream progress, answer. An `up` that fails at start (a check, or a
+        resource that cannot even be spawned) undoes what it started and leaves no idle
+        detached supervisor behind: the user is back where they were, with the reason."""
+        names = request.get("names") or None
+        no_deps = bool(request.get("no_deps"))
+        before = set(self.sup.wanted) - self._started_unasked
+        self._started_unasked = set()
+        try:
+            if request.get("files"):
+                project = await self._load(request)
+                check_names(project.resources, names or [])
+                changes = await self.sup.apply_config(project)
+                if changes["restarted"] or changes["added"] or changes["removed"]:
+                    await reply({"event": "config", **changes})
+            self._check_names(names)
+            await self._preflight(names, no_deps)
+        except VrooliError as exc:
+            await self._undo_start(before, keep=set())
+            await reply(exc.reply())
+            self._end_if_idle()
+            return
+        selected = self.sup.request_up(names, no_deps)
+        await self._stream_until_settled(sorted(selected), reply, undo_from=before)
+
+    def _failed_to_spawn(self, names: list[str]) -> list[str]:
+        return [n for n in names if n in self.sup.wanted and self.sup.records[n].spawn_failed
+                and self.sup.records[n].state is State.FAILED]
+
+    async def _undo_start(self, before: set[str], keep: set[str]) -> list[str]:
+        """Stop what became wanted since `before`; `keep` (the failures) stay failed, with
+        their reasons, though stopping their dependencies passes over them."""
+        started = sorted((self.sup.wanted - before) - keep)
+        if not started:
+            return []
+        reasons = {n: self.sup.records[n].message for n in keep}
+        stopped = await self.sup.stop(started)
+        for name, reason in reasons.items():
+            rec = self.sup.records[name]
+            if rec.state is State.STOPPED:
+                rec.state, rec.message = State.FAILED, reason
+        self.sup.notify_changed()
+        return [n for n in stopped if n not in keep]
+
+    def _end_if_idle(self) -> None:
+        """A detached supervisor with nothing running after a failed `up` ends itself."""
+        if self.options.mode != "detached":
+            return
+        if not any(r.running_task or r.instance is not None for r in self.sup.records.values()):
+            log.info("nothing runs after a failed up; the supervisor ends")
+            self.sup.shutdown_requested.set()
+
+    async def _preflight(self, names: list[str] | None, no_deps: bool) -> None:
+        """Every runtime the request needs must work before anything starts (no half-started stack)."""
+        _, selected = self.sup.selection(names, no_deps)
+        for kind in sorted({self.sup.records[n].spec.runtime for n in selected}):
+            await self.sup.runtime(kind).preflight()
+
+    async def _stream_until_settled(self, selected: list[str], reply: Reply,
+                                    undo_from: set[str] | None = None) -> None:
+        """Progress lines until `selected` settle. With `undo_from` (an `up`): a resource that
+        cannot be spawned fails the whole start, and what it started since then is stopped."""
+        while True:
+            version = self.sup.version
+            failed = self._failed_to_spawn(selected) if undo_from is not None else []
+            if failed:
+                assert undo_from is not None
+                await self._abort_start(selected, failed, undo_from, reply)
+                return
+            if self.sup.settled(selected):
+                break
+            await reply({"event": "progress", "resources": self.sup.snapshot(selected)})
+            await self.sup.wait_change(since=version)
+        rows = self.sup.snapshot(selected)
+        self.sup.record_start(selected)
+        ok = all(r["state"] in {s.value for s in SETTLED_OK} for r in rows)
+        await reply({"ok": ok, "done": True, "resources": rows, "exit_code": EXIT_OK if ok else EXIT_FAILED})
+
+    async def _abort_start(self, selected: list[str], failed: list[str], before: set[str], reply: Reply) -> None:
+        log.warning("up failed at start; stopping what it started", failed=failed)
+        stopped = await self._undo_start(before, keep=set(failed))
+        self.sup.wanted -= set(failed)
+        rows = self.sup.snapshot(selected)
+        self.sup.record_start(selected)
+        await reply({"ok": False, "done": True, "resources": rows, "exit_code": EXIT_FAILED,
+                     "aborted": {"failed": failed, "stopped": stopped}})
+        self._end_if_idle()
+
+    async def op_down(self, request: dict[str, Any], reply: Reply) -> None:
+        names = request.get("names") or None
+        self._check_names(names)
+        stopped = await self.sup.stop(names or list(self.sup.records))
+        if not names:
+            for kind in sorted({r.runtime for r in self.sup.project.resources.values()}):
+                try:
+                    await self.sup.runtime(kind).cleanup(self.sup.project, bool(request.get("volumes")))
+                except VrooliError as exc:
+                    log.warning("cleanup failed", runtime=kind, error=str(exc))
+        await reply({"ok": True, "stopped": stopped, "exit_code": EXIT_OK,
+                     "resources": self.sup.snapshot(stopped)})
+        if not names:
+            self.sup.shutdown_requested.set()
+
+    async def op_restart(self, request: dict[str, Any], reply: Reply) -> None:
+        names = request.get("names") or []
+        if not names:
+            raise VrooliError("restart needs at least one resource name")
+        self._check_names(names)
+        selected = await self.sup.restart(names)
+        await self._stream_until_settled(sorted(selected), reply)
+
+    async def op_reload(self, request: dict[str, Any], reply: Reply) -> None:
+        changes = await self.reload(request)  # a refusal is answered by `handle`
+        await reply({"ok": True, "exit_code": EXIT_OK, **changes})
+
+    async def reload(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The one reload operation (SIGHUP, `vrooli reload`, the control API): read the
+        files again and apply only the difference; what changed, or the refusal raised
+        with the running stack untouched."""
+        try:
+            project = await self._load(request)
+        except VrooliError as exc:
+            log.error("reload rejected; the running stack is unchanged", errors=exc.lines())
+            for hook in self.on_reload:
+                await hook("rejected", {"errors": exc.lines()})
+            raise
+        for hook in self.on_reload:
+            await hook("reloading", {})
+        changes = await self.sup.apply_config(project)
+        log.info("reloaded", **changes)
+        for hook in self.on_reload:
+            await hook("reloaded", changes)
+        return changes
