@@ -12,7 +12,6 @@ import json
 import random
 import signal
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +30,7 @@ from orchestrator.exposure import public_rows, write_private
 from orchestrator.logs import LogKeeper, OutputLog
 from orchestrator.memory import MemoryMonitor
 from orchestrator.models import ModelError, ModelManager, managers_for
+from orchestrator.policy import Backoff, liveness_step, plan_reload, should_restart, within_burst
 from orchestrator.probes import Probe, ProbeContext, ProbeResult, make_probe, run_once, until_ready
 from orchestrator.runtimes import EXIT_UNKNOWN, Adoptable, Instance, Runtime, runtime_for
 from orchestrator.scheduler import State, View
@@ -78,7 +78,7 @@ class Record:
     started_mono: float | None = None
     startup_seconds: float | None = None
     restarts: int = 0
-    restart_times: deque[float] = field(default_factory=deque)
+    restart_times: tuple[float, ...] = ()  # recent restarts, for the burst limit
     exit_code: int | None = None
     last_probe: ProbeResult | None = None
     scope: anyio.CancelScope | None = None
@@ -499,7 +499,7 @@ class Supervisor:
                 continue
             if rec.state in (State.FAILED, State.BLOCKED, State.STOPPED) and not rec.running_task:
                 rec.state, rec.message = State.PENDING, ""
-                rec.restart_times.clear()
+                rec.restart_times = ()
             self.wanted.add(name)
         self._reconcile()
         self._changed()
@@ -580,19 +580,11 @@ class Supervisor:
 
     async def apply_config(self, project: ProjectSpec) -> dict[str, list[str]]:
         """Make the running stack match a new declaration; only the difference moves."""
-        old = self.project
-        added = [n for n in project.resources if n not in old.resources]
-        removed = [n for n in old.resources if n not in project.resources]
-        changed = [n for n in project.resources if n in old.resources
-                   and project.resources[n].config_hash() != old.resources[n].config_hash()]
-        running_changed = [n for n in changed if self.records[n].running_task]
-        # Dependents that asked to follow a changed dependency (restart = true).
-        followers = [n for n, r in project.resources.items() if n not in changed
-                     and any(d.restart and d.name in running_changed for d in r.depends_on)
-                     and self.records.get(n) is not None and self.records[n].running_task]
+        running = frozenset(n for n, r in self.records.items() if r.running_task)
+        plan = plan_reload(self.project, project, running)
+        removed, restart_now = list(plan.removed), list(plan.restart_now)
         if removed:
             await self.stop(removed)
-        restart_now = running_changed + followers
         if restart_now:
             await self.stop(restart_now, remove_wanted=False)
         self.project = project
@@ -612,8 +604,7 @@ class Supervisor:
                 manager.spec = project.resources[name].models  # type: ignore[assignment]
         self._reconcile()
         self._changed()
-        return {"added": added, "removed": removed, "restarted": sorted(restart_now),
-                "changed": sorted(changed)}
+        return plan.as_dict()
 
     # ------------------------------------------------------------------ one resource
 
@@ -662,8 +653,7 @@ class Supervisor:
                 return
             reason, code = await self._watch(rec)
             rec.exit_code = code
-            restart = spec.restart is RestartPolicy.ALWAYS or (
-                spec.restart is RestartPolicy.ON_FAILURE and (code != 0 or reason == "unhealthy"))
+            restart = should_restart(spec.restart, reason, code)
             if reason == "exit" and rec.instance is not None:
                 await self._stop_instance(rec)  # leftovers of its process group
                 rec.instance = None
@@ -718,14 +708,11 @@ class Supervisor:
     def _next_backoff(self, rec: Record) -> float | None:
         """Exponential backoff with jitter, or None when the burst limit is reached."""
         spec = rec.spec
-        now = time.monotonic()
-        while rec.restart_times and now - rec.restart_times[0] > spec.restart_window:
-            rec.restart_times.popleft()
-        if len(rec.restart_times) >= spec.restart_burst:
+        kept = within_burst(rec.restart_times, time.monotonic(), spec.restart_burst, spec.restart_window)
+        if kept is None:
             return None
-        rec.restart_times.append(now)
-        base: float = spec.restart_delay * 2.0 ** (len(rec.restart_times) - 1)
-        return min(spec.restart_max_delay, base) * (1 + random.uniform(0, 0.1))  # noqa: S311
+        rec.restart_times = kept
+        return Backoff(spec.restart_delay, spec.restart_max_delay).delay(len(kept), random.random())  # noqa: S311
 
     async def _restart_followers(self, rec: Record) -> None:
         followers = [r.spec.name for r in self.records.values()
@@ -906,13 +893,12 @@ class Supervisor:
                     await anyio.sleep(spec.health.liveness_interval)
                     result = await run_once(probe, spec.health.timeout)
                     rec.last_probe = result
+                    failures, unhealthy = liveness_step(failures, result.ok, spec.health.failure_threshold)
                     if result.ok:
-                        failures = 0
                         if rec.state is State.UNHEALTHY:
                             self._set(rec, State.READY, result.message)
                         continue
-                    failures += 1
-                    if failures >= spec.health.failure_threshold and rec.state is State.READY:
+                    if unhealthy and rec.state is State.READY:
                         self._set(rec, State.UNHEALTHY,
                                   f"{failures} probes failed in a row: {result.message}")
                         # An external resource is not ours to restart: it stays `unhealthy`
