@@ -126,6 +126,9 @@ class Supervisor:
         self.loop_heartbeat = time.monotonic()
         self.shutdown_requested = anyio.Event()
         self.on_change: list[Callable[[], None]] = []
+        # Every state change of every resource, as (name, before, after): metrics and
+        # tests see each one, even those a batch (one scheduler pass) wakes watchers for once.
+        self.on_transition: list[Callable[[str, State, State], None]] = []
         self.models: dict[str, ModelManager] = {}
         self.memory = MemoryMonitor(self)
         self._persisted: dict[str, Any] | None = None
@@ -204,7 +207,12 @@ class Supervisor:
         for callback in list(self.on_change):
             callback()
 
-    def _set(self, rec: Record, state: State, message: str = "", **fields: Any) -> None:
+    def transition(self, rec: Record, state: State, message: str = "", **fields: Any) -> None:
+        """The one place a resource's state is written: logged, and told to `on_transition`.
+
+        Callers that change several records at once (the scheduler's pass, a stop, a
+        reload) write through here and then wake watchers once; everyone else uses `_set`.
+        """
         previous = rec.state
         rec.state = state
         rec.message = message
@@ -216,9 +224,20 @@ class Supervisor:
             if state is State.READY and rec.startup_seconds is not None:
                 extra["startup_seconds"] = round(rec.startup_seconds, 4)
             event_log("resource " + state.value, resource=rec.spec.name, reason=message or None, **extra)
+            for callback in list(self.on_transition):
+                callback(rec.spec.name, previous, state)
+
+    def _set(self, rec: Record, state: State, message: str = "", **fields: Any) -> None:
+        """A transition, then everything that follows one: the record on disk, the
+        scheduler's next pass, and the watchers."""
+        self.transition(rec, state, message, **fields)
         self._persist()
         self._reconcile()
         self._changed()
+
+    def set_state(self, name: str, state: State, message: str = "") -> None:
+        """For collaborators (the service keeping a failure's reason after an undone start)."""
+        self._set(self.records[name], state, message)
 
     def _reconcile(self) -> None:
         """Ask the scheduler what to do now, and do it (start tasks, mark blocked)."""
@@ -232,14 +251,10 @@ class Supervisor:
             for action in actions:
                 rec = self.records[action.name]
                 if isinstance(action, scheduler.Block):
-                    rec.state, rec.message = State.BLOCKED, action.reason
-                    log.warning("resource blocked", resource=action.name, reason=action.reason)
+                    self.transition(rec, State.BLOCKED, action.reason)
                 else:
-                    rec.state, rec.message = State.STARTING, "starting"
-                    rec.prepared = False
-                    rec.started_at, rec.ready_at, rec.startup_seconds = datetime.now(UTC), None, None
-                    rec.done = anyio.Event()
-                    rec.running_task = True
+                    self.transition(rec, State.STARTING, "starting", prepared=False, started_at=datetime.now(UTC),
+                                    ready_at=None, startup_seconds=None, done=anyio.Event(), running_task=True)
                     self._tg.start_soon(self._resource_task, rec, name=f"resource {action.name}")
 
     def _prepare_waiting(self) -> None:
@@ -498,8 +513,7 @@ class Supervisor:
             if not rec.spec.enabled and name not in roots:
                 continue
             if rec.state in (State.FAILED, State.BLOCKED, State.STOPPED) and not rec.running_task:
-                rec.state, rec.message = State.PENDING, ""
-                rec.restart_times = ()
+                self.transition(rec, State.PENDING, "", restart_times=())
             self.wanted.add(name)
         self._reconcile()
         self._changed()
@@ -527,7 +541,7 @@ class Supervisor:
         for name in targets:  # nothing new may start among them while we stop
             rec = self.records[name]
             if rec.state in (State.PENDING, State.BLOCKED) and not rec.running_task:
-                rec.state, rec.message = State.STOPPED, ""
+                self.transition(rec, State.STOPPED, "")
             if rec.prepared and not rec.running_task:
                 discard.append(rec)
         reverse: dict[str, set[str]] = {n: set() for n in targets}
@@ -574,8 +588,7 @@ class Supervisor:
         names = list(names)
         stopped = await self.stop(names, remove_wanted=False)
         for name in stopped:
-            rec = self.records[name]
-            rec.state, rec.message = State.PENDING, ""
+            self.transition(self.records[name], State.PENDING, "")
         return self.request_up(stopped, no_deps=True)
 
     async def apply_config(self, project: ProjectSpec) -> dict[str, list[str]]:
@@ -592,9 +605,10 @@ class Supervisor:
             del self.records[name]
         for name, spec in project.resources.items():
             if name in self.records:
-                self.records[name].spec = spec
-                if name in restart_now and self.records[name].state is State.STOPPED:
-                    self.records[name].state = State.PENDING
+                rec = self.records[name]
+                rec.spec = spec
+                if name in restart_now and rec.state is State.STOPPED:
+                    self.transition(rec, State.PENDING, rec.message)
             else:
                 self.records[name] = Record(spec)
         self.wanted &= set(self.records)
@@ -722,7 +736,8 @@ class Supervisor:
                      dependents=followers)
             await self.stop(followers, remove_wanted=False)
             for name in followers:
-                self.records[name].state = State.PENDING
+                follower = self.records[name]
+                self.transition(follower, State.PENDING, follower.message)
             self._reconcile()
 
     def _exit_message(self, rec: Record, code: int | None, reason: str) -> str:
