@@ -32,7 +32,8 @@ from orchestrator.scheduler import SETTLED_OK, State
 
 if TYPE_CHECKING:
     from orchestrator.runtimes import Usage
-    from orchestrator.supervisor import Record, Supervisor
+    from orchestrator.state_store import Record
+    from orchestrator.supervisor import Supervisor
 
 log = structlog.get_logger("vrooli.health")
 STARTUP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 10, 15, 20, 30, 45, 60, 90, 120)

@@ -8,12 +8,10 @@ adoption record on disk stays current.
 
 from __future__ import annotations
 
-import json
 import random
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
@@ -26,7 +24,7 @@ from anyio.abc import TaskGroup
 
 from orchestrator import graph, paths, records, scheduler
 from orchestrator.errors import VrooliError
-from orchestrator.exposure import public_rows, write_private
+from orchestrator.exposure import public_rows
 from orchestrator.logs import LogKeeper, OutputLog
 from orchestrator.memory import MemoryMonitor
 from orchestrator.models import ModelError, ModelManager, managers_for
@@ -34,7 +32,8 @@ from orchestrator.policy import Backoff, liveness_step, plan_reload, should_rest
 from orchestrator.probes import Probe, ProbeContext, ProbeResult, make_probe, run_once, until_ready
 from orchestrator.runtimes import EXIT_UNKNOWN, Adoptable, Instance, Runtime, runtime_for
 from orchestrator.scheduler import State, View
-from orchestrator.spec import ProjectSpec, ResourceSpec, RestartPolicy
+from orchestrator.spec import ProjectSpec, RestartPolicy
+from orchestrator.state_store import Record, RunningFile, write_last_start
 
 log = structlog.get_logger("vrooli.supervisor")
 
@@ -61,56 +60,6 @@ def killed_by(number: int) -> str:
         return f"killed by signal {number}"
 
 
-def rfc3339(moment: datetime | None) -> str | None:
-    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z") if moment else None
-
-
-@dataclass
-class Record:
-    """The supervisor's mutable view of one resource."""
-
-    spec: ResourceSpec
-    state: State = State.PENDING
-    message: str = ""
-    instance: Instance | None = None
-    started_at: datetime | None = None
-    ready_at: datetime | None = None
-    started_mono: float | None = None
-    startup_seconds: float | None = None
-    restarts: int = 0
-    restart_times: tuple[float, ...] = ()  # recent restarts, for the burst limit
-    exit_code: int | None = None
-    last_probe: ProbeResult | None = None
-    scope: anyio.CancelScope | None = None
-    done: anyio.Event = field(default_factory=anyio.Event)
-    running_task: bool = False
-    adopt: Instance | None = None  # an instance to take back instead of starting one
-    log_start: int = 0  # where this start's output begins in the log file
-    stop_requested: bool = False
-    prepared: bool = False  # the runtime made it ready to start (a created container)
-    spawn_failed: bool = False  # its last start failed before anything ran (the runtime refused)
-    memory_recycle: anyio.Event | None = None  # set while watched after ready: the watchdog ends it
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.spec.name,
-            "runtime": self.spec.runtime,
-            "state": self.state.value,
-            "pid": self.instance.pid if self.instance else None,
-            "id": self.instance.ident if self.instance else None,
-            "started_at": rfc3339(self.started_at),
-            "ready_at": rfc3339(self.ready_at),
-            "startup_seconds": round(self.startup_seconds, 6) if self.startup_seconds is not None else None,
-            "restarts": self.restarts,
-            "exit_code": self.exit_code,
-            "message": self.message,
-            "depends_on": {d.name: d.condition.value for d in self.spec.depends_on},
-            "ports": [p.host_port for p in self.spec.ports],
-            "probe": self.spec.health.describe() if self.spec.health else None,
-            "probe_seconds": round(self.last_probe.duration, 6) if self.last_probe else None,
-        }
-
-
 class Supervisor:
     def __init__(self, project: ProjectSpec, runtime_factory: RuntimeFactory = runtime_for) -> None:
         self.project = project
@@ -131,7 +80,7 @@ class Supervisor:
         self.on_transition: list[Callable[[str, State, State], None]] = []
         self.models: dict[str, ModelManager] = {}
         self.memory = MemoryMonitor(self)
-        self._persisted: dict[str, Any] | None = None
+        self._running_file = RunningFile(project.state_dir)
         self._persist_scheduled = False
         # What must stay where it is for the project to remain reachable: path -> (dev, inode).
         # The service adds its control socket and lock; `on_state_lost` hooks rebuild them.
@@ -297,18 +246,7 @@ class Supervisor:
             self._write_running()
 
     def _write_running(self) -> None:
-        """Written only when the set of running instances changes, not on every state change."""
-        running = {n: {**vars_of(r.instance.adoptable()), "log_start": r.log_start}
-                   for n, r in self.records.items()
-                   if r.instance is not None and r.state not in (State.STOPPED, State.FAILED, State.COMPLETED)}
-        if running == self._persisted or self.state_dir_lost:
-            return
-        self._persisted = running
-        try:
-            records.write(self.state_dir, running)  # 0600, a fresh file renamed into place
-        except (OSError, VrooliError) as exc:
-            self._persisted = None  # try again with the next change
-            log.warning("cannot record running resources", error=str(exc))
+        self._running_file.write(self.records, self.state_dir_lost)
 
     # ------------------------------------------------------------------ main loop
 
@@ -393,7 +331,7 @@ class Supervisor:
                 return
         for name, text in self.kept_files.items():
             self.keep_file(name, text)
-        self._persisted = None
+        self._running_file.forget()
         self._write_running()
         self._keeper.wake()
         log.info("state dir rebuilt; running processes write to their old, deleted log files "
@@ -976,10 +914,7 @@ class Supervisor:
         record: dict[str, Any] = {"project": self.project.name, "resources": rows}
         if self.cold_start is not None:  # only the start that this supervisor was forked for
             record["cold_start"], self.cold_start = self.cold_start, None
-        try:
-            write_private(self.state_dir / "last_start.json", json.dumps(record))
-        except OSError as exc:
-            log.warning("cannot record the start", error=str(exc))
+        write_last_start(self.state_dir, record)
 
     def summary(self) -> dict[str, Any]:
         wanted = [r for n, r in self.records.items() if n in self.wanted]
@@ -987,8 +922,3 @@ class Supervisor:
         return {"ready": len(ready), "wanted": len(wanted),
                 "not_ready": [(r.spec.name, r.state.value, r.message) for r in wanted
                               if r.state not in scheduler.SETTLED_OK]}
-
-
-def vars_of(adoptable: Adoptable) -> dict[str, Any]:
-    return {"kind": adoptable.kind, "ident": adoptable.ident,
-            "create_time": adoptable.create_time, "config_hash": adoptable.config_hash}
