@@ -444,6 +444,18 @@ class ModelManager:
         state.status = "present"
         self.sup.notify_changed()
 
+    async def ready_gate(self, spec: ResourceSpec, report: Callable[[str], None]) -> str | None:
+        """The resource's ready gate: with model_load = eager, it is READY only once every
+        model is loaded (None), or the start fails with why (lifecycle.ReadyGate)."""
+        if spec.models is None or spec.models.load is not ModelLoad.EAGER:
+            return None
+        report("loading models (model_load = eager)")
+        try:
+            await self.ensure_all()
+        except ModelError as exc:
+            return f"models: {exc}"
+        return None
+
     async def ensure_all(self) -> None:
         """Every declared model, bounded by model_concurrency; raises the first failure."""
         errors: list[str] = []

@@ -8,12 +8,9 @@ adoption record on disk stays current.
 
 from __future__ import annotations
 
-import random
-import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +22,14 @@ from anyio.abc import TaskGroup
 from orchestrator import graph, paths, records, scheduler
 from orchestrator.errors import VrooliError
 from orchestrator.exposure import public_rows
+from orchestrator.lifecycle import Lifecycle, ReadyGate
 from orchestrator.logs import LogKeeper, OutputLog
 from orchestrator.memory import MemoryMonitor
-from orchestrator.models import ModelError, ModelManager, managers_for
-from orchestrator.policy import Backoff, liveness_step, plan_reload, should_restart, within_burst
-from orchestrator.probes import Probe, ProbeContext, ProbeResult, make_probe, run_once, until_ready
-from orchestrator.runtimes import EXIT_UNKNOWN, Adoptable, Instance, Runtime, runtime_for
+from orchestrator.models import ModelManager, managers_for
+from orchestrator.policy import plan_reload
+from orchestrator.runtimes import Adoptable, Runtime, runtime_for
 from orchestrator.scheduler import State, View
-from orchestrator.spec import ProjectSpec, RestartPolicy
+from orchestrator.spec import ProjectSpec
 from orchestrator.state_store import Record, RunningFile, write_last_start
 
 log = structlog.get_logger("vrooli.supervisor")
@@ -42,22 +39,6 @@ StateHook = Callable[[], Awaitable[bool]]
 HOUSEKEEPING_PERIOD = 0.5  # heartbeat, and how often the state dir is checked to be intact
 STATE_EVENT_SETTLE = 0.1  # after a deletion is noticed, let an `rm -rf` finish before rebuilding
 EXIT_CLEANUP_TIMEOUT = 2.0  # leftover group members of a process that exited on its own
-
-
-class Started(Enum):
-    """How one start of a resource ended."""
-
-    READY = "ready"
-    FAILED = "failed"  # the state says why (or it completed)
-    CRASHED = "crashed"  # exited before it was ready: the restart policy decides
-
-
-def killed_by(number: int) -> str:
-    """One wording for a process and a container killed by a signal."""
-    try:
-        return f"killed by signal {number} ({signal.Signals(number).name})"
-    except ValueError:
-        return f"killed by signal {number}"
 
 
 class Supervisor:
@@ -80,6 +61,9 @@ class Supervisor:
         self.on_transition: list[Callable[[str, State, State], None]] = []
         self.models: dict[str, ModelManager] = {}
         self.memory = MemoryMonitor(self)
+        self._lifecycle = Lifecycle(self)
+        # Gates a resource passes between its probe and READY (eager models register one).
+        self.ready_gates: dict[str, list[ReadyGate]] = {}
         self._running_file = RunningFile(project.state_dir)
         self._persist_scheduled = False
         # What must stay where it is for the project to remain reachable: path -> (dev, inode).
@@ -176,17 +160,17 @@ class Supervisor:
             for callback in list(self.on_transition):
                 callback(rec.spec.name, previous, state)
 
-    def _set(self, rec: Record, state: State, message: str = "", **fields: Any) -> None:
+    def change(self, rec: Record, state: State, message: str = "", **fields: Any) -> None:
         """A transition, then everything that follows one: the record on disk, the
         scheduler's next pass, and the watchers."""
         self.transition(rec, state, message, **fields)
-        self._persist()
+        self.persist()
         self._reconcile()
         self._changed()
 
     def set_state(self, name: str, state: State, message: str = "") -> None:
         """For collaborators (the service keeping a failure's reason after an undone start)."""
-        self._set(self.records[name], state, message)
+        self.change(self.records[name], state, message)
 
     def _reconcile(self) -> None:
         """Ask the scheduler what to do now, and do it (start tasks, mark blocked)."""
@@ -204,7 +188,7 @@ class Supervisor:
                 else:
                     self.transition(rec, State.STARTING, "starting", prepared=False, started_at=datetime.now(UTC),
                                     ready_at=None, startup_seconds=None, done=anyio.Event(), running_task=True)
-                    self._tg.start_soon(self._resource_task, rec, name=f"resource {action.name}")
+                    self._tg.start_soon(self._lifecycle.run, rec, name=f"resource {action.name}")
 
     def _prepare_waiting(self) -> None:
         """Let runtimes prepare resources that wait for dependencies (create containers)."""
@@ -222,7 +206,7 @@ class Supervisor:
             # Not fatal: starting will try again and report the problem properly.
             log.debug("prepare failed", resource=rec.spec.name, error=str(exc))
 
-    def _persist(self) -> None:
+    def persist(self) -> None:
         """Record what runs, so a supervisor killed with SIGKILL can adopt it on restart.
 
         Coalesced to one write per event-loop pass: ten resources starting in the same
@@ -258,7 +242,8 @@ class Supervisor:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             self.models = managers_for(self)
-            for manager in self.models.values():
+            for name, manager in self.models.items():
+                self.ready_gates.setdefault(name, []).append(manager.ready_gate)
                 await tg.start(manager.run)
             await self._adopt_leftovers()
             tg.start_soon(self._housekeeping)
@@ -370,7 +355,7 @@ class Supervisor:
             await self._stop_stray(name, record)
             return
         try:
-            instance = await self.runtime(spec.runtime).adopt(spec, record, self.output(name), self._tg_required)
+            instance = await self.runtime(spec.runtime).adopt(spec, record, self.output(name), self.task_group)
         except VrooliError as exc:
             log.warning("cannot adopt", resource=name, error=str(exc))
             return
@@ -427,7 +412,7 @@ class Supervisor:
             await instance.stop(signal_name, timeout)
 
     @property
-    def _tg_required(self) -> TaskGroup:
+    def task_group(self) -> TaskGroup:
         assert self._tg is not None, "supervisor is not running"
         return self._tg
 
@@ -520,7 +505,7 @@ class Supervisor:
             rec.stop_requested = True
             await rec.done.wait()
         elif rec.state not in (State.STOPPED, State.COMPLETED):
-            self._set(rec, State.STOPPED)
+            self.change(rec, State.STOPPED)
 
     async def restart(self, names: Iterable[str]) -> frozenset[str]:
         names = list(names)
@@ -560,113 +545,9 @@ class Supervisor:
 
     # ------------------------------------------------------------------ one resource
 
-    async def _resource_task(self, rec: Record) -> None:
-        try:
-            with anyio.CancelScope() as scope:
-                rec.scope = scope
-                if rec.stop_requested:
-                    scope.cancel()
-                await self._lifecycle(rec)
-        finally:
-            with anyio.CancelScope(shield=True):
-                if rec.instance is not None:  # cancelled while it ran: stop it, in order
-                    if rec.state not in (State.FAILED, State.COMPLETED):
-                        self._set(rec, State.STOPPING, "stopping")
-                    await self._stop_instance(rec)
-                    rec.instance = None
-                    if rec.state is State.STOPPING:
-                        self._set(rec, State.STOPPED, "")
-                    else:
-                        self._persist()
-                elif rec.stop_requested and rec.state not in (State.FAILED, State.COMPLETED):
-                    self._set(rec, State.STOPPED, "")
-                rec.scope = None
-                rec.running_task = False
-                rec.stop_requested = False
-                rec.done.set()
-                self._changed()
-
-    async def _stop_instance(self, rec: Record) -> None:
-        assert rec.instance is not None
-        started = time.monotonic()
-        try:
-            await rec.instance.stop(rec.spec.stop_signal, rec.spec.stop_timeout)
-        except VrooliError as exc:
-            log.warning("stop failed", resource=rec.spec.name, error=str(exc))
-        self.memory.note_stopped(rec)
-        log.info("resource stop finished", resource=rec.spec.name,
-                 seconds=round(time.monotonic() - started, 4))
-
-    async def _lifecycle(self, rec: Record) -> None:
-        spec = rec.spec
-        while True:
-            ready = await self._start_until_ready(rec)
-            if not ready:
-                return
-            reason, code = await self._watch(rec)
-            rec.exit_code = code
-            restart = should_restart(spec.restart, reason, code)
-            if reason == "exit" and rec.instance is not None:
-                await self._stop_instance(rec)  # leftovers of its process group
-                rec.instance = None
-            if not restart:
-                if reason == "exit" and code == 0:
-                    self._set(rec, State.COMPLETED, "exited with code 0")
-                else:
-                    self._set(rec, State.FAILED, self._exit_message(rec, code, reason))
-                return
-            if not await self._back_off(rec, self._exit_message(rec, code, reason)):
-                return
-
-    async def _start_until_ready(self, rec: Record) -> bool:
-        """Start until ready. A crash before ready follows `restart` like any other
-        (backoff, burst limit), within one `start_timeout` for all the attempts; the
-        resource stays starting meanwhile, so its dependents wait instead of being blocked.
-        `restart = "no"` fails at the first crash."""
-        spec = rec.spec
-        deadline = time.monotonic() + spec.start_timeout
-        while True:
-            started = await self._start_once(rec, deadline)
-            if started is not Started.CRASHED:
-                return started is Started.READY
-            why = self._exit_message(rec, rec.exit_code, "exit") + " before it was ready"
-            if spec.restart is RestartPolicy.NO:
-                self._set(rec, State.FAILED, why)
-                return False
-            if not await self._back_off(rec, why, deadline):
-                return False
-
-    async def _back_off(self, rec: Record, why: str, deadline: float | None = None) -> bool:
-        """Wait out the backoff before a restart; False (and failed) once the burst limit or
-        the start deadline leaves no room for another try."""
-        spec = rec.spec
-        delay = self._next_backoff(rec)
-        if delay is None:
-            self._set(rec, State.FAILED,
-                      f"restarted {spec.restart_burst} times within {spec.restart_window:g}s; giving up ({why})")
-            return False
-        if deadline is not None and time.monotonic() + delay >= deadline:
-            self._set(rec, State.FAILED, f"not ready after {spec.start_timeout:g}s: {why}")
-            return False
-        if rec.instance is not None:
-            await self._stop_instance(rec)
-            rec.instance = None
-        self._set(rec, State.STARTING, f"{why}; restarting in {delay:.2f}s")
-        await self._restart_followers(rec)
-        await anyio.sleep(delay)
-        rec.restarts += 1
-        return True
-
-    def _next_backoff(self, rec: Record) -> float | None:
-        """Exponential backoff with jitter, or None when the burst limit is reached."""
-        spec = rec.spec
-        kept = within_burst(rec.restart_times, time.monotonic(), spec.restart_burst, spec.restart_window)
-        if kept is None:
-            return None
-        rec.restart_times = kept
-        return Backoff(spec.restart_delay, spec.restart_max_delay).delay(len(kept), random.random())  # noqa: S311
-
-    async def _restart_followers(self, rec: Record) -> None:
+    async def restart_followers(self, rec: Record) -> None:
+        """Stop the running dependents that asked to follow `rec` (restart = true); the
+        scheduler starts them again once it is ready."""
         followers = [r.spec.name for r in self.records.values()
                      if r.running_task and any(d.restart and d.name == rec.spec.name for d in r.spec.depends_on)]
         if followers:
@@ -677,205 +558,6 @@ class Supervisor:
                 follower = self.records[name]
                 self.transition(follower, State.PENDING, follower.message)
             self._reconcile()
-
-    def _exit_message(self, rec: Record, code: int | None, reason: str) -> str:
-        verdict = self.memory.verdict(rec)  # the memory limit ended it: the kernel or the watchdog
-        if verdict is not None:
-            return verdict
-        if reason == "unhealthy":
-            return f"unhealthy: {rec.last_probe.message if rec.last_probe else 'probe failed'}"
-        if code is None or code == EXIT_UNKNOWN:
-            text = "exited"
-        elif code < 0:
-            text = killed_by(-code)
-        else:
-            text = f"exited with code {code}"
-        last = self.output(rec.spec.name).tail(1) if code != 0 else []
-        return f"{text}; last output: {last[0][:200]}" if last else text
-
-    async def _start_once(self, rec: Record, deadline: float) -> Started:
-        """One start, probed until ready, `deadline` or an exit. CRASHED leaves the state
-        to the caller (rec.exit_code says how it ended); every other outcome sets it."""
-        instance = await self._launch(rec)
-        if instance is None:
-            return Started.FAILED
-        spec = rec.spec
-        if spec.health is None:
-            self._mark_ready(rec)
-            return Started.READY
-        # Made in a worker thread: the first HTTP probe imports httpx (~60 ms), which must
-        # not stall the event loop while other resources are starting and probing.
-        probe = await anyio.to_thread.run_sync(
-            make_probe, spec.health,
-            ProbeContext(log=self.output(spec.name), exec_inside=instance.exec_inside, log_start=rec.log_start))
-        try:
-            outcome = await self._probe_until_ready(rec, instance, probe, deadline)
-            if outcome == "exit" and rec.exit_code == 0:
-                # A one-shot whose probe passes one last check (its line is in the log)
-                # has completed; one that exited 0 before it was ever ready has not. A fresh
-                # probe: a check cut short by the exit may have read past the line already.
-                outcome = "completed" if await self._passes_once(rec, instance) else "exit"
-        finally:
-            with anyio.CancelScope(shield=True):
-                await probe.aclose()
-        if outcome == "ready":
-            return await self._load_models_then_ready(rec)
-        last = rec.last_probe.message if rec.last_probe else "no probe result"
-        await self._stop_instance(rec)
-        rec.instance = None
-        if outcome == "completed":
-            self._set(rec, State.COMPLETED, "exited with code 0")
-        elif outcome == "exit":
-            return Started.CRASHED
-        else:
-            self._set(rec, State.FAILED, f"not ready after {spec.start_timeout:g}s: {last}")
-        return Started.FAILED
-
-    async def _passes_once(self, rec: Record, instance: Instance) -> bool:
-        assert rec.spec.health is not None
-        probe = make_probe(rec.spec.health, ProbeContext(log=self.output(rec.spec.name),
-                                                         exec_inside=instance.exec_inside, log_start=rec.log_start))
-        try:
-            return (await run_once(probe, rec.spec.health.timeout)).ok
-        finally:
-            with anyio.CancelScope(shield=True):
-                await probe.aclose()
-
-    async def _launch(self, rec: Record) -> Instance | None:
-        """Start (or take back) the resource's instance; None, and failed, if it cannot start."""
-        spec = rec.spec
-        output = self.output(spec.name)
-        if rec.adopt is None:
-            rec.log_start = output.size()
-        rec.started_mono = time.monotonic()
-        rec.exit_code = None
-        rec.last_probe = None
-        self._set(rec, State.STARTING, "starting", started_at=datetime.now(UTC), ready_at=None,
-                  startup_seconds=None, spawn_failed=False)
-        if rec.adopt is not None:
-            instance, rec.adopt = rec.adopt, None
-        else:
-            def report(message: str) -> None:
-                rec.message = message
-                self._persist()  # a daemon the instance now follows has a new pid to record
-                self._changed()
-
-            try:
-                instance = await self.runtime(spec.runtime).start(spec, output, self._tg_required, report)
-            except VrooliError as exc:
-                self._set(rec, State.FAILED, str(exc), spawn_failed=True)
-                return None
-        rec.instance = instance
-        self._set(rec, State.STARTING, "started; waiting for " + (spec.health.describe() if spec.health else "nothing"))
-        return instance
-
-    async def _probe_until_ready(self, rec: Record, instance: Instance, probe: Probe, deadline: float) -> str:
-        """"ready", "exit" (rec.exit_code set) or "timeout", whichever comes first."""
-        assert rec.spec.health is not None
-        health = rec.spec.health
-        outcome: dict[str, Any] = {}
-
-        def on_result(result: ProbeResult) -> None:
-            rec.last_probe = result
-            if not result.ok and rec.message != result.message:
-                rec.message = result.message
-                self._changed()
-
-        async def watch_exit(tg: TaskGroup) -> None:
-            outcome["exit"] = await instance.wait()
-            tg.cancel_scope.cancel()
-
-        async def watch_probe(tg: TaskGroup) -> None:
-            with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
-                await until_ready(probe, health, on_result)
-                outcome["ready"] = True
-            tg.cancel_scope.cancel()
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(watch_exit, tg)
-            tg.start_soon(watch_probe, tg)
-        if outcome.get("ready"):
-            return "ready"
-        if "exit" in outcome:
-            rec.exit_code = outcome["exit"]
-            return "exit"
-        return "timeout"
-
-    async def _load_models_then_ready(self, rec: Record) -> Started:
-        spec = rec.spec
-        manager = self.models.get(spec.name)
-        if manager is not None and spec.models is not None and spec.models.load.value == "eager":
-            self._set(rec, State.STARTING, "loading models (model_load = eager)")
-            try:
-                await manager.ensure_all()
-            except ModelError as exc:
-                self._set(rec, State.FAILED, f"models: {exc}")
-                return Started.FAILED
-        self._mark_ready(rec)
-        return Started.READY
-
-    def _mark_ready(self, rec: Record) -> None:
-        assert rec.started_mono is not None
-        rec.startup_seconds = time.monotonic() - rec.started_mono
-        self._set(rec, State.READY, rec.last_probe.message if rec.last_probe else "",
-                  ready_at=datetime.now(UTC))
-
-    async def _watch(self, rec: Record) -> tuple[str, int | None]:
-        """After ready: wait for an exit, probing liveness on the slower period."""
-        assert rec.instance is not None
-        instance, spec = rec.instance, rec.spec
-        outcome: dict[str, Any] = {}
-
-        async def watch_exit(tg: TaskGroup) -> None:
-            outcome["exit"] = await instance.wait()
-            tg.cancel_scope.cancel()
-
-        async def memory_recycle(tg: TaskGroup, requested: anyio.Event) -> None:
-            await requested.wait()
-            outcome["memory"] = True
-            tg.cancel_scope.cancel()
-
-        async def liveness(tg: TaskGroup) -> None:
-            assert spec.health is not None
-            probe = make_probe(spec.health, ProbeContext(log=self.output(spec.name),
-                                                         exec_inside=instance.exec_inside,
-                                                         log_start=0))
-            failures = 0
-            try:
-                while True:
-                    await anyio.sleep(spec.health.liveness_interval)
-                    result = await run_once(probe, spec.health.timeout)
-                    rec.last_probe = result
-                    failures, unhealthy = liveness_step(failures, result.ok, spec.health.failure_threshold)
-                    if result.ok:
-                        if rec.state is State.UNHEALTHY:
-                            self._set(rec, State.READY, result.message)
-                        continue
-                    if unhealthy and rec.state is State.READY:
-                        self._set(rec, State.UNHEALTHY,
-                                  f"{failures} probes failed in a row: {result.message}")
-                        # An external resource is not ours to restart: it stays `unhealthy`
-                        # (dependents see it) until its probe passes again.
-                        if spec.restart is not RestartPolicy.NO and spec.runtime != "external":
-                            outcome["unhealthy"] = True
-                            tg.cancel_scope.cancel()
-                            return
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await probe.aclose()
-
-        rec.memory_recycle = anyio.Event()
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(watch_exit, tg)
-                tg.start_soon(memory_recycle, tg, rec.memory_recycle)
-                if spec.health is not None and spec.health.kind != "log":
-                    tg.start_soon(liveness, tg)
-        finally:
-            rec.memory_recycle = None
-        if "exit" in outcome:
-            return "exit", outcome["exit"]
-        return ("memory" if "memory" in outcome else "unhealthy"), None
 
     def recycle_for_memory(self, rec: Record) -> bool:
         """The watchdog found it over memory_limit for memory_grace: end this instance.

@@ -9,7 +9,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "orchestrator"
 # Below the supervisor: none of them may sit on an import cycle.
 LOW_LAYERS = ("orchestrator.runtimes", "orchestrator.memory", "orchestrator.cgroups", "orchestrator.records",
-              "orchestrator.state_store", "orchestrator.policy", "orchestrator.paths", "orchestrator.scheduler")
+              "orchestrator.state_store", "orchestrator.policy", "orchestrator.lifecycle", "orchestrator.paths",
+              "orchestrator.scheduler")
 
 
 def module_name(path: Path) -> str:
