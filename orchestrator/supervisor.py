@@ -19,7 +19,7 @@ import anyio.lowlevel
 import structlog
 from anyio.abc import TaskGroup
 
-from orchestrator import graph, paths, records, scheduler
+from orchestrator import graph, paths, scheduler
 from orchestrator.errors import VrooliError
 from orchestrator.exposure import public_rows
 from orchestrator.lifecycle import Lifecycle, ReadyGate
@@ -27,10 +27,10 @@ from orchestrator.logs import LogKeeper, OutputLog
 from orchestrator.memory import MemoryMonitor
 from orchestrator.models import ModelManager, managers_for
 from orchestrator.policy import plan_reload
-from orchestrator.runtimes import Adoptable, Runtime, runtime_for
+from orchestrator.runtimes import Runtime, runtime_for
 from orchestrator.scheduler import State, View
 from orchestrator.spec import ProjectSpec
-from orchestrator.state_store import Record, RunningFile, write_last_start
+from orchestrator.state_store import Adoption, Record, RunningFile, write_last_start
 
 log = structlog.get_logger("vrooli.supervisor")
 
@@ -330,86 +330,10 @@ class Supervisor:
                 log.warning("cleanup failed", error=str(exc))
 
     async def _adopt_leftovers(self) -> None:
-        """Take back what a supervisor killed with SIGKILL left running, and only that.
-
-        Records of the wrong shape are reported once, the file is moved aside, and the
-        processes they should have named are found by the log file they write to, so a
-        corrupt record never makes us start a second copy of a running service.
-        """
-        found = records.read(self.state_dir)
-        if found.problems:
-            moved = records.set_aside(self.state_dir)
-            log.warning("running.json: records of the wrong shape set aside", problems=list(found.problems),
-                        moved_to=str(moved) if moved else None)
-        for leftover in found.leftovers:
-            await self._adopt_one(leftover.name, leftover.record, leftover.log_start)
-        if found.problems or not found.present:  # (a `down` leaves `{}`: no scan on its next `up`)
-            await self._adopt_unrecorded({leftover.name for leftover in found.leftovers})
+        """Take back what a supervisor killed with SIGKILL left running (state_store.py)."""
+        await Adoption(self).adopt_leftovers()
         self._reconcile()
         self._changed()
-
-    async def _adopt_one(self, name: str, record: Adoptable, log_start: int) -> None:
-        rec = self.records.get(name)
-        spec = rec.spec if rec else None
-        if spec is None or spec.runtime != record.kind:
-            await self._stop_stray(name, record)
-            return
-        try:
-            instance = await self.runtime(spec.runtime).adopt(spec, record, self.output(name), self.task_group)
-        except VrooliError as exc:
-            log.warning("cannot adopt", resource=name, error=str(exc))
-            return
-        if instance is None:
-            return
-        if record.config_hash != spec.config_hash():
-            log.info("stopping a leftover whose config changed", resource=name)
-            await instance.stop(spec.stop_signal, spec.stop_timeout)
-            return
-        log.info("adopted", resource=name, id=instance.ident)
-        assert rec is not None
-        rec.adopt = instance
-        rec.log_start = log_start
-        self.wanted.add(name)
-
-    async def _adopt_unrecorded(self, recorded: set[str]) -> None:
-        """Processes of ours that no valid record names: each leads its session and writes
-        to `logs/NAME.log`. One whose command line is still the declared one is adopted;
-        any other (or a second copy) is stopped, so nothing runs twice."""
-        import psutil
-
-        writers = await anyio.to_thread.run_sync(records.log_writers, self.state_dir / "logs")
-        for name, pids in writers.items():
-            if name in recorded:
-                continue
-            spec = self.project.resources.get(name)
-            for pid in sorted(pids):
-                try:
-                    proc = psutil.Process(pid)
-                    create_time, command = proc.create_time(), proc.cmdline()
-                except psutil.Error:
-                    continue
-                declared = spec is not None and spec.runtime == "process" and command == list(spec.command)
-                config_hash = spec.config_hash() if spec is not None and declared else "unverified"
-                record = Adoptable("process", str(pid), create_time, config_hash)
-                log.warning("found a process of ours with no record", resource=name, pid=pid)
-                if self.records.get(name) is not None and self.records[name].adopt is None and declared:
-                    await self._adopt_one(name, record, 0)
-                elif spec is not None and spec.runtime == "process":  # stopped the way it asks
-                    await self._stop_stray(name, record, spec.stop_signal, spec.stop_timeout)
-                else:
-                    await self._stop_stray(name, record)
-
-    async def _stop_stray(self, name: str, record: Adoptable, signal_name: str = "SIGTERM",
-                          timeout: float = 10.0) -> None:
-        """A resource left running that the config no longer declares (or not like this): stop it."""
-        if record.kind != "process":
-            return
-        from orchestrator.runtimes.process import ProcessInstance
-
-        instance = ProcessInstance(int(record.ident), record.create_time, record.config_hash)
-        if instance._same_process_alive():
-            log.info("stopping a leftover we cannot take back", resource=name, pid=instance.pid)
-            await instance.stop(signal_name, timeout)
 
     @property
     def task_group(self) -> TaskGroup:
