@@ -9,26 +9,27 @@ start's timeline for `vrooli analyze`). Every state file's name is in paths.py.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
+import anyio.from_thread
+import anyio.to_thread
 import structlog
 
 from orchestrator import paths, records
 from orchestrator.errors import VrooliError
 from orchestrator.exposure import write_private
+from orchestrator.logs import LogKeeper, OutputLog
 from orchestrator.runtimes import Adoptable
 from orchestrator.scheduler import State
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from anyio.abc import TaskGroup
 
-    from orchestrator.logs import OutputLog
     from orchestrator.probes import ProbeResult
     from orchestrator.runtimes import Instance, Runtime
     from orchestrator.spec import ProjectSpec, ResourceSpec
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("vrooli.supervisor")
 
 NOT_RUNNING = (State.STOPPED, State.FAILED, State.COMPLETED)
+STATE_EVENT_SETTLE = 0.1  # after a deletion is noticed, let an `rm -rf` finish before rebuilding
+StateHook = Callable[[], Awaitable[bool]]
 
 
 def rfc3339(moment: datetime | None) -> str | None:
@@ -228,3 +231,95 @@ class Adoption:
         if instance._same_process_alive():
             log.info("stopping a leftover we cannot take back", resource=name, pid=instance.pid)
             await instance.stop(signal_name, timeout)
+
+
+class StateDirGuard:
+    """Keeps the state dir reachable: deleted or replaced (`rm -rf .state`), it is rebuilt in
+    place (noticed at once through the log keeper's inotify watch, else at the next check)."""
+
+    def __init__(self, project_of: Callable[[], ProjectSpec], on_rebuilt: Callable[[], None],
+                 shutdown: anyio.Event) -> None:
+        self._project_of = project_of
+        self._on_rebuilt = on_rebuilt  # write running.json again
+        self._shutdown = shutdown
+        self.sentinels: dict[Path, tuple[int, int] | None] = {}
+        self.on_state_lost: list[StateHook] = []
+        self.kept_files: dict[str, str] = {}
+        self.lost = False
+        self._event = anyio.Event()
+        self._keeper = LogKeeper(project_of().state_dir, self._logs_to_keep, self._event_from_thread)
+
+    @property
+    def state_dir(self) -> Path:
+        return self._project_of().state_dir
+
+    def establish(self) -> None:
+        """Make the state dir (private) and remember what it is."""
+        paths.ensure_state_dir(self.state_dir)
+        for kept in (self.state_dir, self.state_dir / "logs"):
+            self.sentinels[kept] = paths.identity(kept)
+
+    def keep_file(self, name: str, text: str) -> None:
+        self.kept_files[name] = text
+        paths.write_private(self.state_dir / name, text)
+
+    def _logs_to_keep(self) -> list[OutputLog]:
+        """For the log keeper's thread: read only the (immutable) project, never records."""
+        project = self._project_of()
+        return [OutputLog(paths.resource_log(project.state_dir, n), s.log_max_size, s.log_max_files)
+                for n, s in project.resources.items()]
+
+    def _event_from_thread(self) -> None:
+        try:
+            anyio.from_thread.run_sync(lambda: self._event.set())
+        except RuntimeError:  # the event loop is shutting down
+            pass
+
+    async def keep_logs(self) -> None:
+        try:
+            await anyio.to_thread.run_sync(self._keeper.run, abandon_on_cancel=True)
+        finally:
+            self._keeper.stop()
+
+    async def check(self, period: float) -> None:
+        """Wait up to `period` for news of a deletion; rebuild the dir if it is not intact."""
+        with anyio.move_on_after(period):
+            await self._event.wait()
+        if self._event.is_set():
+            self._event = anyio.Event()
+            await anyio.sleep(STATE_EVENT_SETTLE)
+        if not all(paths.identity(path) == ident for path, ident in self.sentinels.items()):
+            await self._rebuild()
+
+    def _give_up(self, why: str, error: str | None = None) -> None:
+        """Stop everything, writing nothing more into a state dir that is not ours now."""
+        log.error(why, state_dir=str(self.state_dir), error=error)
+        self.lost = True
+        self._shutdown.set()
+
+    async def _rebuild(self) -> None:
+        """Make the project reachable again after its state dir was deleted: the dir, the
+        records, and (through `on_state_lost`) the service's lock and control socket. If
+        that cannot be done, or another supervisor took the new dir, stop ours cleanly: a
+        stack no one can reach or see must not keep running."""
+        log.warning("the state dir was deleted or replaced; rebuilding it", state_dir=str(self.state_dir))
+        try:
+            self.establish()
+        except (OSError, VrooliError) as exc:
+            self._give_up("cannot rebuild the state dir; stopping everything", str(exc))
+            return
+        for hook in self.on_state_lost:
+            try:
+                intact = await hook()
+            except (OSError, VrooliError) as exc:
+                self._give_up("cannot rebuild the state dir; stopping everything", str(exc))
+                return
+            if not intact:
+                self._give_up("another supervisor runs for this project now; stopping ours")
+                return
+        for name, text in self.kept_files.items():
+            self.keep_file(name, text)
+        self._on_rebuilt()
+        self._keeper.wake()
+        log.info("state dir rebuilt; running processes write to their old, deleted log files "
+                 "until they restart")

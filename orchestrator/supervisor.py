@@ -9,7 +9,7 @@ adoption record on disk stays current.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,21 +23,19 @@ from orchestrator import graph, paths, scheduler
 from orchestrator.errors import VrooliError
 from orchestrator.exposure import public_rows
 from orchestrator.lifecycle import Lifecycle, ReadyGate
-from orchestrator.logs import LogKeeper, OutputLog
+from orchestrator.logs import OutputLog
 from orchestrator.memory import MemoryMonitor
 from orchestrator.models import ModelManager, managers_for
 from orchestrator.policy import plan_reload
 from orchestrator.runtimes import Runtime, runtime_for
 from orchestrator.scheduler import State, View
 from orchestrator.spec import ProjectSpec
-from orchestrator.state_store import Adoption, Record, RunningFile, write_last_start
+from orchestrator.state_store import Adoption, Record, RunningFile, StateDirGuard, write_last_start
 
 log = structlog.get_logger("vrooli.supervisor")
 
 RuntimeFactory = Callable[[str, ProjectSpec], Runtime]
-StateHook = Callable[[], Awaitable[bool]]
 HOUSEKEEPING_PERIOD = 0.5  # heartbeat, and how often the state dir is checked to be intact
-STATE_EVENT_SETTLE = 0.1  # after a deletion is noticed, let an `rm -rf` finish before rebuilding
 EXIT_CLEANUP_TIMEOUT = 2.0  # leftover group members of a process that exited on its own
 
 
@@ -66,14 +64,12 @@ class Supervisor:
         self.ready_gates: dict[str, list[ReadyGate]] = {}
         self._running_file = RunningFile(project.state_dir)
         self._persist_scheduled = False
+        self._guard = StateDirGuard(lambda: self.project, self._state_dir_rebuilt, self.shutdown_requested)
         # What must stay where it is for the project to remain reachable: path -> (dev, inode).
         # The service adds its control socket and lock; `on_state_lost` hooks rebuild them.
-        self.sentinels: dict[Path, tuple[int, int] | None] = {}
-        self.on_state_lost: list[StateHook] = []
-        self.kept_files: dict[str, str] = {}  # state files to write again if the dir is rebuilt
-        self.state_dir_lost = False  # not ours any more (someone else's, or another supervisor's)
-        self._state_event = anyio.Event()
-        self._keeper = LogKeeper(project.state_dir, self._logs_to_keep, self._state_event_from_thread)
+        self.sentinels = self._guard.sentinels
+        self.on_state_lost = self._guard.on_state_lost
+        self.kept_files = self._guard.kept_files  # state files to write again if the dir is rebuilt
         # When the `vrooli up` that forked this supervisor began, and when the supervisor
         # ran (epoch seconds): what a cold start cost before the first resource started.
         self.cold_start: dict[str, float] | None = None
@@ -94,16 +90,14 @@ class Supervisor:
             return OutputLog(paths.resource_log(self.state_dir, name))
         return OutputLog(paths.resource_log(self.state_dir, name), spec.log_max_size, spec.log_max_files)
 
-    def _logs_to_keep(self) -> list[OutputLog]:
-        """For the log keeper's thread: read only the (immutable) project, never records."""
-        project = self.project
-        return [OutputLog(paths.resource_log(project.state_dir, n), s.log_max_size, s.log_max_files)
-                for n, s in project.resources.items()]
-
     def keep_file(self, name: str, text: str) -> None:
         """Write a state file (0600, by rename) and write it again if the state dir is rebuilt."""
-        self.kept_files[name] = text
-        paths.write_private(self.state_dir / name, text)
+        self._guard.keep_file(name, text)
+
+    @property
+    def state_dir_lost(self) -> bool:
+        """Not ours any more (someone else's, or another supervisor's): nothing more is written."""
+        return self._guard.lost
 
     def runtime(self, kind: str) -> Runtime:
         if kind not in self._runtimes:
@@ -236,9 +230,7 @@ class Supervisor:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run until `shutdown_requested`; then stop everything in reverse order."""
-        paths.ensure_state_dir(self.state_dir)
-        for kept in (self.state_dir, self.state_dir / "logs"):
-            self.sentinels[kept] = paths.identity(kept)
+        self._guard.establish()
         async with anyio.create_task_group() as tg:
             self._tg = tg
             self.models = managers_for(self)
@@ -247,7 +239,7 @@ class Supervisor:
                 await tg.start(manager.run)
             await self._adopt_leftovers()
             tg.start_soon(self._housekeeping)
-            tg.start_soon(self._keep_logs)
+            tg.start_soon(self._guard.keep_logs)
             tg.start_soon(self.memory.run)
             task_status.started()
             await self.shutdown_requested.wait()
@@ -258,69 +250,14 @@ class Supervisor:
         self._write_running()  # a write still scheduled was cancelled with the task group
 
     async def _housekeeping(self) -> None:
-        """The loop's heartbeat, and a state dir that stays reachable: deleted or replaced
-        (`rm -rf .state`), it is rebuilt in place (noticed at once through the log keeper's
-        inotify watch, else within HOUSEKEEPING_PERIOD)."""
+        """The loop's heartbeat, and a state dir that stays reachable (StateDirGuard)."""
         while True:
             self.loop_heartbeat = time.monotonic()
-            with anyio.move_on_after(HOUSEKEEPING_PERIOD):
-                await self._state_event.wait()
-            if self._state_event.is_set():
-                self._state_event = anyio.Event()
-                await anyio.sleep(STATE_EVENT_SETTLE)
-            if not self._state_dir_intact():
-                await self._rebuild_state_dir()
+            await self._guard.check(HOUSEKEEPING_PERIOD)
 
-    def _state_event_from_thread(self) -> None:
-        try:
-            anyio.from_thread.run_sync(lambda: self._state_event.set())
-        except RuntimeError:  # the event loop is shutting down
-            pass
-
-    async def _keep_logs(self) -> None:
-        try:
-            await anyio.to_thread.run_sync(self._keeper.run, abandon_on_cancel=True)
-        finally:
-            self._keeper.stop()
-
-    def _give_up_state_dir(self, why: str, error: str | None = None) -> None:
-        """Stop everything, writing nothing more into a state dir that is not ours now."""
-        log.error(why, state_dir=str(self.state_dir), error=error)
-        self.state_dir_lost = True
-        self.shutdown_requested.set()
-
-    def _state_dir_intact(self) -> bool:
-        return all(paths.identity(path) == ident for path, ident in self.sentinels.items())
-
-    async def _rebuild_state_dir(self) -> None:
-        """Make the project reachable again after its state dir was deleted: the dir, the
-        records, and (through `on_state_lost`) the service's lock and control socket. If
-        that cannot be done, or another supervisor took the new dir, stop ours cleanly: a
-        stack no one can reach or see must not keep running."""
-        log.warning("the state dir was deleted or replaced; rebuilding it", state_dir=str(self.state_dir))
-        try:
-            paths.ensure_state_dir(self.state_dir)
-        except (OSError, VrooliError) as exc:
-            self._give_up_state_dir("cannot rebuild the state dir; stopping everything", str(exc))
-            return
-        for kept in (self.state_dir, self.state_dir / "logs"):
-            self.sentinels[kept] = paths.identity(kept)
-        for hook in self.on_state_lost:
-            try:
-                intact = await hook()
-            except (OSError, VrooliError) as exc:
-                self._give_up_state_dir("cannot rebuild the state dir; stopping everything", str(exc))
-                return
-            if not intact:
-                self._give_up_state_dir("another supervisor runs for this project now; stopping ours")
-                return
-        for name, text in self.kept_files.items():
-            self.keep_file(name, text)
+    def _state_dir_rebuilt(self) -> None:
         self._running_file.forget()
         self._write_running()
-        self._keeper.wake()
-        log.info("state dir rebuilt; running processes write to their old, deleted log files "
-                 "until they restart")
 
     async def _cleanup_runtimes(self, remove_volumes: bool) -> None:
         for rt in self._runtimes.values():
