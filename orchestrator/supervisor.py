@@ -1,9 +1,13 @@
-"""The supervisor: carries out the scheduler's decisions, runs probes, restarts, stops.
+"""The supervisor: the one owner of the records, the commands, and the change feed.
 
-It owns one task per running resource. Every state change goes through `_set` so the
-scheduler is asked again at once (a dependent starts the moment its dependency is
-ready), watchers (the CLI, systemd notify, the health endpoint) are woken, and the
-adoption record on disk stays current.
+Every state write goes through `transition` (logged, told to `on_transition`); `change`
+adds what follows one: the scheduler is asked again at once (a dependent starts the
+moment its dependency is ready), watchers (the CLI, systemd notify, the health endpoint)
+are woken, and the adoption record on disk stays current.
+
+Its neighbours: lifecycle.py runs each resource's starts (it changes state only through
+this owner), state_store.py keeps the state dir and what is written to it (running.json,
+adoption, last_start.json), policy.py decides restarts, backoff, liveness and the reload plan.
 """
 
 from __future__ import annotations
@@ -36,10 +40,17 @@ log = structlog.get_logger("vrooli.supervisor")
 
 RuntimeFactory = Callable[[str, ProjectSpec], Runtime]
 HOUSEKEEPING_PERIOD = 0.5  # heartbeat, and how often the state dir is checked to be intact
-EXIT_CLEANUP_TIMEOUT = 2.0  # leftover group members of a process that exited on its own
 
 
 class Supervisor:
+    """The records and the commands on them (up, stop, restart, reload) and their change feed.
+
+    Bigger than the ~300-line guide (~420): its public surface (the attributes and methods
+    service.py, models.py, health.py and notify.py use) is kept as it was; what it does
+    beyond owning the records (one resource's life, the state dir, adoption, the rules)
+    lives in lifecycle.py, state_store.py and policy.py.
+    """
+
     def __init__(self, project: ProjectSpec, runtime_factory: RuntimeFactory = runtime_for) -> None:
         self.project = project
         self._runtime_factory = runtime_factory
