@@ -196,9 +196,8 @@ class Handlers:
         reasons = {n: self.sup.records[n].message for n in keep}
         stopped = await self.sup.stop(started)
         for name, reason in reasons.items():
-            rec = self.sup.records[name]
-            if rec.state is State.STOPPED:
-                rec.state, rec.message = State.FAILED, reason
+            if self.sup.records[name].state is State.STOPPED:
+                self.sup.set_state(name, State.FAILED, reason)  # through the one transition
         self.sup.notify_changed()
         return [n for n in stopped if n not in keep]
 

@@ -15,6 +15,7 @@ reports it) would take the stack over that budget; a load someone asked for does
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ import anyio
 import structlog
 
 from orchestrator.errors import VrooliError
+from orchestrator.policy import Backoff
 from orchestrator.scheduler import SETTLED_BAD, SETTLED_OK, State
 from orchestrator.spec import ModelLoad, ModelsSpec, ResourceSpec
 
@@ -34,7 +36,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("vrooli.models")
 
-RETRY_DELAYS = (1.0, 2.0, 4.0)  # between attempts of one ensure
+PULL_ATTEMPTS = 4  # of one ensure
+PULL_BACKOFF = Backoff(1.0, 4.0)  # 1, 2, 4 s between them, plus jitter: pulls that failed together spread
 WARM_UP_DELAY = 0.25  # seconds after the stack settles before background warm-up begins
 PERMANENT = ("file does not exist", "not found", "invalid model name", "no space left",
              "more than memory_budget_peak")
@@ -361,7 +364,7 @@ class ModelManager:
     async def _ensure_once(self, name: str, load: bool, key: str, shared: _Shared) -> None:
         state = self.state(name)
         try:
-            for attempt, delay in enumerate((*RETRY_DELAYS, None), start=1):
+            for attempt in range(1, PULL_ATTEMPTS + 1):
                 state.attempts = attempt
                 try:
                     async with self._limiter:
@@ -377,10 +380,10 @@ class ModelManager:
                     log.warning("model operation failed", resource=self.resource, model=name,
                                 error=str(exc), attempt=attempt)
                     self.sup.notify_changed()
-                    if delay is None or any(p in str(exc) for p in PERMANENT):
+                    if attempt == PULL_ATTEMPTS or any(p in str(exc) for p in PERMANENT):
                         shared.error = str(exc)
                         return
-                    await anyio.sleep(delay)
+                    await anyio.sleep(PULL_BACKOFF.delay(attempt, random.random()))  # noqa: S311
         finally:
             self._inflight.pop(key, None)
             shared.done.set()
@@ -440,6 +443,18 @@ class ModelManager:
         state = self.state(name)
         state.status = "present"
         self.sup.notify_changed()
+
+    async def ready_gate(self, spec: ResourceSpec, report: Callable[[str], None]) -> str | None:
+        """The resource's ready gate: with model_load = eager, it is READY only once every
+        model is loaded (None), or the start fails with why (lifecycle.ReadyGate)."""
+        if spec.models is None or spec.models.load is not ModelLoad.EAGER:
+            return None
+        report("loading models (model_load = eager)")
+        try:
+            await self.ensure_all()
+        except ModelError as exc:
+            return f"models: {exc}"
+        return None
 
     async def ensure_all(self) -> None:
         """Every declared model, bounded by model_concurrency; raises the first failure."""

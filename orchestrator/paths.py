@@ -147,6 +147,10 @@ def running_file(state_dir: Path) -> Path:
     return state_dir / "running.json"
 
 
+def last_start_file(state_dir: Path) -> Path:
+    return state_dir / "last_start.json"
+
+
 def resource_log(state_dir: Path, name: str) -> Path:
     return state_dir / "logs" / f"{name}.log"
 

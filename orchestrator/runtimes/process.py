@@ -29,7 +29,7 @@ import psutil
 import structlog
 from anyio.abc import Process
 
-from orchestrator import memory
+from orchestrator import cgroups
 from orchestrator.errors import StartFailed
 from orchestrator.runtimes import EXIT_UNKNOWN, Adoptable, Usage
 
@@ -239,7 +239,7 @@ def _signal_all(groups: frozenset[int], procs: list[psutil.Process], signum: int
 
 class ProcessInstance:
     def __init__(self, pid: int, create_time: float, config_hash: str,
-                 process: Process | None = None, cgroup: memory.Cgroup | None = None, *,
+                 process: Process | None = None, cgroup: cgroups.Cgroup | None = None, *,
                  groups: frozenset[int] | None = None, token: str | None = None,
                  report: Callable[[str], None] | None = None) -> None:
         self._pid = pid
@@ -420,7 +420,7 @@ class ProcessRuntime:
             raise StartFailed(f"cannot start {spec.command[0]}: {exc}") from None
         finally:
             os.close(fd)
-        cgroup = memory.confine(spec, process.pid)  # at once: what it forks from now on starts inside
+        cgroup = cgroups.confine(spec, process.pid)  # at once: what it forks from now on starts inside
         try:
             create_time = psutil.Process(process.pid).create_time()
         except psutil.NoSuchProcess:
@@ -433,8 +433,8 @@ class ProcessRuntime:
         if record.kind != "process":
             return None
         instance = ProcessInstance(int(record.ident), record.create_time, record.config_hash,
-                                   cgroup=memory.cgroup_of(spec, int(record.ident)))
+                                   cgroup=cgroups.cgroup_of(spec, int(record.ident)))
         return instance if instance._same_process_alive() else None
 
     async def cleanup(self, project: ProjectSpec, remove_volumes: bool) -> None:
-        await anyio.to_thread.run_sync(memory.sweep, project)
+        await anyio.to_thread.run_sync(cgroups.sweep, project)
