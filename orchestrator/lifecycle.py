@@ -149,11 +149,13 @@ class Lifecycle:
         `restart = "no"` fails at the first crash."""
         spec = rec.spec
         deadline = time.monotonic() + spec.start_timeout
+        rec.last_crash = ""
         while True:
             started = await self._start_once(rec, deadline)
             if started is not Started.CRASHED:
                 return started is Started.READY
             why = self._exit_message(rec, rec.exit_code, "exit") + " before it was ready"
+            rec.last_crash = why
             if spec.restart is RestartPolicy.NO:
                 self.owner.change(rec, State.FAILED, why)
                 return False
@@ -233,6 +235,8 @@ class Lifecycle:
         if outcome == "ready":
             return await self._pass_gates_then_ready(rec)
         last = rec.last_probe.message if rec.last_probe else "no probe result"
+        if rec.last_crash:  # the deadline fell in a retry: why the earlier attempts failed matters most
+            last = f"{rec.last_crash} ({rec.restarts} restarts; the last attempt: {last})"
         await self._stop_instance(rec)
         rec.instance = None
         if outcome == "completed":

@@ -70,6 +70,7 @@ class Record:
     prepared: bool = False  # the runtime made it ready to start (a created container)
     spawn_failed: bool = False  # its last start failed before anything ran (the runtime refused)
     memory_recycle: anyio.Event | None = None  # set while watched after ready: the watchdog ends it
+    last_crash: str = ""  # why the latest attempt of this start crashed before it was ready
 
     def to_json(self) -> dict[str, Any]:
         return {
