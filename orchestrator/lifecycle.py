@@ -5,6 +5,9 @@ so; it carries that resource through starts, probes, ready gates, the watch afte
 the restart policy (policy.py) until it stops, fails or completes. It never writes a state
 itself: every change goes to its owner (the supervisor, through `Owner`), which holds the
 records, so watchers see each one. Owner is a protocol: this module imports nothing above it.
+
+`Lifecycle` is a little over the ~300-line class guide: start, probe, gate, watch and
+restart share the per-start state of one resource.
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ A size check every few seconds let a 100 MB burst through whole. `LogKeeper` wat
 log dir with inotify, so a burst is noticed as it starts and cut within milliseconds,
 wherever the event loop is busy. Output the supervisor writes itself (containers') is
 bounded exactly: rotated by rename before a write would cross the limit.
+
+Over the ~450-line guide on purpose: the bound, the rotation, the cut and the keeper thread
+share one file format and its races; split apart, each piece would have to re-explain them.
 """
 
 from __future__ import annotations

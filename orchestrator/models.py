@@ -10,6 +10,9 @@ the resource is not ready until its models are loaded.
 Concurrent requests for the same model share one pull and one load. With
 `[project] memory_budget_peak`, a background load waits while the model's size (as Ollama
 reports it) would take the stack over that budget; a load someone asked for does not.
+
+Over the ~450-line guide: the Ollama client, the shared pulls and the warm-up policy are
+one state machine per model; the client alone could move out if it grows.
 """
 
 from __future__ import annotations

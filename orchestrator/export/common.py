@@ -3,6 +3,9 @@
 The exporters read the validated project (numbers, paths, probes) and, for every string a
 deployer may have to supply, the text as written in resources.toml: `${POSTGRES_PASSWORD}`
 stays a reference in the output and the value it stands for here is never written out.
+
+Over the ~450-line guide: the translation of every probe kind into a shell check lives
+here, shared by both formats, with the text-as-written handling it depends on.
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@ Deployment (a StatefulSet when it has named volumes; a Job when a dependent wait
 to complete). Dependencies become initContainers: a Service only routes to ready pods, so
 a TCP connect to the dependency's Service means it is `healthy`. External resources become
 a Service of type ExternalName (or one with an EndpointSlice for an IP address).
+
+Over the ~450-line guide (and `_Builder` over ~300): one builder per project keeps the
+names, Secret keys and initContainers of all manifests consistent; a split per kind of
+manifest would pass that state around.
 """
 
 from __future__ import annotations

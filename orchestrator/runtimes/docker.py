@@ -3,6 +3,10 @@
 One network per project, so containers reach each other by resource name. Containers
 carry labels (project, resource, config hash) so a later `up` can adopt a matching
 running container instead of restarting it, and `down` can find everything it made.
+
+Over the ~450-line guide: the SDK's error table, image pulls, container creation and the
+instance (wait, stop, exec with its timeout) all run through the same worker-thread and
+locking rules; splitting them would spread those rules over several files.
 """
 
 from __future__ import annotations
