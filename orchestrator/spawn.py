@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -168,7 +169,12 @@ def _wait_answering(project: ProjectSpec, pending: Pending) -> Client:
     try:
         deadline = time.monotonic() + SPAWN_TIMEOUT
         while time.monotonic() < deadline:
-            if answering.alive():
+            pid = _answering_pid(answering)
+            if pid is not None:
+                if pid != pending.pid:
+                    # Another supervisor answered first (one rebuilding its deleted state dir
+                    # took the lock back): ours must not start after it ends and linger idle.
+                    _retire(pending.pid)
                 return answering
             done, status = os.waitpid(pending.pid, os.WNOHANG)
             if done:
@@ -182,6 +188,34 @@ def _wait_answering(project: ProjectSpec, pending: Pending) -> Client:
         raise VrooliError(f"the supervisor did not answer within {SPAWN_TIMEOUT:g}s (see {pending.log_path})")
     finally:
         os.close(pending.lock)
+
+
+def _answering_pid(answering: Client) -> int | None:
+    """The pid of the supervisor answering on the socket, or None if none answers."""
+    try:
+        reply = answering.call({"op": "ping"})
+    except (VrooliError, OSError, ValueError):
+        return None
+    pid = reply.get("pid")
+    return pid if reply.get("ok") and isinstance(pid, int) else None
+
+
+def _retire(pid: int, timeout: float = 10.0) -> None:
+    """End a supervisor we forked that is not needed: SIGTERM (it stops what it holds, which
+    is nothing yet), then SIGKILL if it lingers; reaped either way."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+            time.sleep(0.01)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        return  # already reaped
+    except ProcessLookupError:
+        return
 
 
 def _answers_soon(answering: Client, within: float = 1.0) -> bool:
