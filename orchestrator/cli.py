@@ -406,6 +406,8 @@ def export_cmd(
         "--skip-process", help="Leave out native processes that have no [export] image.")] = False,
     conditions: Annotated[bool, typer.Option(
         "--conditions", help="compose: depends_on with conditions (docker-compose only, not Swarm).")] = False,
+    endpoint_mode: Annotated[str, typer.Option("--endpoint-mode", metavar="vip|dnsrr", help=(
+        "compose: dnsrr for Swarm on a kernel without IPVS (no /proc/net/ip_vs); host-mode ports."))] = "vip",
     json_out: JsonOpt = False,
 ) -> None:
     """Write the stack as a Compose file or Kubernetes manifests (nothing is started)."""
@@ -413,7 +415,8 @@ def export_cmd(
 
     try:
         request = export.Request(fmt, config.find_files(files), Path(out) if out else None,
-                                 namespace, skip_process, conditions, directory=bool(out and out.endswith("/")))
+                                 namespace, skip_process, conditions, directory=bool(out and out.endswith("/")),
+                                 endpoint_mode=endpoint_mode)
         result = export.run(request)
     except VrooliError as exc:
         _fail(exc, json_out)

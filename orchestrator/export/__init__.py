@@ -15,6 +15,7 @@ from pathlib import Path
 
 from orchestrator.export.common import FORMATS, ExportError, Notes, load_source, plan
 from orchestrator.export.yamltext import Document, dump_all
+from orchestrator.variables import escaped_short
 
 __all__ = ["FORMATS", "ExportError", "Request", "Result", "run"]
 
@@ -28,6 +29,7 @@ class Request:
     skip_process: bool = False
     conditions: bool = False
     directory: bool = False  # OUT was given with a trailing '/': a directory even if it does not exist
+    endpoint_mode: str = "vip"  # compose: "dnsrr" where Swarm has no IPVS (see export.compose)
 
 
 @dataclass
@@ -46,6 +48,7 @@ class Result:
 def run(request: Request) -> Result:
     if request.format not in FORMATS:
         raise ExportError(f"unknown export format '{request.format}' (known: {', '.join(FORMATS)})")
+    _check_endpoint_mode(request)
     as_directory = request.out is not None and (request.directory or request.out.is_dir())
     if as_directory and request.format == "compose":
         raise ExportError(f"{request.out}: is a directory; give the Compose file's name")
@@ -55,7 +58,8 @@ def run(request: Request) -> Result:
         from orchestrator.export import compose
 
         out_dir = request.out.absolute().parent if request.out is not None else None
-        groups["docker-compose"] = [compose.build(the_plan, compose.Options(request.conditions, out_dir))]
+        options = compose.Options(request.conditions, out_dir, request.endpoint_mode)
+        groups["docker-compose"] = [compose.build(the_plan, options)]
     else:
         from orchestrator.export import kubernetes
 
@@ -72,6 +76,16 @@ def run(request: Request) -> Result:
             texts = {request.out: result.text}
         result.written = write_all(texts, request.out if as_directory else None)
     return result
+
+
+def _check_endpoint_mode(request: Request) -> None:
+    from orchestrator.export.compose import ENDPOINT_MODES
+
+    if request.endpoint_mode not in ENDPOINT_MODES:
+        raise ExportError(f"unknown --endpoint-mode '{escaped_short(request.endpoint_mode)}' "
+                          f"(known: {', '.join(ENDPOINT_MODES)})")
+    if request.format != "compose" and request.endpoint_mode != "vip":
+        raise ExportError(f"--endpoint-mode is for compose only (Swarm), not {request.format}")
 
 
 def write_all(texts: dict[Path, str], directory: Path | None) -> list[Path]:

@@ -6,6 +6,11 @@ That choice costs two things, each said in a comment where it applies:
   "completed" become "started"; `--conditions` writes them for docker-compose alone.
 - `mem_limit` is a "forbidden property" for stack deploy; `deploy.resources.limits.memory`
   carries the limit instead, and docker-compose 1.29 applies that one too.
+
+`--endpoint-mode dnsrr` is for Swarm on a kernel without IPVS (no /proc/net/ip_vs): there a
+service's virtual IP and the ingress routing mesh route nothing, so every service is found by
+DNS round robin instead and its ports are published in host mode (Swarm refuses dnsrr with
+ingress ports). The long port syntax that host mode needs has no host IP in format 3.8.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 
 from orchestrator.export.common import (
     Check,
+    ExportError,
     Plan,
     Script,
     Text,
@@ -28,8 +34,10 @@ from orchestrator.export.common import (
 )
 from orchestrator.export.yamltext import Document
 from orchestrator.spec import ProbeSpec, ResourceSpec, RestartPolicy
+from orchestrator.variables import Literal, Token, as_written
 
 VERSION = "3.8"
+ENDPOINT_MODES = ("vip", "dnsrr")
 _CONDITIONS = {"started": "service_started", "healthy": "service_healthy",
                "completed": "service_completed_successfully"}
 _SWARM_RESTART = {RestartPolicy.NO: "none", RestartPolicy.ON_FAILURE: "on-failure", RestartPolicy.ALWAYS: "any"}
@@ -39,6 +47,7 @@ _SWARM_RESTART = {RestartPolicy.NO: "none", RestartPolicy.ON_FAILURE: "on-failur
 class Options:
     conditions: bool = False  # long-form depends_on (docker-compose only)
     out_dir: Path | None = None  # bind mounts and env files are written relative to it
+    endpoint_mode: str = "vip"  # dnsrr: DNS round robin and host-mode ports, for kernels without IPVS
 
 
 def build(plan: Plan, options: Options) -> Document:
@@ -57,18 +66,25 @@ def build(plan: Plan, options: Options) -> Document:
                       if (v := plan.volume(r, i)) is not None and not v.is_bind})
     if volumes:
         doc.data["volumes"] = {v: {} for v in volumes}
-    _header(plan, doc)
+    _header(plan, doc, options)
     return doc
 
 
-def _header(plan: Plan, doc: Document) -> None:
+def _header(plan: Plan, doc: Document, options: Options) -> None:
     files = ", ".join(str(f) for f in plan.project.files)
     doc.note((), f"Written by `vrooli export compose` from {files}; export again after editing those.")
     doc.note((), f"  docker-compose -p {plan.project.name} -f THIS_FILE up -d")
     doc.note((), f"  docker stack deploy -c THIS_FILE {plan.project.name}")
     doc.note((), "${VAR} references are resolved when deployed, from the environment or .env.")
-    doc.note((), "docker stack deploy publishes ports on every interface of every node (its ingress), "
-                 "whatever host IP is written here; docker-compose honours the IP.")
+    if options.endpoint_mode == "dnsrr":
+        doc.note((), "--endpoint-mode dnsrr: services find each other by DNS round robin, not a virtual IP, "
+                     "and publish their ports in host mode, on the node that runs the task only "
+                     "(Swarm's virtual IPs and ingress need the kernel's IPVS).")
+        doc.note((), "Host-mode ports are the long syntax, which has no host IP in format 3.8: docker stack "
+                     "deploy and docker-compose both publish them on every interface.")
+    else:
+        doc.note((), "docker stack deploy publishes ports on every interface of every node (its ingress), "
+                     "whatever host IP is written here; docker-compose honours the IP.")
     for name, spec in plan.external.items():
         host, port = external_address(plan, spec)
         doc.note((), f"{name} is external (runtime = \"external\"): not started here; it lives at "
@@ -97,7 +113,8 @@ def _service(plan: Plan, spec: ResourceSpec, options: Options, doc: Document) ->
                 service[compose_key] = _text(plan, name, key, text)
     _environment(plan, spec, service, options)
     if spec.ports:
-        service["ports"] = [_port(plan, spec, i) for i in range(len(spec.ports))]
+        port = _host_mode_port if options.endpoint_mode == "dnsrr" else _port
+        service["ports"] = [port(plan, spec, i) for i in range(len(spec.ports))]
     if spec.volumes:
         service["volumes"] = [_volume(plan, spec, i, options) for i in range(len(spec.volumes))]
     service["stop_signal"] = _text(plan, name, "stop_signal", plan.source.text(name, ("stop_signal",),
@@ -107,7 +124,7 @@ def _service(plan: Plan, spec: ResourceSpec, options: Options, doc: Document) ->
     healthcheck = _healthcheck(plan, spec)
     if healthcheck is not None:
         service["healthcheck"] = healthcheck
-    service["deploy"] = _deploy(spec, doc)
+    service["deploy"] = _deploy(spec, options, doc)
     if spec.models is not None and spec.models.names:
         doc.note(("services", name), f"models {', '.join(plan.model_names(spec))}: Compose has no step that waits "
                                      f"for Ollama's API; pull them once it answers, e.g. "
@@ -144,6 +161,77 @@ def _port(plan: Plan, spec: ResourceSpec, index: int) -> str:
     return f"{port.host_ip}:{port.host_port}:{port.container_port}{suffix}"
 
 
+def _host_mode_port(plan: Plan, spec: ResourceSpec, index: int) -> dict[str, object]:
+    """The long syntax with `mode: host`, which dnsrr needs; it cannot say a host IP."""
+    written = plan.source.raw_at(spec.name, "ports", index)
+    port = spec.ports[index]
+    if not (isinstance(written, str) and Text(written).has_references):
+        _lost_host_ip(plan, spec, port.host_ip)
+        return {"target": port.container_port, "published": port.host_port, "protocol": port.protocol,
+                "mode": "host"}
+    # As written: a value from the environment here is never written out, not even in a note.
+    parts = _split_port(Text(written).tokens)
+    target, protocol = _protocol(parts[-1])
+    if len(parts) == 1:
+        _one_port_number(spec, index, written)
+    host = ":".join(as_written(part) for part in parts[:-2]) or "127.0.0.1"  # the loader's default
+    _lost_host_ip(plan, spec, host)
+    published = parts[-2] if len(parts) > 1 else target
+    return {"target": _port_word(plan, spec, target), "published": _port_word(plan, spec, published),
+            "protocol": _port_word(plan, spec, protocol) if protocol else "tcp", "mode": "host"}
+
+
+def _one_port_number(spec: ResourceSpec, index: int, written: str) -> None:
+    """A port from one variable is both published and target in the long syntax: its value
+    must be one number: its default, and its value here (never written out), are checked."""
+    default = Text(written).with_defaults()
+    remapped = spec.ports[index].host_port != spec.ports[index].container_port
+    if remapped or (default and not (default.isascii() and default.isdigit())):
+        raise ExportError(f"resources.{spec.name}.ports.{index}: {written}: --endpoint-mode dnsrr writes a "
+                          f"host-mode port, one number each for published and target; write them apart, "
+                          f"e.g. \"${{PUBLISHED:-5433}}:5432\"")
+
+
+def _lost_host_ip(plan: Plan, spec: ResourceSpec, host: str) -> None:
+    if host not in ("0.0.0.0", "::", "[::]"):
+        plan.notes.add(spec.name, "ports", f"published on every interface: a host-mode port "
+                                           f"(--endpoint-mode dnsrr) cannot keep the host IP {host}")
+
+
+def _split_port(tokens: tuple[Token, ...]) -> list[tuple[Token, ...]]:
+    """`[HOST_IP:]PUBLISHED:TARGET[/PROTOCOL]` cut at the colons written as such, never at one
+    inside a reference (`${PORT:-5433}`)."""
+    parts: list[list[Token]] = [[]]
+    for token in tokens:
+        if not isinstance(token, Literal):
+            parts[-1].append(token)
+            continue
+        for position, piece in enumerate(token.text.split(":")):
+            if position:
+                parts.append([])
+            if piece:
+                parts[-1].append(Literal(piece))
+    return [tuple(part) for part in parts]
+
+
+def _protocol(part: tuple[Token, ...]) -> tuple[tuple[Token, ...], tuple[Token, ...]]:
+    """TARGET[/PROTOCOL] apart, at the first `/` written as such."""
+    for position, token in enumerate(part):
+        if isinstance(token, Literal) and "/" in token.text:
+            before, _, after = token.text.partition("/")
+            head = (*part[:position], *([Literal(before)] if before else []))
+            tail = (*([Literal(after)] if after else []), *part[position + 1:])
+            return head, tail
+    return part, ()
+
+
+def _port_word(plan: Plan, spec: ResourceSpec, tokens: tuple[Token, ...]) -> int | str:
+    text = Text(as_written(tokens))
+    if not text.has_references and text.template.isascii() and text.template.isdigit():
+        return int(text.template)
+    return _text(plan, spec.name, "ports", text)
+
+
 def _volume(plan: Plan, spec: ResourceSpec, index: int, options: Options) -> str:
     written = plan.source.raw_at(spec.name, "volumes", index)
     if isinstance(written, str) and Text(written).has_references:
@@ -166,13 +254,14 @@ def _relative(path: Path, options: Options) -> str:
     return text if text.startswith("../") or text == ".." else f"./{text}"
 
 
-def _deploy(spec: ResourceSpec, doc: Document) -> dict[str, object]:
-    deploy: dict[str, object] = {"restart_policy": {
+def _deploy(spec: ResourceSpec, options: Options, doc: Document) -> dict[str, object]:
+    deploy: dict[str, object] = {"endpoint_mode": "dnsrr"} if options.endpoint_mode == "dnsrr" else {}
+    deploy["restart_policy"] = {
         "condition": _SWARM_RESTART[spec.restart],
         "delay": duration(spec.restart_delay),
         "max_attempts": spec.restart_burst,
         "window": duration(spec.restart_window),
-    }}
+    }
     if spec.memory_limit is not None:
         deploy["resources"] = {"limits": {"memory": _size(spec.memory_limit)}}
         doc.note(("services", spec.name, "deploy", "resources"),
