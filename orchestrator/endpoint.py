@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from orchestrator.errors import UsageError, VrooliError
-from orchestrator.exposure import write_private
+from orchestrator.paths import write_private
 
 if TYPE_CHECKING:
     from orchestrator.spec import ProjectSpec

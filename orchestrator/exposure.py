@@ -1,4 +1,5 @@
-"""What leaves the owner's hands: text anyone may read, and files only the owner may read.
+"""What leaves the owner's hands: text anyone may read (the files only the owner may read are
+written by paths.write_private).
 
 `vrooli status` talks to the owner over a 0600 socket and shows everything. Other outputs
 reach people who are not the owner: the health endpoint answers any local user (or the
@@ -18,10 +19,8 @@ so no public output can forget a rule. It drops
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -106,27 +105,3 @@ def _public_url(match: re.Match[str]) -> str:
     userinfo = f"{MASK}@" if match["userinfo"] else ""
     query = f"?{MASK}" if match["query"] and len(match["query"]) > 1 else (match["query"] or "")
     return f"{match['scheme']}{userinfo}{match['rest']}{query}"
-
-
-def write_private(path: Path, text: str) -> None:
-    """Replace `path` with `text`, readable by the owner only (0600), never through a symlink.
-
-    Written to a fresh file beside it and renamed over it, so a reader never sees half a
-    file and a symlink planted at `path` is replaced, not followed.
-    """
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        partial.unlink()
-    except FileNotFoundError:
-        pass
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(partial, path)
-    except BaseException:
-        try:
-            partial.unlink()
-        except FileNotFoundError:
-            pass
-        raise

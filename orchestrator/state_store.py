@@ -22,7 +22,6 @@ import structlog
 
 from orchestrator import paths, records
 from orchestrator.errors import VrooliError
-from orchestrator.exposure import write_private
 from orchestrator.logs import LogKeeper, OutputLog
 from orchestrator.runtimes import Adoptable
 from orchestrator.scheduler import State
@@ -124,7 +123,7 @@ class RunningFile:
 def write_last_start(state_dir: Path, record: dict[str, Any]) -> None:
     """Keep the last start's timeline for `vrooli analyze`, even after `down`."""
     try:
-        write_private(paths.last_start_file(state_dir), json.dumps(record))
+        paths.write_private(paths.last_start_file(state_dir), json.dumps(record))
     except OSError as exc:
         log.warning("cannot record the start", error=str(exc))
 
