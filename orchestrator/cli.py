@@ -166,7 +166,7 @@ def _has_leftovers(project: ProjectSpec) -> bool:
 
 def _wait_supervisor_gone(state_dir: Path, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
-    pid_file = state_dir / "supervisor.pid"
+    pid_file = paths.pid_file(state_dir)
     while pid_file.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
 
@@ -325,7 +325,7 @@ def analyze(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
     from orchestrator import analyze as analysis
 
     project = _project_or_exit(files, json_out)
-    path = project.state_dir / "last_start.json"
+    path = paths.last_start_file(project.state_dir)
     try:
         record = json.loads(path.read_text())
         rows = record["resources"]

@@ -25,12 +25,11 @@ import ctypes
 import errno
 import functools
 import os
-import re
 import select
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import structlog
@@ -252,29 +251,6 @@ class OutputLog:
         newline = os.pread(fd, LINE_ALIGN_WINDOW, offset - 1).find(NEWLINE)
         return offset + newline if newline >= 0 else offset
 
-    def search(self, pattern: str, since: int) -> tuple[bool, int]:
-        """Is there a line matching `pattern` after byte offset `since`? Returns the new offset.
-
-        Only whole lines are considered, so a line half-written is read again next time.
-        """
-        fd = _open_read(self.path)
-        if fd is None:
-            return False, 0
-        try:
-            size = os.fstat(fd).st_size
-            if size < since:  # truncated by enforce_limit: start over
-                since = 0
-            if size == since:
-                return False, since
-            data = os.pread(fd, size - since, since)
-        finally:
-            os.close(fd)
-        end = data.rfind(b"\n")
-        if end < 0:
-            return False, since
-        text = data[: end + 1].decode(errors="replace")
-        return re.search(pattern, text, re.MULTILINE) is not None, since + end + 1
-
     def _files_newest_first(self) -> list[Path]:
         return [self.path] + [self.older(n) for n in range(1, self.max_files + 1)]
 
@@ -284,30 +260,27 @@ class OutputLog:
         if lines <= 0:
             return []
         data = b""
-        for path in self._files_newest_first():
-            fd = _open_read(path)
-            if fd is None:
-                continue
-            try:
-                data = _tail_bytes(fd, lines) + data
-            finally:
-                os.close(fd)
+        for chunk in self._read_newest_first(lambda fd: _tail_bytes(fd, lines)):
+            data = chunk + data
             if data.count(b"\n") > lines:
                 break
         return data.decode(errors="replace").splitlines()[-lines:]
 
     def read_all(self) -> list[str]:
         """Every line kept, oldest first."""
-        data = b""
+        data = b"".join(reversed(list(self._read_newest_first(lambda fd: os.pread(fd, os.fstat(fd).st_size, 0)))))
+        return data.decode(errors="replace").splitlines()
+
+    def _read_newest_first(self, read: Callable[[int], bytes]) -> Iterator[bytes]:
+        """`read` applied to each kept file that exists, the live one first."""
         for path in self._files_newest_first():
             fd = _open_read(path)
             if fd is None:
                 continue
             try:
-                data = os.pread(fd, os.fstat(fd).st_size, 0) + data
+                yield read(fd)
             finally:
                 os.close(fd)
-        return data.decode(errors="replace").splitlines()
 
 
 # ---------------------------------------------------------------------------- the keeper
