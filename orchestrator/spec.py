@@ -163,6 +163,10 @@ class ResourceSpec:
     # log_max_size bytes (see logs.py). Not part of config_hash: it never restarts a service.
     log_max_size: int = DEFAULT_LOG_MAX_SIZE
     log_max_files: int = DEFAULT_LOG_MAX_FILES
+    # What `vrooli report` holds the resource to (its Status column): seconds from start to
+    # ready, and bytes in use. Not part of config_hash: they only judge, never run anything.
+    target_startup: float | None = None
+    target_memory: int | None = None
 
     @property
     def env_dict(self) -> dict[str, str]:

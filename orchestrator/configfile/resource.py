@@ -41,7 +41,7 @@ COMMON_KEYS = {
     "stop_signal", "stop_timeout", "restart", "restart_delay", "restart_max_delay",
     "restart_burst", "restart_window", "enabled", "health", "user", "description",
     "log_max_size", "log_max_files", "models", "model_load", "keep_alive", "model_concurrency", "export",
-    "memory_limit", "memory_grace",
+    "memory_limit", "memory_grace", "target_startup", "target_memory",
 }
 
 DOCKER_ONLY_KEYS = {"image", "entrypoint", "volumes"}
@@ -50,7 +50,8 @@ RESOURCE_KEYS = COMMON_KEYS | DOCKER_ONLY_KEYS
 
 RUNTIMES = ("process", "docker", "external")
 
-EXTERNAL_KEYS = {"runtime", "depends_on", "start_timeout", "enabled", "health", "description", "export"}
+EXTERNAL_KEYS = {"runtime", "depends_on", "start_timeout", "enabled", "health", "description", "export",
+                 "target_startup", "target_memory"}
 
 EXPORT_KEYS = {"image", "command", "healthcheck", "env"}
 
@@ -134,6 +135,8 @@ def parse_resource(name: str, raw: object, project_dir: Path, variables: Mapping
         memory_grace=memory_grace, models=models, description=check.string(raw, "description", path, "") or "",
         export=_parse_export(raw["export"], (*path, "export"), check) if "export" in raw else None,
         log_max_size=_log_max_size(raw, path, check), log_max_files=_log_max_files(raw, path, check),
+        target_startup=_target_startup(raw, path, check),
+        target_memory=optional_size(raw, "target_memory", path, check),
     )
 
 
@@ -275,6 +278,14 @@ def _log_max_files(raw: Mapping[str, Any], path: tuple[str, ...], check: Checker
         check.fail((*path, "log_max_files"), f"expected a whole number from 0 to {LOG_FILES_MAX}, got {value!r}")
         return DEFAULT_LOG_MAX_FILES
     return value
+
+
+def _target_startup(raw: Mapping[str, Any], path: tuple[str, ...], check: Checker) -> float | None:
+    """`vrooli report`'s startup target; above zero (every start takes some time)."""
+    if "target_startup" not in raw:
+        return None
+    seconds = check.duration(raw, "target_startup", path, -1.0, minimum=0.001)
+    return seconds if seconds > 0 else None
 
 
 def _parse_memory(raw: Mapping[str, Any], runtime: str, path: tuple[str, ...], check: Checker
