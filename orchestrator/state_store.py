@@ -70,6 +70,7 @@ class Record:
     spawn_failed: bool = False  # its last start failed before anything ran (the runtime refused)
     memory_recycle: anyio.Event | None = None  # set while watched after ready: the watchdog ends it
     last_crash: str = ""  # why the latest attempt of this start crashed before it was ready
+    planned_at: datetime | None = None  # when an `up` asked for it: it waited from then until started_at
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -34,7 +34,7 @@ from orchestrator.policy import plan_reload
 from orchestrator.runtimes import Runtime, runtime_for
 from orchestrator.scheduler import State, View
 from orchestrator.spec import ProjectSpec
-from orchestrator.state_store import Adoption, Record, RunningFile, StateDirGuard, write_last_start
+from orchestrator.state_store import Adoption, Record, RunningFile, StateDirGuard, rfc3339, write_last_start
 
 log = structlog.get_logger("vrooli.supervisor")
 
@@ -309,6 +309,8 @@ class Supervisor:
                 continue
             if rec.state in (State.FAILED, State.BLOCKED, State.STOPPED) and not rec.running_task:
                 self.transition(rec, State.PENDING, "", restart_times=())
+            if rec.state is State.PENDING and (name not in self.wanted or rec.planned_at is None):
+                rec.planned_at = datetime.now(UTC)
             self.wanted.add(name)
         self._reconcile()
         self._changed()
@@ -465,7 +467,10 @@ class Supervisor:
         """Keep the last start's timeline for `vrooli analyze`, even after `down`."""
         # The file outlives the run and the owner may share it: no output lines or secrets.
         rows = public_rows(self.snapshot(sorted(set(names) | set(self.wanted))), self.project.resources)
-        record: dict[str, Any] = {"project": self.project.name, "resources": rows}
+        for row in rows:  # when each began to wait for its dependencies (`analyze --plot`)
+            row["planned_at"] = rfc3339(self.records[row["name"]].planned_at)
+        record: dict[str, Any] = {"project": self.project.name, "resources": rows,
+                                  "recorded_at": rfc3339(datetime.now(UTC))}
         if self.cold_start is not None:  # only the start that this supervisor was forked for
             record["cold_start"], self.cold_start = self.cold_start, None
         write_last_start(self.state_dir, record)
