@@ -320,8 +320,13 @@ def models(
 
 
 @app.command()
-def analyze(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
-    """The last start's timeline and critical chain (like systemd-analyze critical-chain)."""
+def analyze(
+    files: FilesOpt = None,
+    plot: Annotated[str | None, typer.Option(
+        "--plot", metavar="FILE.svg", help="Draw the last start as an SVG picture ('-': standard output).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The last start's timeline and critical chain (like systemd-analyze critical-chain / plot)."""
     from orchestrator import analyze as analysis
 
     project = _project_or_exit(files, json_out)
@@ -333,7 +338,11 @@ def analyze(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
         _fail(SupervisorUnavailable(f"no start recorded yet for {project.name} (run `vrooli up`)"), json_out)
     marks = record.get("cold_start")
     try:
-        if json_out:
+        if plot is not None:
+            from orchestrator import plot as plotting
+
+            text = plotting.render_svg(record)
+        elif json_out:
             text = json.dumps({"project": project.name, "timeline": analysis.timeline(rows),
                                "critical_chain": [c["name"] for c in analysis.critical_chain(rows)],
                                "cold_start": analysis.cold_start(rows, marks)}, indent=2)
@@ -343,7 +352,36 @@ def analyze(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
         # Written by the supervisor, but a file on disk can be anything by the time we read it.
         _fail(VrooliError(f"{path}: not a start record vrooli can read; the next `vrooli up` rewrites it"),
               json_out)
-    print(text)
+    if plot is None:
+        print(text)
+        return
+    try:
+        plotting.save(text, plot)
+    except VrooliError as exc:
+        _fail(exc, json_out)
+    if json_out and plot != "-":
+        print(json.dumps({"ok": True, "plot": plot}))
+    elif plot != "-":
+        print(f"wrote {plot}", file=sys.stderr)
+
+
+@app.command()
+def report(
+    files: FilesOpt = None,
+    embed: Annotated[str | None, typer.Option("--embed", metavar="FILE.md", help=(
+        "Write the tables between the file's <!-- EMBED:RESOURCE_METRICS:START/END --> (and SYSTEM_METRICS) "
+        "markers, leaving the rest of it as it was."))] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Startup time, memory and CPU per resource as a Markdown table; exit 3 when nothing runs."""
+    from orchestrator import report as reporting
+
+    project = _project_or_exit(files, json_out)
+    try:
+        code = reporting.run(project, Path(embed) if embed is not None else None, json_out)
+    except VrooliError as exc:
+        _fail(exc, json_out)
+    raise typer.Exit(code)
 
 
 @app.command()
