@@ -91,6 +91,14 @@ class Handlers:
         await reply({"ok": True, "project": self.sup.project.name, "supervisor_pid": os.getpid(),
                      "mode": self.options.mode, "resources": self.sup.snapshot(names), "extra": extra})
 
+    async def op_usage(self, request: dict[str, Any], reply: Reply) -> None:
+        """Memory now and CPU over a second, per resource (`vrooli report`)."""
+        from orchestrator import usage
+
+        names = request.get("names") or None
+        self._check_names(names)
+        await reply({"ok": True, **await usage.sample(self.sup, names)})
+
     async def _extra_status(self) -> dict[str, Any]:
         extra: dict[str, Any] = {"health_endpoint": self.endpoint.status(),
                                  "stack_memory": (await self.sup.memory.sample()).to_json()}

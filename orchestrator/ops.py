@@ -77,6 +77,7 @@ SCHEMAS: dict[str, dict[str, Check]] = {
     "down": {"names": _strings, "volumes": _boolean},
     "restart": {"names": _strings},
     "reload": {"files": _strings, "environ": _environ},
+    "usage": {"names": _strings},
     "models": {"action": _one_of("list", "pull", "ensure", "unload"), "names": _strings,
                "resource": _string},
 }
