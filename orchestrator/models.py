@@ -22,6 +22,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -529,8 +530,14 @@ class ModelManager:
         wanted = set(self._was_loaded)
         if self.spec.load is ModelLoad.BACKGROUND:
             wanted |= {canonical(n) for n in self.spec.names}
-        for name in sorted(wanted):
-            self._tg_required.start_soon(self._ensure_quietly, name)
+        if not wanted:
+            return
+        began = datetime.now(UTC)
+        async with anyio.create_task_group() as tg:
+            for name in sorted(wanted):
+                tg.start_soon(self._ensure_quietly, name)
+        if self._still_ready(incarnation):  # `analyze --plot` draws it after the resource's ready
+            self.sup.record_warmup(self.resource, began, datetime.now(UTC))
 
     async def _ensure_quietly(self, name: str) -> None:
         try:
@@ -538,10 +545,6 @@ class ModelManager:
         except ModelError:
             pass  # already logged and shown in the model's state
 
-    @property
-    def _tg_required(self) -> TaskGroup:
-        assert self._tg is not None
-        return self._tg
 
 
 def managers_for(sup: StackView) -> dict[str, ModelManager]:

@@ -9,6 +9,7 @@ start's timeline for `vrooli analyze`). Every state file's name is in paths.py.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("vrooli.supervisor")
 
 NOT_RUNNING = (State.STOPPED, State.FAILED, State.COMPLETED)
+MAX_RECORD = 16 << 20  # last_start.json read back to add a warm-up: ours, but bounded all the same
 STATE_EVENT_SETTLE = 0.1  # after a deletion is noticed, let an `rm -rf` finish before rebuilding
 StateHook = Callable[[], Awaitable[bool]]
 
@@ -71,6 +73,8 @@ class Record:
     memory_recycle: anyio.Event | None = None  # set while watched after ready: the watchdog ends it
     last_crash: str = ""  # why the latest attempt of this start crashed before it was ready
     planned_at: datetime | None = None  # when an `up` asked for it: it waited from then until started_at
+    # Its models' warm-up after ready: (the started_at it followed, began, ended), for the plot.
+    warmup: tuple[datetime | None, datetime, datetime] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -127,6 +131,29 @@ def write_last_start(state_dir: Path, record: dict[str, Any]) -> None:
         paths.write_private(paths.last_start_file(state_dir), json.dumps(record))
     except OSError as exc:
         log.warning("cannot record the start", error=str(exc))
+
+
+def plot_fields(rec: Record) -> dict[str, Any]:
+    """A last-start row's timing beyond status: when `up` asked for it, its models' warm-up."""
+    fields: dict[str, Any] = {"planned_at": rfc3339(rec.planned_at)}
+    if rec.warmup is not None and rec.warmup[0] == rec.started_at:
+        fields["warmup"] = {"started_at": rfc3339(rec.warmup[1]), "ready_at": rfc3339(rec.warmup[2])}
+    return fields
+
+
+def add_warmup(state_dir: Path, rec: Record) -> None:
+    """Add a resource's model warm-up to the record, if its row is of the same start."""
+    path = paths.last_start_file(state_dir)
+    try:
+        with os.fdopen(paths.open_private(path, os.O_RDONLY), "rb") as handle:
+            record = json.loads(handle.read(MAX_RECORD))
+        rows = [r for r in record["resources"]
+                if r.get("name") == rec.spec.name and r.get("started_at") == rfc3339(rec.started_at)]
+    except (OSError, VrooliError, ValueError, KeyError, TypeError, AttributeError):
+        return  # no record of this start (or not ours to read): the next start writes a new one
+    if rows:
+        rows[0].update(plot_fields(rec))
+        write_last_start(state_dir, record)
 
 
 class Adopter(Protocol):

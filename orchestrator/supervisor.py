@@ -23,7 +23,7 @@ import anyio.lowlevel
 import structlog
 from anyio.abc import TaskGroup
 
-from orchestrator import graph, paths, scheduler
+from orchestrator import graph, paths, scheduler, state_store
 from orchestrator.errors import VrooliError
 from orchestrator.exposure import public_rows
 from orchestrator.lifecycle import Lifecycle, ReadyGate
@@ -34,7 +34,7 @@ from orchestrator.policy import plan_reload
 from orchestrator.runtimes import Runtime, runtime_for
 from orchestrator.scheduler import State, View
 from orchestrator.spec import ProjectSpec
-from orchestrator.state_store import Adoption, Record, RunningFile, StateDirGuard, rfc3339, write_last_start
+from orchestrator.state_store import Adoption, Record, RunningFile, StateDirGuard, write_last_start
 
 log = structlog.get_logger("vrooli.supervisor")
 
@@ -467,13 +467,19 @@ class Supervisor:
         """Keep the last start's timeline for `vrooli analyze`, even after `down`."""
         # The file outlives the run and the owner may share it: no output lines or secrets.
         rows = public_rows(self.snapshot(sorted(set(names) | set(self.wanted))), self.project.resources)
-        for row in rows:  # when each began to wait for its dependencies (`analyze --plot`)
-            row["planned_at"] = rfc3339(self.records[row["name"]].planned_at)
+        for row in rows:  # when each was asked for, and its models' warm-up (`analyze --plot`)
+            row.update(state_store.plot_fields(self.records[row["name"]]))
         record: dict[str, Any] = {"project": self.project.name, "resources": rows,
-                                  "recorded_at": rfc3339(datetime.now(UTC))}
+                                  "recorded_at": state_store.rfc3339(datetime.now(UTC))}
         if self.cold_start is not None:  # only the start that this supervisor was forked for
             record["cold_start"], self.cold_start = self.cold_start, None
         write_last_start(self.state_dir, record)
+
+    def record_warmup(self, name: str, began: datetime, ended: datetime) -> None:
+        """Add a resource's model warm-up to the last start's record, when it followed that start."""
+        rec = self.records[name]
+        rec.warmup = (rec.started_at, began, ended)
+        state_store.add_warmup(self.state_dir, rec)
 
     def summary(self) -> dict[str, Any]:
         wanted = [r for n, r in self.records.items() if n in self.wanted]

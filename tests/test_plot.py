@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import xml.etree.ElementTree as ET
 from datetime import datetime
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from orchestrator.plot import render_svg, tick_step
-from tests.conftest import Project
+from tests.conftest import ROOT, Project, free_port, wait_for
 
 SVG = "{http://www.w3.org/2000/svg}"
 PX = 0.02  # the SVG writes coordinates to 1/100 px; allow two roundings
@@ -194,3 +195,34 @@ def test_names_are_escaped_and_warm_up_follows_ready() -> None:
 @pytest.mark.parametrize(("span", "step"), [(0.68, 0.1), (3.2, 0.5), (18.0, 2.0), (0.004, 0.0005), (95.0, 10.0)])
 def test_ticks_are_round_numbers(span: float, step: float) -> None:
     assert tick_step(span) == pytest.approx(step)
+
+
+def test_model_warm_up_is_recorded_and_drawn_after_ready(project: Project) -> None:
+    port = free_port()
+    project.write(f"""
+        [resources.ollama]
+        command = ["{sys.executable}", "{ROOT / 'tests' / 'standins' / 'ollama.py'}"]
+        ports = [{port}]
+        env = {{ OLLAMA_HOST = "127.0.0.1:{port}", STANDIN_PULL_SECONDS = "0.3", STANDIN_LOAD_SECONDS = "0.3" }}
+        health = {{ probe = "http", url = "http://127.0.0.1:{port}/api/version" }}
+        models = ["llama3.1:8b"]
+        model_load = "background"
+    """)
+    assert project.run("up").returncode == 0
+    record_file = project.state_dir / "last_start.json"
+
+    def warmed() -> dict[str, Any] | None:
+        row = json.loads(record_file.read_text())["resources"][0]
+        return row if row.get("warmup") else None
+
+    row = wait_for(warmed, 60)
+    began, ended = ts(row["warmup"]["started_at"]), ts(row["warmup"]["ready_at"])
+    assert ts(row["ready_at"]) <= began and ended - began >= 0.6  # a pull and a load, after ready
+    done = project.run("analyze", "--plot", "-")
+    root = parse(done.stdout)
+    per_px = float(root.get("data-seconds-per-pixel", "nan"))
+    warm = bars(root)["ollama"]["warmup"]
+    assert abs(width_of(warm) * per_px - (ended - began)) <= PX * per_px
+    # A later `up` (nothing to start) rewrites the record and keeps the warm-up of this start.
+    assert project.run("up").returncode == 0
+    assert json.loads(record_file.read_text())["resources"][0]["warmup"] == row["warmup"]
