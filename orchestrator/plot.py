@@ -11,6 +11,7 @@ SVG text out; no fonts, images or scripts from anywhere else.
 from __future__ import annotations
 
 import math
+import re
 import sys
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +23,7 @@ from orchestrator import atomic
 from orchestrator.analyze import critical_chain
 from orchestrator.errors import UsageError
 
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 ROW_HEIGHT = 24
 BAR_HEIGHT = 16
 AXIS_HEIGHT = 40  # the tick labels above the rows
@@ -58,6 +60,11 @@ class Row:
     critical: bool
 
 
+def _text(value: object) -> str:
+    """A record's text as XML 1.0 can hold it: control characters (a hand-edited record) become �."""
+    return _NOT_XML.sub("\ufffd", str(value))
+
+
 def _seconds(value: object) -> float | None:
     if value is None:
         return None
@@ -75,7 +82,7 @@ def rows_of(record: dict[str, Any]) -> tuple[list[Row], float]:
     moments = []
     for item in raw:
         warm = item.get("warmup") or {}
-        moments.append((str(item["name"]), str(item["state"]), bool(item.get("depends_on")),
+        moments.append((_text(item["name"]), _text(item["state"]), bool(item.get("depends_on")),
                         _seconds(item.get("planned_at")),
                         _seconds(item.get("started_at")), _seconds(item.get("ready_at")),
                         _seconds(warm.get("started_at")), _seconds(warm.get("ready_at"))))
@@ -195,7 +202,7 @@ def render_svg(record: dict[str, Any]) -> str:
     rows_bottom = AXIS_HEIGHT + ROW_HEIGHT * len(rows)
     width = x0 + PLOT_WIDTH + 140  # room for a state written after a bar that runs to the end
     height = rows_bottom + LEGEND_HEIGHT + MARGIN
-    title = f"vrooli: last start of {record.get('project', '?')}"
+    title = f"vrooli: last start of {_text(record.get('project', '?'))}"
     parts = ['<?xml version="1.0" encoding="UTF-8"?>',
              f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
              f'viewBox="0 0 {width:.0f} {height:.0f}" data-seconds-per-pixel="{1 / scale:.9f}" '

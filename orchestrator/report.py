@@ -15,6 +15,8 @@ targets is ✅ with its state.
 from __future__ import annotations
 
 import json
+import os
+import stat
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ from orchestrator.spec import ProjectSpec, ResourceSpec
 
 NONE = "—"  # a value that cannot be had (not running, not ours to measure)
 SECTIONS = ("RESOURCE_METRICS", "SYSTEM_METRICS")
+MAX_EMBED = 64 << 20  # bytes of a document --embed reads whole
 OK_STATES = ("ready", "completed")
 STATE_MARKS = {"failed": "❌", "blocked": "❌", "unhealthy": "⚠️", "stopped": "⏹", "stopping": "⏹"}
 
@@ -221,9 +224,18 @@ def _bounds(data: bytes, section: str, path: Path) -> tuple[int, int] | None:
 def check_markers(path: Path) -> bytes:
     """The file's bytes, once its markers are known to be usable (else UsageError, exit 2)."""
     try:
-        data = path.read_bytes()
+        # Non-blocking: a FIFO named by mistake must not hang the command.
+        handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(handle).st_mode):
+                raise UsageError(f"{path}: not a regular file; --embed writes into an existing Markdown file")
+            data = os.read(handle, MAX_EMBED + 1)
+        finally:
+            os.close(handle)
     except OSError as exc:
         raise UsageError(f"{path}: cannot read it to embed the report: {exc.strerror or exc}") from None
+    if len(data) > MAX_EMBED:
+        raise UsageError(f"{path}: larger than {format_size(MAX_EMBED)}; not a document to embed the report in")
     found = [_bounds(data, section, path) for section in SECTIONS]  # each checked, not just the first
     if all(bounds is None for bounds in found):
         raise UsageError(f"{path}: no {_marker(SECTIONS[0], 'START').decode()} marker "

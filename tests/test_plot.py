@@ -171,7 +171,8 @@ def record_row(name: str, planned: float, start: float | None, ready: float | No
 
 def test_names_are_escaped_and_warm_up_follows_ready() -> None:
     odd = 'x<y>&"z\''
-    record = {"project": "p&<q>", "recorded_at": stamp(20.0), "resources": [
+    record = {"project": "p&<q>\x01", "recorded_at": stamp(20.0), "resources": [
+        record_row("ctl\x1b[31m\x00", 10.0, 10.0, 10.5),  # a hand-edited record: no XML can hold these
         record_row("ollama", 10.0, 10.0, 12.0, warmup={"started_at": stamp(12.5), "ready_at": stamp(18.0)}),
         record_row(odd, 10.0, 12.0, 13.0, depends_on={"ollama": "healthy"}),
         record_row("late", 10.0, 11.0, None, state="starting"),
@@ -180,7 +181,7 @@ def test_names_are_escaped_and_warm_up_follows_ready() -> None:
     root = parse(text)  # well formed although names and project hold XML's special characters
     no_external_references(text, root)
     drawn = bars(root)
-    assert set(drawn) == {"ollama", odd, "late"}
+    assert set(drawn) == {"ollama", odd, "late", "ctl\ufffd[31m\ufffd"}
     assert [t.text for t in root.iter(f"{SVG}text") if t.text == odd] == [odd]
     per_px = float(root.get("data-seconds-per-pixel", "nan"))
     warm, active = drawn["ollama"]["warmup"], drawn["ollama"]["active critical"]

@@ -196,6 +196,28 @@ def test_embed_into_a_missing_file(project: Project) -> None:
         "vrooli: missing.md: cannot read it to embed the report: No such file or directory"
 
 
+def test_embed_refuses_what_is_no_document_and_follows_a_symlink(project: Project) -> None:
+    project.write('[resources.one]\ncommand = ["sh", "-c", "echo ok; exec sleep 1000"]\n'
+                  'health = { probe = "log", pattern = "ok" }\n')
+    os.mkfifo(project.dir / "pipe.md")
+    (project.dir / "folder.md").mkdir()
+    for name, problem in (("pipe.md", "not a regular file"), ("folder.md", "not a regular file"),
+                          ("/dev/zero", "not a regular file")):
+        done = project.run("report", "--embed", name, timeout=30)  # a FIFO must not hang it
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip().splitlines() == [f"vrooli: {name}: {problem}; --embed writes into an "
+                                                    "existing Markdown file"]
+    assert project.run("up").returncode == 0
+    real = project.dir / "docs" / "PERF.md"
+    real.parent.mkdir()
+    real.write_bytes(b"a\n" + START + END + b"\nz\n")
+    link = project.dir / "PERF.md"
+    link.symlink_to(real)
+    assert project.run("report", "--embed", "PERF.md").returncode == 0
+    assert link.is_symlink() and RESOURCE_HEAD.encode() in real.read_bytes()
+    assert real.read_bytes().startswith(b"a\n" + START) and real.read_bytes().endswith(END + b"\nz\n")
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only directory")
 def test_embed_into_an_unwritable_directory(project: Project) -> None:
     project.write('[resources.one]\ncommand = ["sh", "-c", "echo ok; exec sleep 1000"]\n'
