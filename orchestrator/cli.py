@@ -356,13 +356,9 @@ def analyze(
         print(text)
         return
     try:
-        plotting.save(text, plot)
+        plotting.save(text, plot, json_out)
     except VrooliError as exc:
         _fail(exc, json_out)
-    if json_out and plot != "-":
-        print(json.dumps({"ok": True, "plot": plot}))
-    elif plot != "-":
-        print(f"wrote {plot}", file=sys.stderr)
 
 
 @app.command()

@@ -10,6 +10,7 @@ SVG text out; no fonts, images or scripts from anywhere else.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import sys
@@ -217,8 +218,8 @@ def render_svg(record: dict[str, Any]) -> str:
     return "\n".join(parts) + "\n"
 
 
-def save(text: str, target: str) -> None:
-    """Write the picture to `target` (whole or not at all); `-` is standard output."""
+def save(text: str, target: str, as_json: bool = False) -> None:
+    """Write the picture to `target` (whole or not at all) and say so; `-` is standard output."""
     if target == "-":
         sys.stdout.write(text)
         sys.stdout.flush()
@@ -227,3 +228,7 @@ def save(text: str, target: str) -> None:
         atomic.replace_file(Path(target), text.encode())
     except OSError as exc:
         raise UsageError(f"{target}: cannot write the plot: {exc.strerror or exc}") from None
+    if as_json:
+        print(json.dumps({"ok": True, "plot": target}))
+    else:
+        print(f"wrote {target}", file=sys.stderr)
