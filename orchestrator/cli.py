@@ -399,6 +399,30 @@ def validate(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
               f"({', '.join(str(f) for f in project.files)})")
 
 
+@app.command("config")
+def config_cmd(
+    files: FilesOpt = None,
+    json_out: JsonOpt = False,
+    show_secrets: Annotated[bool, typer.Option("--show-secrets", help="Print secrets instead of ***.")] = False,
+) -> None:
+    """Print the effective configuration: every -f file merged, variables expanded (TOML, or --json)."""
+    from orchestrator import config_view
+
+    try:
+        table = config_view.effective(config.find_files(files), show_secrets=show_secrets)
+    except VrooliError as exc:
+        _fail(exc, json_out)
+    sys.stdout.write(config_view.render(table, json_out))
+
+
+@app.command("schema")
+def schema_cmd() -> None:
+    """Print the JSON Schema of resources.toml (for editors: see README, *Editor support*)."""
+    from orchestrator import schema
+
+    sys.stdout.write(schema.text())
+
+
 @app.command("graph")
 def graph_cmd(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
     """Show the start plan as topological waves (each resource still starts on its own edges)."""

@@ -37,7 +37,7 @@ from orchestrator.variables import InterpolationError, interpolate
 # What other modules and tests use of the stages, under the names they always had.
 __all__ = [
     "DEFAULT_FILE", "MAX_DEPTH", "MAX_DURATION", "PROJECT_KEYS", "RESOURCE_KEYS", "default_state_dir",
-    "expand", "find_files", "load", "merge", "parse_duration", "parse_port", "parse_size",
+    "expand", "expanded", "find_files", "load", "merge", "parse_duration", "parse_port", "parse_size",
     "read_merged", "referenced_environ",
 ]
 
@@ -78,13 +78,8 @@ def load(files: list[Path], environ: Mapping[str, str] | None = None, *,
     # Both record every name looked up (the files' ${VAR}s, .env's, the default state
     # dir's HOME...): exactly what a client must send a supervisor to load the same config.
     environ = _Recording(os.environ if environ is None else environ)
-    if not files:
-        raise ConfigError(["no resources.toml given"])
-    merged, origins = read_all(files)  # read, then merge the overrides
+    merged, variables, check = _read_expanded(files, environ)
     project_dir = files[0].parent
-    variables = _Recording({**dotenv(project_dir, environ), **environ})  # the environment wins, as in compose
-    check = Checker(_locator(files, origins))
-    merged = _without_nul(expand(merged, variables, check.problems, check.where), check)  # expand
     check.unknown_keys(merged, {"project", "resources"}, (), "the file")
     settings = parse_project(merged.get("project", {}), project_dir, environ, check)  # validate each table
     resources = _parse_resources(merged.get("resources", {}), project_dir, variables, check)
@@ -102,6 +97,25 @@ def load(files: list[Path], environ: Mapping[str, str] | None = None, *,
         environ_names=frozenset(environ.looked_up | variables.looked_up),
         memory_budget=settings.memory_budget, memory_budget_peak=settings.memory_budget_peak,
     )
+
+
+def expanded(files: list[Path], environ: Mapping[str, str] | None = None
+             ) -> tuple[dict[str, Any], dict[str, str]]:
+    """The files merged and every ${VAR} expanded, as `load` sees them before validating,
+    and the variables they were expanded with (`vrooli config` prints the one and masks
+    the secret-looking values of the other). Call `load` first: this reports nothing."""
+    merged, variables, _ = _read_expanded(files, _Recording(os.environ if environ is None else environ))
+    return merged, dict(variables)
+
+
+def _read_expanded(files: list[Path], environ: _Recording) -> tuple[dict[str, Any], _Recording, Checker]:
+    if not files:
+        raise ConfigError(["no resources.toml given"])
+    merged, origins = read_all(files)  # read, then merge the overrides
+    variables = _Recording({**dotenv(files[0].parent, environ), **environ})  # the environment wins, as in compose
+    check = Checker(_locator(files, origins))
+    merged = _without_nul(expand(merged, variables, check.problems, check.where), check)  # expand
+    return merged, variables, check
 
 
 def _locator(files: list[Path], origins: Origins) -> Callable[[tuple[str, ...]], str]:

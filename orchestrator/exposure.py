@@ -77,7 +77,8 @@ def public_rows(rows: Iterable[dict[str, Any]], specs: Mapping[str, ResourceSpec
     return shown
 
 
-def _secrets_of(spec: ResourceSpec) -> list[str]:
+def secrets_of(spec: ResourceSpec) -> list[str]:
+    """The values in SPEC that are secrets (MIN_SECRET characters or more), longest first."""
     found: list[str] = []
     probe = spec.health
     if probe is not None:
@@ -96,7 +97,7 @@ def _mask_spec_secrets(text: str, spec: ResourceSpec) -> str:
     probe = spec.health
     if probe is not None and probe.kind == "exec" and len(probe.command) > 1:
         text = text.replace(" ".join(probe.command), f"{probe.command[0]} {MASK}")
-    for secret in _secrets_of(spec):
+    for secret in secrets_of(spec):
         text = text.replace(secret, MASK)
     return text
 
