@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from orchestrator import config, spawn
@@ -32,16 +33,21 @@ def report_error(error: VrooliError, as_json: bool = False) -> None:
             print(text if isinstance(error, ConfigError) else f"vrooli: {text}", file=sys.stderr)
 
 
-def run_up(names: list[str], files: list[str], no_deps: bool, json_out: bool) -> int:
+def run_up(names: list[str], files: list[str], no_deps: bool, json_out: bool,
+           profiles: Sequence[str] = ()) -> int:
     """Start NAMES (all if empty) through the project's supervisor; the exit code.
 
     Both ways of running `vrooli up` (entry.py's fast path and typer's) come here, so they
-    answer alike, Ctrl-C included."""
+    answer alike, Ctrl-C included. `profiles`: those named with --profile (VROOLI_PROFILES
+    is added here)."""
+    from orchestrator.profiles import active_profiles
+
     try:
         project = config.load(config.find_files(files or None))
         check_names(project.resources, names)
-        client = spawn.ensure_supervisor(project, up=names, no_deps=no_deps)
-        return follow(client, {"op": "up", "names": names, "no_deps": no_deps,
+        active = active_profiles(project, profiles)
+        client = spawn.ensure_supervisor(project, up=names, no_deps=no_deps, profiles=active)
+        return follow(client, {"op": "up", "names": names, "no_deps": no_deps, "profiles": active,
                                "files": [str(f) for f in project.files],
                                "environ": config.referenced_environ(project)}, json_out)
     except VrooliError as exc:
