@@ -166,7 +166,7 @@ def left_out_reason(spec: ResourceSpec, profiles: Iterable[str] = ()) -> str:
     if not spec.enabled:
         return "disabled"
     if not is_active(spec, profiles):
-        return inactive_text(spec)
+        return inactive_text(spec).removeprefix("inactive (").removesuffix(")") + " inactive"
     return "not selected"
 
 
