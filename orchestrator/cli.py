@@ -439,17 +439,20 @@ def daemon(
     health_listen: Annotated[str | None, typer.Option(
         "--health-listen", help="HOST:PORT of the read-only health endpoint (overrides [project]).")] = None,
     log_format: LogFormatOpt = "json",
+    profile: ProfileOpt = None,
 ) -> None:
     """Run the supervisor in the foreground for systemd (Type=notify, watchdog, ordered stop)."""
     from orchestrator import service
     from orchestrator.logging import configure
+    from orchestrator.profiles import active_profiles
 
     configure(log_format, sys.stderr)
     try:
         project = _load(files)
         registry.remember(project.files[0], project.state_dir, project.name)
         code = service.run(service.Options(files=list(project.files), mode="daemon", names=names or [],
-                                           health_listen=health_listen))
+                                           health_listen=health_listen,
+                                           profiles=active_profiles(project, profile or [])))
     except VrooliError as exc:
         _fail(exc)
     raise typer.Exit(code)

@@ -4,6 +4,9 @@ servers and shell scripts), the supervisor detached as a user runs it (issue 13,
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -11,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import Project, free_port
+from tests.conftest import Project, free_port, wait_for
 
 
 def ts(value: str) -> float:
@@ -229,3 +232,19 @@ def test_a_cold_up_with_a_profile_hands_it_to_the_supervisor_it_forks(project: P
     assert rows["gpu"]["state"] == "ready" and rows["ollama"]["message"] == "inactive (profile ai)"
     supervisor = psutil.Process(project.status()["supervisor_pid"])
     assert "--profile" in supervisor.cmdline() and "gpu" in supervisor.cmdline()
+
+
+def test_the_daemon_takes_its_profiles_from_vrooli_profiles_as_a_unit_sets_them(project: Project) -> None:
+    profiled(project)
+    env = {**os.environ, "VROOLI_PROFILES": "ai"}
+    with open(project.dir / "daemon.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "daemon"], cwd=project.dir, env=env,
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    try:
+        wait_for(lambda: project.run("status").returncode == 0, timeout=60, interval=0.2)
+        rows = project.rows()
+        assert rows["ollama"]["state"] == "ready" and rows["db"]["state"] == "ready"
+        assert rows["gpu"]["message"] == "inactive (profile gpu)"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
