@@ -52,7 +52,8 @@ RUNTIMES = ("process", "docker", "external")
 
 EXTERNAL_KEYS = {"runtime", "depends_on", "start_timeout", "enabled", "health", "description", "export", "profiles"}
 
-PROFILE_RE = re.compile(r"[A-Za-z0-9_.-]{1,63}", re.ASCII)
+# Starts with a letter or digit, so that `--profile NAME` never reads as an option.
+PROFILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", re.ASCII)
 
 EXPORT_KEYS = {"image", "command", "healthcheck", "env"}
 
@@ -208,6 +209,7 @@ def _parse_profiles(raw: Mapping[str, Any], path: tuple[str, ...], check: Checke
         if not isinstance(item, str) or not PROFILE_RE.fullmatch(item):
             shown = show(item) if isinstance(item, str) else type_name(item)
             check.fail((*here, str(index)), "a profile name is 1 to 63 letters, digits, '-', '_' or '.', "
+                                            "starting with a letter or digit, "
                                             f"got {shown}")
         elif item not in names:
             names.append(item)
