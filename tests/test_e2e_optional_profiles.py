@@ -110,6 +110,17 @@ def profiled(project: Project) -> None:
     project.write(PROFILED.format(ollama=server(port), port=port))
 
 
+def readyz_of(project: Project) -> tuple[int, str] | None:
+    """The health endpoint's verbose /readyz, once it answers (after the start settled)."""
+    import httpx
+
+    try:
+        answer = httpx.get(project.health_url() + "/readyz?verbose", timeout=5)
+    except (OSError, httpx.HTTPError):
+        return None
+    return answer.status_code, answer.text
+
+
 def states(project: Project) -> dict[str, tuple[str, str]]:
     return {n: (r["state"], r["message"]) for n, r in project.rows().items()}
 
@@ -124,6 +135,8 @@ def test_profiles_leave_resources_out_until_activated_and_a_plain_up_stops_nothi
     assert rows["ollama"]["profiles"] == ["ai"] and rows["db"]["profiles"] == []
     assert "inactive (profile ai)" in project.run("status").stdout
     assert project.run("status").returncode == 0  # inactive resources do not make the stack unready
+    readyz = wait_for(lambda: readyz_of(project), timeout=30)
+    assert readyz == (200, "[+]db ok\nreadyz check passed\n")
 
     done = project.run("up", "--profile", "ai")
     assert done.returncode == 0, done.stderr
