@@ -232,7 +232,8 @@ class Handlers:
                 break
             await reply({"event": "progress", "resources": self.sup.snapshot(selected)})
             await self.sup.wait_change(since=version)
-        rows = self.sup.snapshot(selected)
+        # Nothing selected (every resource disabled or in an inactive profile): no rows, not all of them.
+        rows = self.sup.snapshot(selected) if selected else []
         self.sup.record_start(selected)
         ok = all(r["state"] in {s.value for s in SETTLED_OK} for r in rows)
         await reply({"ok": ok, "done": True, "resources": rows, "exit_code": EXIT_OK if ok else EXIT_FAILED})

@@ -33,7 +33,8 @@ def check_named(project: ProjectSpec, named: Sequence[str]) -> None:
     for name in named:
         if name in declared:
             continue
-        guess = difflib.get_close_matches(name, declared, n=1, cutoff=0.6)
+        guess = [d for d in declared if d.lower() == name.lower()] or \
+            difflib.get_close_matches(name, declared, n=1, cutoff=0.6)
         hint = f"did you mean '{guess[0]}'? " if guess else ""
         known = f"declared: {', '.join(declared)}" if declared else "no resource declares profiles"
         raise UsageError(f"unknown profile {name!r} ({hint}{known})")

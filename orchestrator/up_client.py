@@ -46,6 +46,9 @@ def run_up(names: list[str], files: list[str], no_deps: bool, json_out: bool,
         project = config.load(config.find_files(files or None))
         check_names(project.resources, names)
         active = active_profiles(project, profiles)
+        if not names and project.declared_profiles and not _plain_up_starts_any(project, active):
+            print(f"vrooli: nothing to start: every resource is disabled or in an inactive profile "
+                  f"({', '.join(project.declared_profiles)}); use --profile or name one", file=sys.stderr)
         client = spawn.ensure_supervisor(project, up=names, no_deps=no_deps, profiles=active)
         return follow(client, {"op": "up", "names": names, "no_deps": no_deps, "profiles": active,
                                "files": [str(f) for f in project.files],
@@ -57,6 +60,12 @@ def run_up(names: list[str], files: list[str], no_deps: bool, json_out: bool,
         # Only the waiting stops: the supervisor is detached and carries on.
         print("vrooli: interrupted; the supervisor goes on starting (see `vrooli status`)", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _plain_up_starts_any(project: Any, profiles: Sequence[str]) -> bool:
+    from orchestrator.scheduler import select
+
+    return bool(select(project.resources, None, False, profiles).selected)
 
 
 def follow(client: Any, request: dict[str, Any], json_out: bool) -> int:

@@ -261,3 +261,18 @@ def test_the_daemon_takes_its_profiles_from_vrooli_profiles_as_a_unit_sets_them(
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
+
+
+def test_a_plain_up_with_every_resource_in_an_inactive_profile_starts_nothing_and_says_so(project: Project) -> None:
+    project.write("""
+        [resources.ollama]
+        command = ["sh", "-c", "echo up; exec sleep 1000"]
+        health = { probe = "log", pattern = "up" }
+        profiles = ["ai"]
+    """)
+    done = project.run("up")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[0] == ("vrooli: nothing to start: every resource is disabled or in an "
+                                           "inactive profile (ai); use --profile or name one")
+    assert "0/0 ready" in done.stderr and "pending" not in done.stderr
+    assert project.rows()["ollama"]["message"] == "inactive (profile ai)"

@@ -140,6 +140,9 @@ depends_on = { cache = { condition = "started", required = false, restart = true
     assert project.resources["app"].depends_on == (Dependency("cache", Condition.STARTED, True, False),)
     assert project.resources["cache"].profiles == ("ai", "gpu.x")
     assert project.declared_profiles == ["ai", "gpu.x"]
+    external = load(tmp_path, '[resources.db]\nruntime = "external"\nprofiles = ["remote"]\n'
+                              'health = { probe = "tcp", port = 5432 }')
+    assert external.resources["db"].profiles == ("remote",)
     assert load(tmp_path, '[resources.a]\ncommand = ["true"]\ndepends_on = ["b"]\n'
                           '[resources.b]\ncommand = ["true"]').resources["a"].depends_on[0].required
 
@@ -165,6 +168,8 @@ def test_a_profile_named_on_the_command_line_must_be_declared(tmp_path: Path) ->
     assert active_profiles(project, ["ai"], {"VROOLI_PROFILES": "gpu, ai,,x"}) == ["ai", "gpu", "x"]
     with pytest.raises(UsageError, match=r"^unknown profile 'aii' \(did you mean 'ai'\? declared: ai\)$"):
         active_profiles(project, ["aii"], {})
+    with pytest.raises(UsageError, match=r"^unknown profile 'AI' \(did you mean 'ai'\? declared: ai\)$"):
+        active_profiles(project, ["AI"], {})
     with pytest.raises(UsageError, match=r"^unknown profile 'gpu' \(declared: ai\)$"):
         active_profiles(project, ["gpu"], {})
     bare = load(tmp_path, '[resources.db]\ncommand = ["true"]')
