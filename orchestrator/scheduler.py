@@ -91,7 +91,7 @@ def optional_gone(dep: Dependency, view: View | None, wanted: bool, left_out: Ma
     if not wanted:
         return left_out.get(dep.name, "not selected")
     if blocking_reason(dep, view) is not None:
-        return "failed" if view.state is State.BLOCKED else view.state.value
+        return view.state.value  # failed, blocked, stopped, stopping
     if view.state is State.UNHEALTHY and dep.condition is not Condition.COMPLETED:
         return "unhealthy"
     return None

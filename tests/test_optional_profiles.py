@@ -35,7 +35,7 @@ def test_an_optional_dependency_still_starting_is_waited_for() -> None:
     assert decide(DEPENDS, views(cache="ready", db="ready", app="pending"), frozenset(DEPENDS)) == [Start("app")]
 
 
-@pytest.mark.parametrize(("state", "why"), [("failed", "failed"), ("blocked", "failed"), ("stopped", "stopped"),
+@pytest.mark.parametrize(("state", "why"), [("failed", "failed"), ("blocked", "blocked"), ("stopped", "stopped"),
                                             ("unhealthy", "unhealthy")])
 def test_an_optional_dependency_that_will_not_come_is_started_without(state: str, why: str) -> None:
     current = views(cache=state, db="ready", app="pending")
