@@ -313,12 +313,14 @@ class Supervisor:
         return list(chosen.roots), set(chosen.selected)
 
     def request_up(self, names: Iterable[str] | None = None, no_deps: bool = False,
-                   profiles: Iterable[str] = ()) -> frozenset[str]:
+                   profiles: Iterable[str] | None = None) -> frozenset[str]:
         """Mark resources wanted; failed/blocked/stopped ones get another chance. What an
-        earlier `up` made wanted stays wanted (a plain `up` after `up --profile ai` stops nothing)."""
-        _, selected = self.selection(names, no_deps, profiles)
+        earlier `up` made wanted stays wanted (a plain `up` after `up --profile ai` stops nothing).
+        `profiles` None (a restart): those of the latest `up` stay active."""
+        if profiles is not None:
+            self.profiles = frozenset(profiles)
+        _, selected = self.selection(names, no_deps, self.profiles)
         self.no_deps = no_deps
-        self.profiles = frozenset(profiles)
         for name in selected:
             rec = self.records[name]
             if rec.state in (State.FAILED, State.BLOCKED, State.STOPPED) and not rec.running_task:

@@ -258,6 +258,9 @@ async def test_profiles_on_the_supervisor_and_a_later_plain_up_keeps_them(tmp_pa
         assert rows["app"]["message"].endswith("started without ollama (optional: profile ai inactive)")
         assert await settle(sup, profiles=("ai",)) == {"db", "app", "ollama"}
         assert sup.records["ollama"].state is State.READY
+        with anyio.fail_after(20):
+            await sup.wait_settled(await sup.restart(["db"]))  # a restart keeps the profiles of the up
+        assert sup.profiles == {"ai"}
         await settle(sup)  # a plain up again: ollama stays
         assert sup.records["ollama"].state is State.READY and "ollama" in sup.wanted
         assert len(fake.starts["ollama"]) == 1
