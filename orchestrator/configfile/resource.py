@@ -198,7 +198,7 @@ def _parse_depends(raw: object, path: tuple[str, ...], check: Checker) -> tuple[
 
 
 def _parse_profiles(raw: Mapping[str, Any], path: tuple[str, ...], check: Checker) -> tuple[str, ...]:
-    """`profiles = ["ai", "gpu"]`: names of letters, digits, '-', '_' and '.'."""
+    """`profiles = ["ai", "gpu"]`: names of letters, digits, '-', '_' and '.', starting with a letter or digit."""
     value = raw.get("profiles", [])
     here = (*path, "profiles")
     if not isinstance(value, list):
