@@ -60,6 +60,8 @@ FilesOpt = Annotated[list[str] | None, typer.Option(
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 NamesArg = Annotated[list[str] | None, typer.Argument(help="Resource names (default: all).", show_default=False)]
 LogFormatOpt = Annotated[str, typer.Option("--log-format", help="auto | console | json")]
+ProfileOpt = Annotated[list[str] | None, typer.Option(
+    "--profile", help="Activate a profile (repeatable; also VROOLI_PROFILES=a,b).", show_default=False)]
 
 
 
@@ -101,20 +103,23 @@ def up(
         "--foreground", help="Keep the supervisor attached; Ctrl-C stops everything.")] = False,
     json_out: JsonOpt = False,
     log_format: LogFormatOpt = "auto",
+    profile: ProfileOpt = None,
 ) -> None:
     """Start resources (and their dependencies); return when they are ready."""
     if not foreground:
-        raise typer.Exit(run_up(names or [], files or [], no_deps, json_out))
+        raise typer.Exit(run_up(names or [], files or [], no_deps, json_out, profile or []))
     try:
         project = _load(files)
         check_names(project.resources, names or [])
         from orchestrator import service
         from orchestrator.logging import configure
+        from orchestrator.profiles import active_profiles
 
         configure(log_format, sys.stderr)
         registry.remember(project.files[0], project.state_dir, project.name)
         code = service.run(service.Options(files=list(project.files), mode="foreground",
-                                           names=names or [], no_deps=no_deps))
+                                           names=names or [], no_deps=no_deps,
+                                           profiles=active_profiles(project, profile or [])))
     except VrooliError as exc:
         _fail(exc, json_out)
     raise typer.Exit(code)
@@ -381,22 +386,27 @@ def report(
 
 
 @app.command()
-def validate(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
+def validate(files: FilesOpt = None, json_out: JsonOpt = False, profile: ProfileOpt = None) -> None:
     """Check resources.toml (and overrides) without starting anything."""
     from orchestrator import graph
+    from orchestrator.cli_graph import pulled_in_lines, selection_of
 
     try:  # host_checks: also what only a start would find out (cwd, command on PATH, user)
         project = config.load(config.find_files(files), host_checks=True)
+        chosen, active = selection_of(project, profile or [])
     except VrooliError as exc:
         _fail(exc, json_out)
     edges = {n: list(r.dependency_names) for n, r in project.resources.items()}
     waves = graph.waves(edges)
     if json_out:
         print(json.dumps({"ok": True, "project": project.name, "resources": list(project.resources),
-                          "waves": waves}))
+                          "waves": waves, "profiles": {"declared": project.declared_profiles, "active": active},
+                          "pulled_in": chosen.pulled_in}))
     else:
         print(f"ok: {project.name}: {len(project.resources)} resources in {len(waves)} waves "
               f"({', '.join(str(f) for f in project.files)})")
+        for line in pulled_in_lines(project, chosen):
+            print(f"note: {line}")
 
 
 @app.command("config")
@@ -424,32 +434,20 @@ def schema_cmd() -> None:
 
 
 @app.command("graph")
-def graph_cmd(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
+def graph_cmd(files: FilesOpt = None, json_out: JsonOpt = False, profile: ProfileOpt = None) -> None:
     """Show the start plan as topological waves (each resource still starts on its own edges)."""
-    from orchestrator import graph
+    from orchestrator.cli_graph import graph_json, graph_lines, selection_of
 
     project = _project_or_exit(files, json_out)
-    edges = {n: list(r.dependency_names) for n, r in project.resources.items() if r.enabled}
-    waves = graph.waves(edges)
+    try:
+        chosen, active = selection_of(project, profile or [])
+    except VrooliError as exc:
+        _fail(exc, json_out)
     if json_out:
-        print(json.dumps({
-            "project": project.name, "waves": waves,
-            "resources": {n: {"runtime": r.runtime, "enabled": r.enabled,
-                              "depends_on": {d.name: d.condition.value for d in r.depends_on}}
-                          for n, r in project.resources.items()},
-            "shutdown": graph.shutdown_order(edges),
-        }, indent=2))
+        print(json.dumps(graph_json(project, chosen, active), indent=2))
         return
-    for index, wave in enumerate(waves, start=1):
-        parts = []
-        for name in wave:
-            deps = project.resources[name].depends_on
-            after = f" (after {', '.join(f'{d.name} {d.condition.value}' for d in deps)})" if deps else ""
-            parts.append(name + after)
-        print(f"wave {index}: {', '.join(parts)}")
-    disabled = [n for n, r in project.resources.items() if not r.enabled]
-    if disabled:
-        print(f"disabled: {', '.join(disabled)}")
+    for line in graph_lines(project, chosen):
+        print(line)
 
 
 @app.command("export")
@@ -499,17 +497,20 @@ def daemon(
     health_listen: Annotated[str | None, typer.Option(
         "--health-listen", help="HOST:PORT of the read-only health endpoint (overrides [project]).")] = None,
     log_format: LogFormatOpt = "json",
+    profile: ProfileOpt = None,
 ) -> None:
     """Run the supervisor in the foreground for systemd (Type=notify, watchdog, ordered stop)."""
     from orchestrator import service
     from orchestrator.logging import configure
+    from orchestrator.profiles import active_profiles
 
     configure(log_format, sys.stderr)
     try:
         project = _load(files)
         registry.remember(project.files[0], project.state_dir, project.name)
         code = service.run(service.Options(files=list(project.files), mode="daemon", names=names or [],
-                                           health_listen=health_listen))
+                                           health_listen=health_listen,
+                                           profiles=active_profiles(project, profile or [])))
     except VrooliError as exc:
         _fail(exc)
     raise typer.Exit(code)

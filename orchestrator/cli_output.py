@@ -33,6 +33,7 @@ def stopped_row(spec: ResourceSpec) -> dict[str, Any]:
     return {"name": spec.name, "runtime": spec.runtime, "state": "stopped", "pid": None, "id": None,
             "started_at": None, "ready_at": None, "startup_seconds": None, "restarts": 0, "exit_code": None,
             "message": "not running", "depends_on": {d.name: d.condition.value for d in spec.depends_on},
+            "profiles": list(spec.profiles),
             "ports": [p.host_port for p in spec.ports],
             "probe": spec.health.describe() if spec.health else None, "probe_seconds": None,
             "enabled": spec.enabled, "wanted": False,

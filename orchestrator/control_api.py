@@ -34,6 +34,7 @@ class Options:
     mode: str = "detached"  # detached | foreground | daemon
     names: list[str] = field(default_factory=list)
     no_deps: bool = False
+    profiles: list[str] = field(default_factory=list)  # active for the start `names` asks for
     health_listen: str | None = None  # overrides [project].health_listen
     environ: dict[str, str] | None = None
     up_at_start: bool = False  # detached: start `names` before any client asks
@@ -58,14 +59,14 @@ class Handlers:
     async def start_unasked(self) -> None:
         """Start what the forking `up` asks for without waiting for it to connect (a round
         trip saved), after the same checks as a client's `up`: nothing half-started."""
-        names, no_deps = self.options.names or None, self.options.no_deps
+        names, no_deps, profiles = self.options.names or None, self.options.no_deps, self.options.profiles
         try:
-            await self._preflight(names, no_deps)
+            await self._preflight(names, no_deps, profiles)
         except VrooliError as exc:
             log.warning("not starting before the client asks", error=str(exc))
             return
         before = set(self.sup.wanted)
-        self.sup.request_up(names, no_deps)
+        self.sup.request_up(names, no_deps, profiles)
         self._started_unasked = set(self.sup.wanted) - before
 
     async def handle(self, request: dict[str, Any], reply: Reply) -> None:
@@ -172,6 +173,7 @@ class Handlers:
         detached supervisor behind: the user is back where they were, with the reason."""
         names = request.get("names") or None
         no_deps = bool(request.get("no_deps"))
+        profiles = request.get("profiles") or []  # checked against the files by the client
         before = set(self.sup.wanted) - self._started_unasked
         self._started_unasked = set()
         try:
@@ -182,13 +184,13 @@ class Handlers:
                 if changes["restarted"] or changes["added"] or changes["removed"]:
                     await reply({"event": "config", **changes})
             self._check_names(names)
-            await self._preflight(names, no_deps)
+            await self._preflight(names, no_deps, profiles)
         except VrooliError as exc:
             await self._undo_start(before, keep=set())
             await reply(exc.reply())
             self._end_if_idle()
             return
-        selected = self.sup.request_up(names, no_deps)
+        selected = self.sup.request_up(names, no_deps, profiles)
         await self._stream_until_settled(sorted(selected), reply, undo_from=before)
 
     def _failed_to_spawn(self, names: list[str]) -> list[str]:
@@ -217,9 +219,9 @@ class Handlers:
             log.info("nothing runs after a failed up; the supervisor ends")
             self.sup.shutdown_requested.set()
 
-    async def _preflight(self, names: list[str] | None, no_deps: bool) -> None:
+    async def _preflight(self, names: list[str] | None, no_deps: bool, profiles: list[str]) -> None:
         """Every runtime the request needs must work before anything starts (no half-started stack)."""
-        _, selected = self.sup.selection(names, no_deps)
+        _, selected = self.sup.selection(names, no_deps, profiles)
         for kind in sorted({self.sup.records[n].spec.runtime for n in selected}):
             await self.sup.runtime(kind).preflight()
 
@@ -238,7 +240,8 @@ class Handlers:
                 break
             await reply({"event": "progress", "resources": self.sup.snapshot(selected)})
             await self.sup.wait_change(since=version)
-        rows = self.sup.snapshot(selected)
+        # Nothing selected (every resource disabled or in an inactive profile): no rows, not all of them.
+        rows = self.sup.snapshot(selected) if selected else []
         self.sup.record_start(selected)
         ok = all(r["state"] in {s.value for s in SETTLED_OK} for r in rows)
         await reply({"ok": ok, "done": True, "resources": rows, "exit_code": EXIT_OK if ok else EXIT_FAILED})

@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-format", default="json")
     parser.add_argument("--up", dest="up_names", default=None)
     parser.add_argument("--no-deps", action="store_true")
+    parser.add_argument("--profile", dest="profiles", action="append", default=[])
     parser.add_argument("--invoked-at", type=float, default=None)
     args = parser.parse_args(argv)
 
@@ -34,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return service.run(service.Options(
             files=config.find_files(args.file) if args.file else [Path(os.getcwd()) / config.DEFAULT_FILE],
-            mode="detached", names=names, no_deps=args.no_deps, up_at_start=args.up_names is not None,
+            mode="detached", names=names, no_deps=args.no_deps, profiles=args.profiles,
+            up_at_start=args.up_names is not None,
             invoked_at=args.invoked_at))
     except VrooliError as exc:
         for line in exc.lines():

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class PlainUp:
     files: list[str]
     no_deps: bool
     json_out: bool
+    profiles: list[str] = field(default_factory=list)
 
 
 def plain_up(argv: Sequence[str]) -> PlainUp | None:
@@ -35,6 +36,7 @@ def plain_up(argv: Sequence[str]) -> PlainUp | None:
     names: list[str] = []
     files: list[str] = []
     no_deps = json_out = False
+    profiles: list[str] = []
     rest = list(argv[1:])
     while rest:
         arg = rest.pop(0)
@@ -42,6 +44,10 @@ def plain_up(argv: Sequence[str]) -> PlainUp | None:
             files.append(rest.pop(0))
         elif arg.startswith("--file="):
             files.append(arg.partition("=")[2])
+        elif arg == "--profile" and rest:
+            profiles.append(rest.pop(0))
+        elif arg.startswith("--profile="):
+            profiles.append(arg.partition("=")[2])
         elif arg == "--no-deps":
             no_deps = True
         elif arg == "--json":
@@ -50,7 +56,7 @@ def plain_up(argv: Sequence[str]) -> PlainUp | None:
             return None
         else:
             names.append(arg)
-    return PlainUp(names, files, no_deps, json_out)
+    return PlainUp(names, files, no_deps, json_out, profiles)
 
 
 def main() -> None:
@@ -62,7 +68,7 @@ def main() -> None:
         return
     from orchestrator.up_client import run_up
 
-    code = run_up(request.names, request.files, request.no_deps, request.json_out)
+    code = run_up(request.names, request.files, request.no_deps, request.json_out, request.profiles)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # as cli.main: no interpreter teardown once the output is out

@@ -98,8 +98,11 @@ class HealthApp:
 
     def _considered(self, exclude: Iterable[str] = ()) -> list[RecordView]:
         skip = set(exclude)
+        # A profiled resource counts once an `up` wanted it: left out by its profile, it is
+        # no more part of the stack than a disabled one.
         return [r for n, r in self.sup.records.items()
-                if r.spec.enabled and n not in skip and (n in self.sup.wanted or r.state is not State.STOPPED)]
+                if r.spec.enabled and n not in skip
+                and (n in self.sup.wanted or (r.state is not State.STOPPED and not r.spec.profiles))]
 
     def readyz(self, query: dict[str, list[str]]) -> tuple[int, str]:
         exclude = [n for item in query.get("exclude", []) for n in item.split(",")]

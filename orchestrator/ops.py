@@ -73,7 +73,8 @@ def _one_of(*choices: str) -> Check:
 SCHEMAS: dict[str, dict[str, Check]] = {
     "ping": {},
     "status": {"names": _strings},
-    "up": {"names": _strings, "no_deps": _boolean, "files": _strings, "environ": _environ},
+    "up": {"names": _strings, "no_deps": _boolean, "files": _strings, "environ": _environ,
+           "profiles": _strings},
     "down": {"names": _strings, "volumes": _boolean},
     "restart": {"names": _strings},
     "reload": {"files": _strings, "environ": _environ},

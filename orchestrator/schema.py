@@ -33,7 +33,7 @@ _PORT_TEXT = (r"^(?:(?:\[[0-9A-Fa-f:.]+\]|[0-9.]*):)?(?:\d{1,5}:)?\d{1,5}(?:/(?:
 
 _NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 
-_PROFILE = r"^[A-Za-z0-9_.-]+$"
+_PROFILE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"  # never read as an option: `--profile NAME`
 
 
 def _text(pattern: str, description: str, example: str) -> dict[str, Any]:

@@ -176,7 +176,7 @@ async def _main(project: ProjectSpec, options: Options, endpoint: HealthEndpoint
             tg.start_soon(extra, sup, handler)
         log.info("supervisor started", project=project.name, pid=os.getpid(), mode=options.mode)
         if options.mode in ("foreground", "daemon"):
-            selected = sup.request_up(options.names or None, options.no_deps)
+            selected = sup.request_up(options.names or None, options.no_deps, options.profiles)
             if options.mode == "foreground":
                 tg.start_soon(_foreground_progress, sup, selected)
             else:

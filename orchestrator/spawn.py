@@ -36,7 +36,8 @@ class Pending:
     offset: int
 
 
-def ensure_supervisor(project: ProjectSpec, up: list[str] | None = None, no_deps: bool = False) -> Client:
+def ensure_supervisor(project: ProjectSpec, up: list[str] | None = None, no_deps: bool = False,
+                      profiles: list[str] | None = None) -> Client:
     """Reuse the project's supervisor or start one, detached; never two of them.
 
     With `up`, a new supervisor starts those resources as soon as it runs ("" = all),
@@ -46,7 +47,7 @@ def ensure_supervisor(project: ProjectSpec, up: list[str] | None = None, no_deps
     existing = client(project)
     if existing.alive():
         return existing
-    started = _spawn(project, up, no_deps)
+    started = _spawn(project, up, no_deps, profiles or [])
     return existing if started is None else _wait_answering(project, started)
 
 
@@ -126,7 +127,7 @@ def _supervisor_running(state_dir: Path) -> bool:
     return False
 
 
-def _spawn(project: ProjectSpec, up: list[str] | None, no_deps: bool) -> Pending | None:
+def _spawn(project: ProjectSpec, up: list[str] | None, no_deps: bool, profiles: list[str]) -> Pending | None:
     """Fork a supervisor under the spawn lock; None if another one started meanwhile."""
     paths.ensure_state_dir(project.state_dir)
     spawn_lock = paths.open_private(project.state_dir / "spawn.lock", os.O_RDWR | os.O_CREAT)
@@ -144,6 +145,7 @@ def _spawn(project: ProjectSpec, up: list[str] | None, no_deps: bool) -> Pending
     args = [a for f in project.files for a in ("-f", str(f))]
     if up is not None:
         args += ["--up", ",".join(up)] + (["--no-deps"] if no_deps else [])
+        args += [a for p in profiles for a in ("--profile", p)]
         args += ["--invoked-at", f"{process_started_at():.6f}"]
     try:
         pid = _fork_supervisor(args, log_fd, project.project_dir, spawn_lock)

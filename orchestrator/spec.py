@@ -42,6 +42,9 @@ class Dependency:
     condition: Condition = Condition.HEALTHY
     # compose's `restart: true`: when the dependency restarts, restart this resource too.
     restart: bool = False
+    # False: an optional dependency. Waited for while it is starting; if it is disabled, left
+    # out of the run (profile, selection) or fails, the dependent starts without it.
+    required: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +170,9 @@ class ResourceSpec:
     # ready, and bytes in use. Not part of config_hash: they only judge, never run anything.
     target_startup: float | None = None
     target_memory: int | None = None
+    # Left out of a plain `up` unless one of these profiles is active (`up --profile NAME`,
+    # VROOLI_PROFILES); empty: always part of it. Steers selection only, never config_hash.
+    profiles: tuple[str, ...] = ()
 
     @property
     def env_dict(self) -> dict[str, str]:
@@ -220,6 +226,11 @@ class ProjectSpec:
     @property
     def enabled_names(self) -> list[str]:
         return [n for n, r in self.resources.items() if r.enabled]
+
+    @property
+    def declared_profiles(self) -> list[str]:
+        """Every profile some resource declares, sorted."""
+        return sorted({p for r in self.resources.values() for p in r.profiles})
 
 
 def without_password(url: str) -> str:

@@ -75,6 +75,15 @@ class Record:
     planned_at: datetime | None = None  # when an `up` asked for it: it waited from then until started_at
     # Its models' warm-up after ready: (the started_at it followed, began, ended), for the plot.
     warmup: tuple[datetime | None, datetime, datetime] | None = None
+    # Set when it starts: the optional dependencies it started without ("started without
+    # cache (optional: failed)"); shown after the message while this start lasts.
+    note: str = ""
+
+    @property
+    def shown_message(self) -> str:
+        if not self.note or self.state in (State.PENDING, State.BLOCKED, State.STOPPING, State.STOPPED):
+            return self.message
+        return f"{self.message}; {self.note}" if self.message else self.note
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -88,8 +97,9 @@ class Record:
             "startup_seconds": round(self.startup_seconds, 6) if self.startup_seconds is not None else None,
             "restarts": self.restarts,
             "exit_code": self.exit_code,
-            "message": self.message,
+            "message": self.shown_message,
             "depends_on": {d.name: d.condition.value for d in self.spec.depends_on},
+            "profiles": list(self.spec.profiles),
             "ports": [p.host_port for p in self.spec.ports],
             "probe": self.spec.health.describe() if self.spec.health else None,
             "probe_seconds": round(self.last_probe.duration, 6) if self.last_probe else None,

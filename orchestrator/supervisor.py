@@ -58,6 +58,7 @@ class Supervisor:
         self.records: dict[str, Record] = {n: Record(s) for n, s in project.resources.items()}
         self.wanted: set[str] = set()
         self.no_deps = False
+        self.profiles: frozenset[str] = frozenset()  # of the latest `up`
         self._tg: TaskGroup | None = None
         self._change = anyio.Event()
         self.version = 0
@@ -182,7 +183,8 @@ class Supervisor:
         if self._tg is None:
             return
         while True:
-            actions = scheduler.decide(self.depends(), self.views(), frozenset(self.wanted), self.no_deps)
+            actions = scheduler.decide(self.depends(), self.views(), frozenset(self.wanted), self.no_deps,
+                                       self.left_out())
             if not actions:
                 self._prepare_waiting()
                 return
@@ -191,9 +193,18 @@ class Supervisor:
                 if isinstance(action, scheduler.Block):
                     self.transition(rec, State.BLOCKED, action.reason)
                 else:
+                    if action.without:
+                        log.info("starting without optional dependencies", resource=action.name,
+                                 without=list(action.without))
                     self.transition(rec, State.STARTING, "starting", prepared=False, started_at=datetime.now(UTC),
-                                    ready_at=None, startup_seconds=None, done=anyio.Event(), running_task=True)
+                                    ready_at=None, startup_seconds=None, done=anyio.Event(), running_task=True,
+                                    note=action.note)
                     self._tg.start_soon(self._lifecycle.run, rec, name=f"resource {action.name}")
+
+    def left_out(self) -> dict[str, str]:
+        """Why each resource that is not wanted is not (what a dependent's note says)."""
+        return {n: scheduler.left_out_reason(r.spec, self.profiles) for n, r in self.records.items()
+                if n not in self.wanted}
 
     def _prepare_waiting(self) -> None:
         """Let runtimes prepare resources that wait for dependencies (create containers)."""
@@ -290,23 +301,28 @@ class Supervisor:
 
     # ------------------------------------------------------------------ commands
 
-    def selection(self, names: Iterable[str] | None, no_deps: bool) -> tuple[list[str], set[str]]:
-        """What `up NAMES` means: the named (or all enabled) resources, plus, unless
-        `no_deps`, everything they depend on. Returns (roots, selected)."""
-        roots = list(names) if names else self.project.enabled_names
-        for name in roots:
+    def selection(self, names: Iterable[str] | None, no_deps: bool,
+                  profiles: Iterable[str] = ()) -> tuple[list[str], set[str]]:
+        """What `up NAMES` means (scheduler.select): the named (or all enabled, active)
+        resources, plus, unless `no_deps`, what they depend on. Returns (roots, selected)."""
+        names = list(names or ())
+        for name in names:
             if name not in self.records:
                 raise VrooliError(f"unknown resource '{name}'")
-        return roots, set(roots) if no_deps else graph.closure(self.edges(), roots)
+        chosen = scheduler.select(self.project.resources, names, no_deps, profiles)
+        return list(chosen.roots), set(chosen.selected)
 
-    def request_up(self, names: Iterable[str] | None = None, no_deps: bool = False) -> frozenset[str]:
-        """Mark resources wanted; failed/blocked/stopped ones get another chance."""
-        roots, selected = self.selection(names, no_deps)
+    def request_up(self, names: Iterable[str] | None = None, no_deps: bool = False,
+                   profiles: Iterable[str] | None = None) -> frozenset[str]:
+        """Mark resources wanted; failed/blocked/stopped ones get another chance. What an
+        earlier `up` made wanted stays wanted (a plain `up` after `up --profile ai` stops nothing).
+        `profiles` None (a restart): those of the latest `up` stay active."""
+        if profiles is not None:
+            self.profiles = frozenset(profiles)
+        _, selected = self.selection(names, no_deps, self.profiles)
         self.no_deps = no_deps
         for name in selected:
             rec = self.records[name]
-            if not rec.spec.enabled and name not in roots:
-                continue
             if rec.state in (State.FAILED, State.BLOCKED, State.STOPPED) and not rec.running_task:
                 self.transition(rec, State.PENDING, "", restart_times=())
             if rec.state is State.PENDING and (name not in self.wanted or rec.planned_at is None):
@@ -457,6 +473,9 @@ class Supervisor:
             row = rec.to_json()
             if rec.state is State.PENDING and name in self.wanted:
                 row["message"] = scheduler.waiting_for(depends, views, name) or rec.message
+            elif name not in self.wanted and rec.state in (State.PENDING, State.STOPPED) \
+                    and not scheduler.is_active(rec.spec, self.profiles):
+                row["message"] = row["message"] or scheduler.inactive_text(rec.spec)
             row["enabled"] = rec.spec.enabled
             row.update(self.memory.resource(name).fields())
             row["wanted"] = name in self.wanted

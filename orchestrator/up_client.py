@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from orchestrator import config, spawn
@@ -32,16 +33,24 @@ def report_error(error: VrooliError, as_json: bool = False) -> None:
             print(text if isinstance(error, ConfigError) else f"vrooli: {text}", file=sys.stderr)
 
 
-def run_up(names: list[str], files: list[str], no_deps: bool, json_out: bool) -> int:
+def run_up(names: list[str], files: list[str], no_deps: bool, json_out: bool,
+           profiles: Sequence[str] = ()) -> int:
     """Start NAMES (all if empty) through the project's supervisor; the exit code.
 
     Both ways of running `vrooli up` (entry.py's fast path and typer's) come here, so they
-    answer alike, Ctrl-C included."""
+    answer alike, Ctrl-C included. `profiles`: those named with --profile (VROOLI_PROFILES
+    is added here)."""
+    from orchestrator.profiles import active_profiles
+
     try:
         project = config.load(config.find_files(files or None))
         check_names(project.resources, names)
-        client = spawn.ensure_supervisor(project, up=names, no_deps=no_deps)
-        return follow(client, {"op": "up", "names": names, "no_deps": no_deps,
+        active = active_profiles(project, profiles)
+        if not names and project.declared_profiles and not _plain_up_starts_any(project, active):
+            print(f"vrooli: nothing to start: every resource is disabled or in an inactive profile "
+                  f"({', '.join(project.declared_profiles)}); use --profile or name one", file=sys.stderr)
+        client = spawn.ensure_supervisor(project, up=names, no_deps=no_deps, profiles=active)
+        return follow(client, {"op": "up", "names": names, "no_deps": no_deps, "profiles": active,
                                "files": [str(f) for f in project.files],
                                "environ": config.referenced_environ(project)}, json_out)
     except VrooliError as exc:
@@ -51,6 +60,12 @@ def run_up(names: list[str], files: list[str], no_deps: bool, json_out: bool) ->
         # Only the waiting stops: the supervisor is detached and carries on.
         print("vrooli: interrupted; the supervisor goes on starting (see `vrooli status`)", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _plain_up_starts_any(project: Any, profiles: Sequence[str]) -> bool:
+    from orchestrator.scheduler import select
+
+    return bool(select(project.resources, None, False, profiles).selected)
 
 
 def follow(client: Any, request: dict[str, Any], json_out: bool) -> int:

@@ -31,13 +31,15 @@ def typer_up() -> Any:
 def typer_parse(argv: Sequence[str]) -> PlainUp:
     params = typer_up().make_context("up", list(argv[1:])).params
     assert not params["foreground"] and params["log_format"] == "auto"
-    return PlainUp(list(params["names"] or []), list(params["files"] or []), params["no_deps"], params["json_out"])
+    return PlainUp(list(params["names"] or []), list(params["files"] or []), params["no_deps"], params["json_out"],
+                   list(params["profile"] or []))
 
 
 @pytest.mark.parametrize("argv", [
     ["up"], ["up", "db"], ["up", "-f", "a.toml"], ["up", "--file", "a.toml", "--file=b.toml"],
     ["up", "--no-deps", "db"], ["up", "--json"], ["up", "db", "--json", "cache", "--no-deps", "-f", "x.toml"],
     ["up", "-f", "--json"],  # the value of -f, for both
+    ["up", "--profile", "ai"], ["up", "--profile=ai", "--profile", "gpu", "db"],
 ])
 def test_the_fast_path_parses_an_up_as_typer_does(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("VROOLI_FILE", raising=False)

@@ -155,6 +155,10 @@ MUTATIONS: list[tuple[tuple[str, ...], Any]] = [
     (("resources", "upstream", "command"), ["x"]), (("resources", "upstream", "ports"), [9000]),
     (("resources", "upstream", "health"), None), (("resources", "upstream", "restart"), "always"),
     (("top-level-typo",), 1),
+    (("resources", "db", "target_startup"), "quick"), (("resources", "db", "target_memory"), "lots"),
+    (("resources", "db", "target_memory"), 0), (("resources", "db", "profiles"), "ai"),
+    (("resources", "db", "profiles"), ["-ai"]), (("resources", "db", "profiles"), [""]),
+    (("resources", "db", "profiles"), [1]), (("resources", "app", "depends_on", "cache", "required"), "no"),
 ]
 
 # Good variations a schema must not refuse.
@@ -168,6 +172,10 @@ GOOD_MUTATIONS: list[tuple[tuple[str, ...], Any]] = [
     (("resources", "db", "env", "EMPTY"), ""), (("resources", "app", "keep_alive"), -1),
     (("project", "memory_budget"), "4g"), (("project", "name"), "my.project-2"),
     (("resources", "db", "description"), "the main database"),
+    (("resources", "db", "target_startup"), "5s"), (("resources", "db", "target_memory"), "512MiB"),
+    (("resources", "db", "profiles"), ["ai", "gpu.2"]), (("resources", "upstream", "profiles"), ["ai"]),
+    (("resources", "app", "depends_on", "cache", "required"), False),
+    (("resources", "upstream", "target_startup"), 2),
 ]
 
 
@@ -232,6 +240,8 @@ LOADER_ONLY = {
     "47-unknown-user.toml": "this machine (validate's host checks)",
     "49-env-file-unterminated-quote.toml": "another file's contents",
     "memory-04-peak-below-budget.toml": "a comparison of two values",
+    "required-02-unknown-dep.toml": "names refer to other tables",
+    "required-03-cycle-through-optional.toml": "a cycle spans resources",
 }
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import difflib
+import itertools
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,13 +25,19 @@ def check_dependencies(resources: Mapping[str, ResourceSpec], check: Checker) ->
                 guess = difflib.get_close_matches(dep.name, list(resources), n=1, cutoff=0.6)
                 hint = f" (did you mean '{guess[0]}'?)" if guess else ""
                 check.fail(here, f"unknown resource '{dep.name}'{hint}")
-            elif resource.enabled and not resources[dep.name].enabled:
-                check.fail(here, f"depends on '{dep.name}', which has enabled = false")
+            elif resource.enabled and dep.required and not resources[dep.name].enabled:
+                check.fail(here, f"depends on '{dep.name}', which has enabled = false "
+                                 "(or make it optional: required = false)")
+    # Optional edges order a start as required ones do, so a cycle through them is one too.
     edges = {n: [d.name for d in r.depends_on if d.name in resources and d.name != n]
              for n, r in resources.items()}
     cycle = graph.find_cycle(edges)
     if cycle:
-        check.fail(("resources", cycle[0], "depends_on"), "dependency cycle: " + " -> ".join(cycle))
+        optional = [f"{a} -> {b}" for a, b in itertools.pairwise(cycle)
+                    if not next(d.required for d in resources[a].depends_on if d.name == b)]
+        through = f" (optional: {', '.join(optional)}; an optional dependency is still waited for)" \
+            if optional else ""
+        check.fail(("resources", cycle[0], "depends_on"), "dependency cycle: " + " -> ".join(cycle) + through)
 
 
 def check_port_conflicts(resources: Mapping[str, ResourceSpec], check: Checker) -> None:

@@ -41,7 +41,7 @@ COMMON_KEYS = {
     "stop_signal", "stop_timeout", "restart", "restart_delay", "restart_max_delay",
     "restart_burst", "restart_window", "enabled", "health", "user", "description",
     "log_max_size", "log_max_files", "models", "model_load", "keep_alive", "model_concurrency", "export",
-    "memory_limit", "memory_grace", "target_startup", "target_memory",
+    "memory_limit", "memory_grace", "target_startup", "target_memory", "profiles",
 }
 
 DOCKER_ONLY_KEYS = {"image", "entrypoint", "volumes"}
@@ -51,7 +51,10 @@ RESOURCE_KEYS = COMMON_KEYS | DOCKER_ONLY_KEYS
 RUNTIMES = ("process", "docker", "external")
 
 EXTERNAL_KEYS = {"runtime", "depends_on", "start_timeout", "enabled", "health", "description", "export",
-                 "target_startup", "target_memory"}
+                 "target_startup", "target_memory", "profiles"}
+
+# Starts with a letter or digit, so that `--profile NAME` never reads as an option.
+PROFILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", re.ASCII)
 
 EXPORT_KEYS = {"image", "command", "healthcheck", "env"}
 
@@ -137,6 +140,7 @@ def parse_resource(name: str, raw: object, project_dir: Path, variables: Mapping
         log_max_size=_log_max_size(raw, path, check), log_max_files=_log_max_files(raw, path, check),
         target_startup=_target_startup(raw, path, check),
         target_memory=optional_size(raw, "target_memory", path, check),
+        profiles=_parse_profiles(raw, path, check),
     )
 
 
@@ -182,17 +186,37 @@ def _parse_depends(raw: object, path: tuple[str, ...], check: Checker) -> tuple[
     conditions = [c.value for c in Condition]
     for name, value in raw.items():
         here = (*path, name)
-        restart = False
+        restart, required = False, True
         if isinstance(value, dict):
-            check.unknown_keys(value, {"condition", "restart"}, here, "a dependency")
+            check.unknown_keys(value, {"condition", "restart", "required"}, here, "a dependency")
             restart = check.boolean(value, "restart", here, False)
+            required = check.boolean(value, "required", here, True)
             value = value.get("condition", "healthy")
             here = (*here, "condition")
         if not isinstance(value, str) or value not in conditions:
             check.fail(here, f"condition must be one of {', '.join(conditions)}, got {value!r}")
             continue
-        deps.append(Dependency(name, Condition(value), restart))
+        deps.append(Dependency(name, Condition(value), restart, required))
     return tuple(deps)
+
+
+def _parse_profiles(raw: Mapping[str, Any], path: tuple[str, ...], check: Checker) -> tuple[str, ...]:
+    """`profiles = ["ai", "gpu"]`: names of letters, digits, '-', '_' and '.', starting with a letter or digit."""
+    value = raw.get("profiles", [])
+    here = (*path, "profiles")
+    if not isinstance(value, list):
+        check.fail(here, f'expected a list of profile names like ["ai"], got {type_name(value)}')
+        return ()
+    names: list[str] = []
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or not PROFILE_RE.fullmatch(item):
+            shown = show(item) if isinstance(item, str) else type_name(item)
+            check.fail((*here, str(index)), "a profile name is 1 to 63 letters, digits, '-', '_' or '.', "
+                                            "starting with a letter or digit, "
+                                            f"got {shown}")
+        elif item not in names:
+            names.append(item)
+    return tuple(names)
 
 
 def _parse_volumes(raw: object, project_dir: Path, path: tuple[str, ...], check: Checker
