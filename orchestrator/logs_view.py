@@ -59,9 +59,13 @@ def parse_since(text: str, now: float) -> float:
     from orchestrator.configfile.values import parse_duration
 
     try:
-        return now - parse_duration(text)
+        back = parse_duration(text)
     except ValueError:
         pass
+    else:
+        if back < 0:
+            raise UsageError(f"--since {text!r}: a duration back from now cannot be negative")
+        return now - back
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
@@ -137,6 +141,9 @@ def timed_lines(output: OutputLog, name: str, enough: int | None) -> tuple[list[
     lines: list[Line] = []
     pending = b""
     for at, kept in enumerate(files):
+        if pending and at and not _contiguous(files[at - 1], kept):  # what followed it was dropped
+            _add(lines, name, _time_of(files, at - 1, len(files[at - 1].data)), pending)
+            pending = b""
         start = 0
         while (newline := kept.data.find(b"\n", start)) >= 0:
             _add(lines, name, _time_of(files, at, newline + 1), pending + kept.data[start:newline])
@@ -145,6 +152,14 @@ def timed_lines(output: OutputLog, name: str, enough: int | None) -> tuple[list[
     if pending:  # a line still being written
         _add(lines, name, files[-1].mtime, pending)
     return lines, live_end
+
+
+def _contiguous(earlier: _Kept, later: _Kept) -> bool:
+    """Whether `later` starts where `earlier` ends (a line cut by the rotation goes on in
+    it), as far as the index knows; without one, assume so (as `logs` always did)."""
+    if earlier.index.base is None or later.index.base is None:
+        return True
+    return earlier.index.base + len(earlier.data) == later.index.base
 
 
 def _add(lines: list[Line], name: str, moment: float, raw: bytes) -> None:
