@@ -181,12 +181,19 @@ class Follower:
         self._short_since: float | None = None
 
     def poll(self) -> list[Line]:
+        """New complete lines, each with its checkpoint's time (now, if the keeper has not
+        marked it yet), so lines of several resources found in one poll can be ordered."""
         data = self._read()
         if not data:
             return []
         *complete, self._pending = (self._pending + data).split(b"\n")
-        now = time.time()
-        return [Line(self.name, now, raw.decode(errors="replace")) for raw in complete]
+        index, now = logtimes.read_recent(self.output.path), time.time()
+        end = self.position - len(self._pending)  # absolute offset after the last complete line
+        lines = []
+        for raw in reversed(complete):
+            lines.append(Line(self.name, min(now, index.time_of(end) or now), raw.decode(errors="replace")))
+            end -= len(raw) + 1
+        return lines[::-1]
 
     def _read(self) -> bytes:
         base = logtimes.read_base(self.output.path) or 0
@@ -291,8 +298,8 @@ def _print_one_object(name: str, lines: list[Line]) -> None:
 def _follow(followers: list[Follower], printer: Printer) -> int:
     """Until Ctrl-C (KeyboardInterrupt, caught by run_logs)."""
     while True:
-        for follower in followers:
-            for line in follower.poll():
-                printer.show(line)
+        found = [follower.poll() for follower in followers]
+        for line in heapq.merge(*found, key=lambda line: line.time):  # each one's own order kept
+            printer.show(line)
         sys.stdout.flush()
         time.sleep(POLL_SECONDS)

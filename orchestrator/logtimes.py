@@ -78,6 +78,20 @@ def read(log_file: Path) -> Index:
         os.close(fd)
 
 
+def read_recent(log_file: Path, records: int = 256) -> Index:
+    """The base and only the newest checkpoints (what a follower needs for new lines)."""
+    try:
+        fd = paths.open_private(index_path(log_file), os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError):
+        return NO_INDEX
+    try:
+        size = os.fstat(fd).st_size // RECORD.size * RECORD.size
+        start = max(RECORD.size, size - records * RECORD.size)
+        return _parse(os.pread(fd, RECORD.size, 0) + os.pread(fd, size - start, start))
+    finally:
+        os.close(fd)
+
+
 def read_base(log_file: Path) -> int | None:
     """Only the base of a file's index (one small read, for a follower's every poll)."""
     try:
