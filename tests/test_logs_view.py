@@ -29,6 +29,7 @@ import pytest
 from orchestrator import logtimes, paths
 from orchestrator.logs import LogKeeper, OutputLog
 from orchestrator.logs_view import Follower, timed_lines
+from orchestrator.runtimes.docker import container_name
 from tests.conftest import Project, free_port, wait_for
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
@@ -334,6 +335,14 @@ def test_the_index_stays_bounded(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- containers
 
 
+def seconds(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def writers_project_name(project: Project) -> str:
+    return str(project.status()["project"])
+
+
 @pytest.mark.docker
 def test_a_container_interleaves_with_a_process(project: Project) -> None:
     try:
@@ -364,6 +373,13 @@ def test_a_container_interleaves_with_a_process(project: Project) -> None:
         assert "app   | " in lines[-1] or any(line.startswith("app   | ") for line in lines)
         for line in lines:
             assert RFC3339.match(line.split(" | ", 1)[1].split(" ", 1)[0]), line
+        # The engine's own time of each line (`docker logs -t`), not when vrooli copied it.
+        name = container_name(writers_project_name(project), "cache")
+        engine = subprocess.run(["docker", "logs", "-t", name], capture_output=True, text=True, check=True)
+        stamp = next(line.split(" ", 1)[0] for line in (engine.stdout + engine.stderr).splitlines()
+                     if "Ready to accept connections" in line)
+        ours = next(line.split(" | ", 1)[1].split(" ", 1)[0] for line in cache if "Ready to accept" in line)
+        assert abs(seconds(ours) - seconds(stamp[:26] + "Z")) < 2e-6, (ours, stamp)
         later = datetime.fromtimestamp(time.time() + 5, UTC).isoformat()
         assert project.run("logs", "cache", "--since", later, check=True).stdout == ""
         assert "Ready to accept" in project.run("logs", "cache", "--since", "10m", check=True).stdout
