@@ -59,13 +59,9 @@ def parse_since(text: str, now: float) -> float:
     from orchestrator.configfile.values import parse_duration
 
     try:
-        back = parse_duration(text)
+        return now - parse_duration(text)  # (refuses negative durations)
     except ValueError:
         pass
-    else:
-        if back < 0:
-            raise UsageError(f"--since {text!r}: a duration back from now cannot be negative")
-        return now - back
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
@@ -258,7 +254,7 @@ def run_logs(project: ProjectSpec, request: LogsRequest) -> int:
     if request.tail < 0:
         raise UsageError(f"--tail {request.tail}: expected 0 (every line) or more")
     since = parse_since(request.since, time.time()) if request.since is not None else None
-    names = request.names or list(project.resources)
+    names = list(dict.fromkeys(request.names)) or list(project.resources)  # each once, in order
     outputs = {n: OutputLog(paths.resource_log(project.state_dir, n), project.resources[n].log_max_size,
                             project.resources[n].log_max_files) for n in names}
     kept: dict[str, list[Line]] = {}
@@ -279,10 +275,10 @@ def run_logs(project: ProjectSpec, request: LogsRequest) -> int:
 
 def _print(kept: dict[str, list[Line]], followers: list[Follower], names: list[str],
            request: LogsRequest) -> int:
-    if len(request.names) == 1 and request.json_out and not request.follow:
-        _print_one_object(request.names[0], kept[request.names[0]])
+    if len(names) == 1 and request.names and request.json_out and not request.follow:
+        _print_one_object(names[0], kept[names[0]])
         return 0
-    printer = Printer(names, request, prefixed=len(request.names) != 1)
+    printer = Printer(names, request, prefixed=len(names) != 1 or not request.names)
     for line in heapq.merge(*kept.values(), key=lambda line: line.time):
         printer.show(line)
     sys.stdout.flush()

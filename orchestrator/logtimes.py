@@ -3,14 +3,16 @@
 A native process writes straight into NAME.log (no pipe through the supervisor, so a dead
 supervisor never breaks a service with SIGPIPE), so nobody sees its lines one by one. Two
 ways to know their times were measured under a chatty writer (`scripts/bench_log_times.py`,
-100 MB of 100-byte lines, 2 shared cores): a pipe read by the supervisor that stamps every
-line costs ~0.95 s of supervisor CPU per 100 MB (about half a core while the writer runs),
-and would bring back the broken-pipe risk; checkpoints written by the log keeper, which
-inotify already wakes on every burst, cost ~0.02 s on top of the keeper's own ~0.15 s. So
-checkpoints: each says "by `time`, the stream had reached byte `end`", the time being
-the file's mtime when the keeper looked (the kernel's time of the last write: an upper
-bound, late by the keeper's wake-up latency at most). A line's time is the first
-checkpoint at or after its end.
+100 MB of 100-byte lines as fast as Python writes them, 2 shared and busy cores, 4 runs
+each): a pipe read by the supervisor that stamps every line cost 0.90-0.96 s of supervisor
+CPU per 100 MB (a quarter to half a core while the writer ran, before any rotation), and
+would bring back the broken-pipe risk; checkpoints written by the log keeper, which inotify
+already wakes on every burst, cost 0.28-0.45 s against 0.20-0.29 s for the keeper without
+them (rotation included): ~0.1 s per 100 MB. So checkpoints: each says "by `time`, the
+stream had reached byte `end`", the time being the file's mtime when the keeper looked (the
+kernel's time of the last write: an upper bound, late by the keeper's wake-up latency at
+most). A line's time is the first checkpoint at or after its end. (A container's output,
+which the supervisor copies itself, is checkpointed at each write with the engine's time.)
 
 Offsets are *absolute*: bytes of this resource's output since its index began, so
 rotation never rewrites them. Each kept file (NAME.log, NAME.log.1, ...) has an index

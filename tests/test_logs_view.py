@@ -385,3 +385,41 @@ def test_a_container_interleaves_with_a_process(project: Project) -> None:
         assert "Ready to accept" in project.run("logs", "cache", "--since", "10m", check=True).stdout
     finally:
         project.run("down", timeout=120)
+
+
+BAD_OPTIONS = {
+    "since a word": (["--since", "yesterday"], "vrooli: --since 'yesterday': expected a duration"),
+    "since without offset": (["--since", "2026-01-02T03:04:05"], "needs its offset"),
+    "since negative": (["--since", "-5m"], "vrooli: --since '-5m': expected a duration"),
+    "since bare negative": (["--since", "-5"], "vrooli: --since '-5': expected a duration"),
+    "since empty": (["--since", ""], "vrooli: --since '': expected"),
+    "since bad unit": (["--since", "10x"], "vrooli: --since '10x': expected"),
+    "since month 13": (["--since", "2026-13-01T00:00:00Z"], "vrooli: --since '2026-13-01T00:00:00Z'"),
+    "tail negative": (["--tail", "-1"], "vrooli: --tail -1: expected 0"),
+    "unknown among known": (["a", "nope"], "vrooli: unknown resource 'nope' (known: a)"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_OPTIONS, ids=str)
+def test_bad_options_are_one_line_and_exit_2(project: Project, case: str) -> None:
+    args, message = BAD_OPTIONS[case]
+    project.write('[resources.a]\ncommand = ["sleep", "1"]\n')
+    done = project.run("logs", *args)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.splitlines()) == 1 and message in done.stderr, done.stderr
+
+
+def test_a_planted_index_is_refused_not_followed(project: Project) -> None:
+    project.write('[resources.a]\ncommand = ["sh", "-c", "echo hi; exec sleep 1000"]\n'
+                  'health = { probe = "log", pattern = "hi" }\n')
+    project.run("up", check=True)
+    index = logtimes.index_path(paths.resource_log(project.state_dir, "a"))
+    wait_for(index.exists, timeout=10)
+    secret = project.dir / "secret"
+    secret.write_bytes(b"not yours")
+    index.unlink()
+    index.symlink_to(secret)
+    done = project.run("logs", "a", "a")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "symbolic link" in done.stderr and str(index) in done.stderr
+    assert secret.read_bytes() == b"not yours"
