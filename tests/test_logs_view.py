@@ -423,3 +423,14 @@ def test_a_planted_index_is_refused_not_followed(project: Project) -> None:
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert "symbolic link" in done.stderr and str(index) in done.stderr
     assert secret.read_bytes() == b"not yours"
+
+
+def test_one_resource_reads_as_it_always_did(log_dir: Path) -> None:
+    """`logs NAME` splits and tails as OutputLog.tail and read_all always did: carriage
+    returns, empty lines, a line still being written, a line across the rotation."""
+    output = OutputLog(log_dir / "r.log", max_bytes=4096, max_files=1)
+    output.write(b"first\r\nprogress 10%\rprogress 100%\n\n\nblank above\n" + b"z" * 3000 + b"\n")
+    output.write(b"x" * 2000 + b"\nafter rotation\nunfinished")  # rotated by rename: whole lines
+    for tail in (1, 2, 5, 50):
+        assert [line.text for line in timed_lines(output, "r", tail)[0]][-tail:] == output.tail(tail), tail
+    assert [line.text for line in timed_lines(output, "r", None)[0]] == output.read_all()
