@@ -229,9 +229,11 @@ def _read_from(path: Path, start: int, end: int | None = None) -> bytes:
 
 
 class Printer:
+    """One line as asked: JSON, or text after its resource's column and its time."""
+
     def __init__(self, names: list[str], request: LogsRequest, prefixed: bool) -> None:
         self.request = request
-        width = max(len(n) for n in names)
+        width = max((len(n) for n in names), default=0)
         colour = prefixed and wants_colour()
         self.prefixes = {}
         for number, name in enumerate(names):
@@ -255,22 +257,29 @@ def run_logs(project: ProjectSpec, request: LogsRequest) -> int:
         raise UsageError(f"--tail {request.tail}: expected 0 (every line) or more")
     since = parse_since(request.since, time.time()) if request.since is not None else None
     names = list(dict.fromkeys(request.names)) or list(project.resources)  # each once, in order
-    outputs = {n: OutputLog(paths.resource_log(project.state_dir, n), project.resources[n].log_max_size,
-                            project.resources[n].log_max_files) for n in names}
-    kept: dict[str, list[Line]] = {}
-    followers = []
-    for name, output in outputs.items():
-        lines, live_end = timed_lines(output, name, None if since is not None or not request.tail else request.tail)
-        lines = [line for line in lines if since is None or line.time >= since]
-        kept[name] = lines[-request.tail:] if request.tail else lines
-        followers.append(Follower(output, name, live_end))
     try:
+        kept, followers = _kept_lines(project, names, request.tail, since)
         return _print(kept, followers, names, request)
-    except KeyboardInterrupt:  # Ctrl-C before following began: as quiet as during it
+    except KeyboardInterrupt:  # Ctrl-C is how a follow ends (or a long read is given up)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `vrooli logs | head`: the reader had enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _kept_lines(project: ProjectSpec, names: list[str], tail: int,
+                since: float | None) -> tuple[dict[str, list[Line]], list[Follower]]:
+    """Each resource's kept lines (since, then tail), and a follower from where they end."""
+    kept: dict[str, list[Line]] = {}
+    followers = []
+    for name in names:
+        spec = project.resources[name]
+        output = OutputLog(paths.resource_log(project.state_dir, name), spec.log_max_size, spec.log_max_files)
+        lines, live_end = timed_lines(output, name, None if since is not None or not tail else tail)
+        lines = [line for line in lines if since is None or line.time >= since]
+        kept[name] = lines[-tail:] if tail else lines
+        followers.append(Follower(output, name, live_end))
+    return kept, followers
 
 
 def _print(kept: dict[str, list[Line]], followers: list[Follower], names: list[str],
