@@ -434,3 +434,30 @@ def test_one_resource_reads_as_it_always_did(log_dir: Path) -> None:
     for tail in (1, 2, 5, 50):
         assert [line.text for line in timed_lines(output, "r", tail)[0]][-tail:] == output.tail(tail), tail
     assert [line.text for line in timed_lines(output, "r", None)[0]] == output.read_all()
+
+
+def test_follow_picks_up_a_resource_that_starts_later(project: Project) -> None:
+    project.write("""
+        [resources.early]
+        command = ["sh", "-c", "echo early here; exec sleep 1000"]
+        health = { probe = "log", pattern = "early here" }
+        [resources.late]
+        command = ["sh", "-c", "echo late here; exec sleep 1000"]
+        health = { probe = "log", pattern = "late here" }
+    """)
+    project.run("up", "early", check=True)
+    assert not paths.resource_log(project.state_dir, "late").exists()
+    follower = subprocess.Popen([sys.executable, "-m", "orchestrator", "logs", "-f"], cwd=project.dir,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: list[str] = []
+    assert follower.stdout is not None and follower.stderr is not None
+    reader = read_lines(follower.stdout, seen)
+    try:
+        wait_for(lambda: "early | early here\n" in seen, timeout=30)
+        project.run("up", "late", check=True)
+        wait_for(lambda: "late  | late here\n" in seen, timeout=30)
+    finally:
+        follower.send_signal(signal.SIGINT)
+        code = follower.wait(timeout=30)
+        reader.join(timeout=10)
+    assert code in (0, 130) and "Traceback" not in follower.stderr.read()
