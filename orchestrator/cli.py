@@ -28,7 +28,7 @@ if "rich" not in sys.modules:
 import typer
 
 from orchestrator import __version__, config, paths, registry, spawn
-from orchestrator.cli_output import follow_log, model_line, print_not_running, print_status
+from orchestrator.cli_output import model_line, print_not_running, print_status
 from orchestrator.cli_target import target_of
 from orchestrator.errors import (
     EXIT_FAILED,
@@ -240,31 +240,24 @@ def restart(
 
 @app.command()
 def logs(
-    name: Annotated[str, typer.Argument(help="Resource name.")],
+    names: NamesArg = None,
     files: Annotated[list[str] | None, typer.Option(
         "--file", help="resources.toml to use; repeat to merge overrides.", envvar="VROOLI_FILE")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new output.")] = False,
-    tail: Annotated[int, typer.Option("--tail", "-n", help="Lines from the end (0: all).")] = 100,
-    json_out: JsonOpt = False,
+    tail: Annotated[int, typer.Option("--tail", "-n", help="Lines from the end, per resource (0: all).")] = 100,
+    since: Annotated[str | None, typer.Option(
+        "--since", help="Only lines written since: a duration back (10m, 1h30m) or an RFC 3339 time.")] = None,
+    timestamps: Annotated[bool, typer.Option("--timestamps", "-t", help="Prefix each line with its time.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="JSON lines: resource, time, line.")] = False,
 ) -> None:
-    """Print a resource's output (processes and containers alike)."""
-    from orchestrator.logs import OutputLog
+    """Print resources' output, interleaved (processes and containers alike)."""
+    from orchestrator.logs_view import LogsRequest, run_logs
 
     try:
-        project = _load(files)
-        check_names(project.resources, [name])
-        spec = project.resources[name]
-        output = OutputLog(paths.resource_log(project.state_dir, name), spec.log_max_size, spec.log_max_files)
-        lines = output.tail(tail) if tail else output.read_all()
+        code = run_logs(_load(files), LogsRequest(names or [], follow, tail, since, timestamps, json_out))
     except VrooliError as exc:
         _fail(exc, json_out)
-    if json_out and not follow:
-        print(json.dumps({"resource": name, "lines": lines}))
-        return
-    for text in lines:
-        print(text, flush=True)
-    if follow:
-        follow_log(output.path, name, json_out)
+    raise typer.Exit(code)
 
 
 @app.command()

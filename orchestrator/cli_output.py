@@ -1,13 +1,11 @@
 """What the `vrooli` command prints: the status table, a stack that is not running, model
-lines, a followed log. Plain functions of the supervisor's replies, apart from cli.py so
+lines. Plain functions of the supervisor's replies, apart from cli.py so
 the command module stays about parsing and exit codes."""
 
 from __future__ import annotations
 
 import json
 import sys
-import time
-from pathlib import Path
 from typing import Any
 
 from orchestrator.spec import ProjectSpec, ResourceSpec
@@ -92,28 +90,6 @@ def short_size(size: int | None) -> str:
             value = size / (1 << shift)
             return f"{value:.1f}{unit}" if value < 10 else f"{value:.0f}{unit}"
     return f"{size}B"
-
-
-def follow_log(path: Path, name: str, json_out: bool) -> None:
-    position = path.stat().st_size if path.exists() else 0
-    pending = b""
-    try:
-        while True:
-            size = path.stat().st_size if path.exists() else 0
-            if size < position:  # rotated by copy-and-truncate
-                position = 0
-            if size > position:
-                with path.open("rb") as handle:
-                    handle.seek(position)
-                    pending += handle.read(size - position)
-                position = size
-                *complete, pending = pending.split(b"\n")
-                for raw in complete:
-                    text = raw.decode(errors="replace")
-                    print(json.dumps({"resource": name, "line": text}) if json_out else text, flush=True)
-            time.sleep(0.1)
-    except KeyboardInterrupt:
-        return
 
 
 def model_line(model: dict[str, Any]) -> str:

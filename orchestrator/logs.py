@@ -34,7 +34,7 @@ from pathlib import Path
 
 import structlog
 
-from orchestrator import paths
+from orchestrator import logtimes, paths
 from orchestrator.spec import DEFAULT_LOG_MAX_FILES, DEFAULT_LOG_MAX_SIZE
 
 log = structlog.get_logger("vrooli.logs")
@@ -131,8 +131,9 @@ class OutputLog:
         self._ensure_dir()
         return paths.open_private(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
 
-    def write(self, data: bytes) -> None:
-        """Append output the supervisor copies itself (a container's), within the bound."""
+    def write(self, data: bytes, when: float | None = None) -> None:
+        """Append output the supervisor copies itself (a container's), within the bound;
+        `when` (default: now) is when it was written, for its checkpoint (logtimes.py)."""
         data = data[-self.max_bytes:]
         with _lock_for(self.path):
             if self.size() + len(data) > self.max_bytes:
@@ -146,14 +147,25 @@ class OutputLog:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view):]
+                size = os.fstat(fd).st_size
             finally:
                 os.close(fd)
+            logtimes.mark(self.path, size, time.time() if when is None else when, self.max_bytes)
+
+    def mark(self, size: int, when: float) -> None:
+        """A time checkpoint: the live file had `size` bytes at `when` (see logtimes.py)."""
+        with _lock_for(self.path):
+            logtimes.mark(self.path, size, when, self.max_bytes)
 
     def size(self) -> int:
+        return self.size_and_mtime()[0]
+
+    def size_and_mtime(self) -> tuple[int, float]:
         try:
-            return os.lstat(self.path).st_size
+            info = os.lstat(self.path)
         except FileNotFoundError:
-            return 0
+            return 0, 0.0
+        return info.st_size, info.st_mtime
 
     def _shift_older(self) -> None:
         """NAME.log.1 -> .2 -> ... up to max_files; the oldest is replaced."""
@@ -162,19 +174,23 @@ class OutputLog:
                 os.replace(self.older(number), self.older(number + 1))
             except FileNotFoundError:
                 continue
+            logtimes.rename(self.older(number), self.older(number + 1))
 
     def _rotate_by_rename(self) -> None:
+        base, size = logtimes.read_base(self.path) or 0, self.size()
         if self.max_files == 0:
             try:
                 os.unlink(self.path)
             except FileNotFoundError:
                 pass
-            return
-        self._shift_older()
-        try:
-            os.replace(self.path, self.older(1))
-        except FileNotFoundError:
-            pass
+        else:
+            self._shift_older()
+            try:
+                os.replace(self.path, self.older(1))
+                logtimes.rename(self.path, self.older(1))
+            except FileNotFoundError:
+                pass
+        logtimes.write(self.path, base + size)  # the new file continues the count
 
     def enforce_limit(self) -> bool:
         """Over the limit: move its newest max_bytes into NAME.log.1, leaving the live file
@@ -190,6 +206,7 @@ class OutputLog:
                     return False
                 if self.max_files == 0:
                     os.ftruncate(fd, 0)
+                    logtimes.write(self.path, (logtimes.read_base(self.path) or 0) + size)
                 else:
                     self._rotate_live(fd, size)
             finally:
@@ -208,28 +225,31 @@ class OutputLog:
         target, temp = paths.create_exclusive(self.path.parent, self.older(1).name)
         try:
             try:
-                self._move_head(fd, target, size)
+                kept_from, cut = self._move_head(fd, target, size)
             finally:
                 os.close(target)
             self._shift_older()
             os.replace(temp, self.older(1))
+            logtimes.split(self.path, self.older(1), kept_from, cut)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
 
-    def _move_head(self, fd: int, target: int, size: int) -> None:
+    def _move_head(self, fd: int, target: int, size: int) -> tuple[int, int]:
+        """Returns (kept_from, cut): bytes [kept_from, cut) went to the target, [0, cut)
+        left the live file."""
         start = self._line_start(fd, max(0, size - self.max_bytes))
         info = os.fstat(fd)
         cut = (size - 1) // info.st_blksize * info.st_blksize  # a block boundary before the end
         if cut > start and _collapse_supported.get(info.st_dev, True):
             _copy(fd, target, start, cut)
             if _collapse(fd, cut):
-                return
+                return start, cut
             os.ftruncate(target, 0)
             os.lseek(target, 0, os.SEEK_SET)
-        self._copy_and_truncate(fd, target, start, size)
+        return self._copy_and_truncate(fd, target, start, size)
 
-    def _copy_and_truncate(self, fd: int, target: int, start: int, size: int) -> None:
+    def _copy_and_truncate(self, fd: int, target: int, start: int, size: int) -> tuple[int, int]:
         end = _copy(fd, target, start, size)
         for _ in range(CATCH_UP_ROUNDS):  # until what the writer added while we copied is small
             now = os.fstat(fd).st_size
@@ -239,9 +259,10 @@ class OutputLog:
             if now - self.max_bytes >= end:  # it wrote more than a whole file meanwhile
                 os.ftruncate(target, 0)
                 os.lseek(target, 0, os.SEEK_SET)
-                end = self._line_start(fd, now - self.max_bytes)
+                start = end = self._line_start(fd, now - self.max_bytes)
             end = _copy(fd, target, end, now)
         os.ftruncate(fd, 0)
+        return start, end
 
     @staticmethod
     def _line_start(fd: int, offset: int) -> int:
@@ -346,6 +367,7 @@ class LogKeeper:
         self.on_state_event = on_state_event
         self._logs = logs  # called from the keeper's thread: must only read immutable things
         self._sizes: dict[str, int] = {}
+        self._marked: dict[str, int] = {}  # the live size of each file's last time checkpoint
         self._failed: set[str] = set()
         self._stopped = False
         self._wake_lock = threading.Lock()  # no write to the wake pipe once it is closed
@@ -453,13 +475,18 @@ class LogKeeper:
             name = output.path.name
             if not check_all and name not in names:
                 continue
-            size = output.size()
+            size, mtime = output.size_and_mtime()
             grew |= size > self._sizes.get(name, 0)
             self._sizes[name] = size
-            if size <= output.max_bytes:
-                continue
             try:
-                rotated |= output.enforce_limit()
+                if size and size != self._marked.get(name):
+                    output.mark(size, mtime)  # mtime: when its last byte was written
+                    self._marked[name] = size
+                if size <= output.max_bytes:
+                    continue
+                if output.enforce_limit():
+                    rotated = True
+                    self._marked.pop(name, None)
                 self._failed.discard(name)
             except OSError as exc:  # UnsafePath is not an OSError: reported below
                 self._report(name, str(exc))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import signal as signals
 import sys
 import threading
@@ -20,6 +21,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -105,6 +107,24 @@ def sdk_error_kind(exc: BaseException) -> str | None:
     # No SDK call was made before it is loaded: only the OS's own errors apply then.
     table = sdk_error_table() if "docker" in sys.modules else _OS_CONNECTION_ERRORS
     return next((table[cls] for cls in type(exc).__mro__ if cls in table), None)
+
+
+_ENGINE_TIME = re.compile(rb"(?:^|(?<=\n))(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d) ")
+
+
+def engine_time(chunk: bytes) -> tuple[bytes, float | None]:
+    """A chunk of `logs(timestamps=True)` without the engine's time prefix on each entry,
+    and the last of those times (for the log's time checkpoint; None: none found)."""
+    last: float | None = None
+
+    def strip(match: re.Match[bytes]) -> bytes:
+        nonlocal last
+        fraction = (match[2] or b".0")[:7].decode()  # nanoseconds: Python keeps microseconds
+        zone = match[3].decode().replace("Z", "+00:00")
+        last = datetime.fromisoformat(match[1].decode() + fraction + zone).timestamp()
+        return b""
+
+    return _ENGINE_TIME.sub(strip, chunk), last
 
 
 def _is_sdk_error(exc: BaseException) -> bool:
@@ -510,11 +530,12 @@ class DockerInstance:
 
         def pump() -> None:
             try:
-                kwargs: dict[str, Any] = {"stream": True, "follow": True, "stdout": True, "stderr": True}
+                kwargs: dict[str, Any] = {"stream": True, "follow": True, "stdout": True, "stderr": True,
+                                          "timestamps": True}  # the engine's own time of each line
                 if since is not None:
                     kwargs["since"] = since
                 for chunk in self.container.logs(**kwargs):
-                    output.write(chunk)
+                    output.write(*engine_time(chunk))
             except Exception as exc:
                 if not _is_sdk_error(exc):
                     raise
