@@ -44,9 +44,11 @@ COMMON_KEYS = {
     "memory_limit", "memory_grace",
 }
 
-DOCKER_ONLY_KEYS = {"image", "entrypoint", "volumes"}
+DOCKER_ONLY_KEYS = {"image", "entrypoint", "volumes", "hooks_inside"}
 
-RESOURCE_KEYS = COMMON_KEYS | DOCKER_ONLY_KEYS
+HOOK_KEYS = {"post_start", "pre_stop"}  # argv lists, checked like `command` (hooks.py runs them)
+
+RESOURCE_KEYS = COMMON_KEYS | DOCKER_ONLY_KEYS | HOOK_KEYS
 
 RUNTIMES = ("process", "docker", "external")
 
@@ -134,6 +136,8 @@ def parse_resource(name: str, raw: object, project_dir: Path, variables: Mapping
         memory_grace=memory_grace, models=models, description=check.string(raw, "description", path, "") or "",
         export=_parse_export(raw["export"], (*path, "export"), check) if "export" in raw else None,
         log_max_size=_log_max_size(raw, path, check), log_max_files=_log_max_files(raw, path, check),
+        post_start=check.command(raw, "post_start", path) or (), pre_stop=check.command(raw, "pre_stop", path) or (),
+        hooks_inside=check.boolean(raw, "hooks_inside", path, False),
     )
 
 

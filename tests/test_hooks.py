@@ -1,0 +1,350 @@
+"""Hooks on real components: post_start against a real Postgres 15, pre_stop before the stop
+signal, failures and timeouts, and hooks_inside a real container (docker exec)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import psutil
+import pytest
+
+from orchestrator import config
+from orchestrator.errors import ConfigError
+from tests.conftest import PG_BIN, Project, free_port, postgres_command, postgres_data_dir, wait_for
+
+PSQL = PG_BIN / "psql"
+
+
+def ts(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def pids_in(path: Path) -> list[int]:
+    return [int(word) for word in path.read_text().split()]
+
+
+def databases(data: Path, port: int) -> list[str]:
+    done = subprocess.run(["runuser", "-u", "postgres", "--", str(PSQL), "-h", str(data.parent / "pgsock"),
+                           "-p", str(port), "-U", "postgres", "-Atc", "SELECT datname FROM pg_database"],
+                          capture_output=True, text=True, check=True, timeout=30)
+    return done.stdout.split()
+
+
+# ------------------------------------------------------------------ post_start
+
+
+@pytest.mark.skipif(not (PG_BIN / "postgres").exists(), reason="needs Postgres 15")
+def test_post_start_creates_a_database_before_postgres_counts_as_ready(project: Project) -> None:
+    data = postgres_data_dir(project.dir)
+    sockets, port = data.parent / "pgsock", free_port()
+    done_file = sockets / "hook-done"  # the postgres user may write there
+    hook = (f"sleep 1; {PSQL} -h {sockets} -p {port} -U postgres -c 'CREATE DATABASE app' "
+            f"&& date +%s.%N > {done_file}")
+    project.write(f"""
+        [resources.postgres]
+        command = {json.dumps(postgres_command(data, port))}
+        user = "postgres"
+        ports = [{port}]
+        stop_signal = "SIGINT"
+        health = {{ probe = "postgres" }}
+        post_start = ["sh", "-c", {json.dumps(hook)}]
+
+        [resources.app]
+        command = ["sh", "-c", "echo app up; exec sleep 1000"]
+        depends_on = ["postgres"]
+        health = {{ probe = "log", pattern = "app up" }}
+    """)
+    up = subprocess.Popen([sys.executable, "-m", "orchestrator", "up"], cwd=project.dir,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # While the hook runs, status says so, and the dependent still waits.
+        seen = wait_for(lambda: (r := project.rows())["postgres"]["message"] == "post_start running" and r, 60)
+        assert seen["postgres"]["state"] == "starting"
+        assert seen["app"]["state"] == "pending" and seen["app"]["pid"] is None
+        _out, err = up.communicate(timeout=120)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.communicate()
+    assert up.returncode == 0, err
+    assert "app" in databases(data, port)
+    rows = project.rows()
+    hook_done = float(done_file.read_text())
+    assert ts(rows["postgres"]["ready_at"]) >= hook_done
+    assert ts(rows["app"]["started_at"]) >= hook_done
+    assert rows["postgres"]["state"] == rows["app"]["state"] == "ready"
+    log = project.run("logs", "postgres").stdout
+    assert "[post_start] running" in log and "[post_start] CREATE DATABASE" in log
+    assert "[post_start] exited with code 0 after" in log
+
+
+def test_failing_post_start_fails_the_resource_with_its_output(project: Project) -> None:
+    hook = "echo first try; echo 'ERROR: no bucket for sekrit-value-42' >&2; exit 3"
+    project.write(f"""
+        [resources.store]
+        command = ["sh", "-c", "echo ready; exec sleep 1000"]
+        env = {{ STORE_TOKEN = "sekrit-value-42" }}
+        health = {{ probe = "log", pattern = "ready" }}
+        post_start = ["sh", "-c", {json.dumps(hook)}]
+
+        [resources.app]
+        command = ["sleep", "1000"]
+        depends_on = ["store"]
+    """)
+    done = project.run("up", "--json")
+    assert done.returncode == 1, done.stderr
+    rows = {r["name"]: r for r in json.loads(done.stdout)["resources"]}
+    store = rows["store"]
+    assert store["state"] == "failed"
+    assert store["message"] == "post_start exited with code 3; last output: first try | ERROR: no bucket for ***"
+    assert rows["app"]["state"] == "blocked"
+    assert store["pid"] is None  # the failed start was stopped
+    assert "sekrit-value-42" not in done.stdout + done.stderr
+    assert not [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "1000"]
+                and p.environ().get("VROOLI_TEST_TOKEN") == _token()]
+    # The public view (health endpoint) drops the hook's output, as it drops a crash's.
+    import httpx
+
+    verbose = httpx.get(project.health_url() + "/readyz?verbose", timeout=30).text
+    assert "[-]store failed: post_start exited with code 3" in verbose
+    assert "bucket" not in verbose
+
+
+def _token() -> str:
+    import os
+
+    return os.environ["VROOLI_TEST_TOKEN"]
+
+
+def test_failing_post_start_follows_the_restart_policy(project: Project) -> None:
+    # Fails on the first start, passes on the second: a restart as for a crash before ready.
+    counter = project.dir / "tries"
+    hook = f"echo x >> {counter}; [ $$(wc -l < {counter}) -ge 2 ]"
+    project.write(f"""
+        [resources.store]
+        command = ["sh", "-c", "echo ready; exec sleep 1000"]
+        health = {{ probe = "log", pattern = "ready" }}
+        restart = "on-failure"
+        restart_delay = "50ms"
+        post_start = ["sh", "-c", {json.dumps(hook)}]
+    """)
+    done = project.run("up", "--json")
+    assert done.returncode == 0, done.stderr
+    store = json.loads(done.stdout)["resources"][0]
+    assert store["state"] == "ready" and store["restarts"] == 1
+    assert counter.read_text().count("x") == 2
+
+
+def test_post_start_timeout_fails_and_leaves_no_hook_process(project: Project) -> None:
+    pids = project.dir / "hook-pids"
+    # a child in its group, and one that leaves the group and the session (setsid)
+    hook = (f"echo waiting; echo $$$$ >> {pids}; sleep 1000 & echo $$! >> {pids}; "
+            f"setsid sleep 1000 & echo $$! >> {pids}; wait")
+    project.write(f"""
+        [resources.slow]
+        command = ["sh", "-c", "echo ready; exec sleep 1000"]
+        start_timeout = "3s"
+        health = {{ probe = "log", pattern = "ready" }}
+        post_start = ["sh", "-c", {json.dumps(hook)}]
+    """)
+    started = time.monotonic()
+    done = project.run("up", "--json")
+    took = time.monotonic() - started
+    assert done.returncode == 1, done.stderr
+    row = json.loads(done.stdout)["resources"][0]
+    assert row["state"] == "failed"
+    assert row["message"].startswith("post_start did not finish within "), row["message"]
+    assert row["message"].endswith("s; last output: waiting"), row["message"]
+    assert took < 30
+    found = pids_in(pids)
+    assert len(found) == 3
+    assert wait_for(lambda: all(gone(p) for p in found), 10)
+    log = project.run("logs", "slow").stdout
+    assert "[post_start] did not finish within" in log
+
+
+def test_post_start_not_found_fails_with_one_line(project: Project) -> None:
+    project.write("""
+        [resources.svc]
+        command = ["sh", "-c", "exec sleep 1000"]
+        post_start = ["no-such-hook-program", "--now"]
+    """)
+    done = project.run("up", "--json")
+    assert done.returncode == 1
+    row = json.loads(done.stdout)["resources"][0]
+    assert row["message"] == "post_start command not found: no-such-hook-program"
+
+
+# ------------------------------------------------------------------ pre_stop
+
+
+SERVICE = """
+trap 'echo TERM $(date +%s.%N) >> {record}; exit 0' TERM
+echo ready
+while true; do sleep 0.05; done
+"""
+
+
+def test_pre_stop_runs_before_the_stop_signal_on_down_and_restart(project: Project) -> None:
+    record = project.dir / "order"
+    project.write(f"""
+        [resources.svc]
+        command = ["sh", "-c", {json.dumps(SERVICE.format(record=record))}]
+        health = {{ probe = "log", pattern = "ready" }}
+        env = {{ GREETING = "flushing" }}
+        pre_stop = ["sh", "-c", "echo $$GREETING; echo pre_stop $(date +%s.%N) >> {record}"]
+    """)
+    project.run("up", check=True)
+    project.run("restart", "svc", check=True)
+    project.run("down", check=True)
+    steps = [line.split()[0] for line in record.read_text().splitlines()]
+    assert steps == ["pre_stop", "TERM", "pre_stop", "TERM"]
+    log = project.run("logs", "svc").stdout
+    assert log.count("[pre_stop] flushing") == 2
+
+
+def test_hanging_pre_stop_is_bounded_by_stop_timeout_and_killed(project: Project) -> None:
+    record, pids = project.dir / "order", project.dir / "hook-pids"
+    hook = f"echo $$$$ >> {pids}; sleep 1000 & echo $$! >> {pids}; wait"
+    project.write(f"""
+        [resources.svc]
+        command = ["sh", "-c", {json.dumps(SERVICE.format(record=record))}]
+        health = {{ probe = "log", pattern = "ready" }}
+        stop_timeout = "1500ms"
+        pre_stop = ["sh", "-c", {json.dumps(hook)}]
+    """)
+    project.run("up", check=True)
+    pid = project.rows()["svc"]["pid"]
+    started = time.monotonic()
+    project.run("down", check=True)
+    took = time.monotonic() - started
+    assert 1.4 <= took < 1.5 + 8  # the hook had its stop_timeout; the stop then went on
+    assert gone(pid)
+    assert record.read_text().startswith("TERM")  # the stop signal came, after the hook was cut
+    assert all(gone(p) for p in pids_in(pids))
+    assert "pre_stop failed; stopping anyway" in (project.state_dir / "supervisor.log").read_text()
+
+
+def test_pre_stop_does_not_run_when_the_process_already_died(project: Project) -> None:
+    marker = project.dir / "pre-stop-ran"
+    project.write(f"""
+        [resources.short]
+        command = ["sh", "-c", "echo ready; sleep 0.5; exit 4"]
+        health = {{ probe = "log", pattern = "ready" }}
+        pre_stop = ["touch", "{marker}"]
+    """)
+    project.run("up", check=True)
+    wait_for(lambda: project.rows()["short"]["state"] == "failed", 30)
+    project.run("down", check=True)
+    assert not marker.exists()
+
+
+# ------------------------------------------------------------------ validation
+
+
+@pytest.mark.parametrize(("body", "line"), [
+    ('command = ["x"]\npost_start = "psql"',
+     'resources.r.post_start: expected a list of strings, like ["redis-server", "--port", "6380"]'),
+    ('command = ["x"]\npre_stop = []', "resources.r.pre_stop: must not be empty"),
+    ('command = ["x"]\npre_stop = ["a", 1]',
+     'resources.r.pre_stop: expected a list of strings, like ["redis-server", "--port", "6380"]'),
+    ('command = ["x"]\nhooks_inside = true', 'resources.r.hooks_inside: only applies to runtime = "docker"'),
+    ('runtime = "docker"\nimage = "x"\nhooks_inside = "yes"',
+     "resources.r.hooks_inside: expected true or false, got a string"),
+    ('runtime = "external"\nhealth = { probe = "tcp", port = 5 }\npost_start = ["x"]',
+     'resources.r.post_start: does not apply to runtime = "external" (vrooli never starts, stops or restarts it)'),
+    ('runtime = "external"\nhealth = { probe = "tcp", port = 5 }\npre_stop = ["x"]',
+     'resources.r.pre_stop: does not apply to runtime = "external" (vrooli never starts, stops or restarts it)'),
+    ('command = ["x"]\npost_stat = ["x"]',
+     "resources.r.post_stat: unknown key in a resource (did you mean 'post_start'?)"),
+])
+def test_bad_hook_keys_are_one_line_naming_resource_and_key(tmp_path: Path, body: str, line: str) -> None:
+    path = tmp_path / "resources.toml"
+    path.write_text(f'[project]\nname = "t"\n[resources.r]\n{body}\n')
+    with pytest.raises(ConfigError) as caught:
+        config.load([path], {})
+    assert caught.value.lines() == [f"{path}: {line}"]
+
+
+def test_hook_keys_load_into_the_spec(tmp_path: Path) -> None:
+    path = tmp_path / "resources.toml"
+    path.write_text('[project]\nname = "t"\n[resources.r]\nruntime = "docker"\nimage = "x"\n'
+                    'post_start = ["redis-cli", "ping"]\npre_stop = ["redis-cli", "save"]\nhooks_inside = true\n')
+    spec = config.load([path], {}).resources["r"]
+    assert (spec.post_start, spec.pre_stop, spec.hooks_inside) == (("redis-cli", "ping"), ("redis-cli", "save"), True)
+
+
+# ------------------------------------------------------------------ docker
+
+
+def docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture
+def redis_image() -> Iterator[str]:
+    try:
+        docker("image", "inspect", "vrooli-test/redis:7")
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("needs a running Docker engine and `scripts/build-test-images.sh`")
+    yield "vrooli-test/redis:7"
+
+
+@pytest.mark.docker
+def test_hooks_inside_run_redis_cli_in_the_container(project: Project, redis_image: str) -> None:
+    name, port = f"t{uuid.uuid4().hex[:8]}", free_port()
+    project.write(f"""
+        [project]
+        name = "{name}"
+        state_dir = ".state"
+        health_listen = "127.0.0.1:0"
+
+        [resources.cache]
+        runtime = "docker"
+        image = "{redis_image}"
+        ports = ["127.0.0.1:{port}:6379"]
+        health = {{ probe = "redis" }}
+        hooks_inside = true
+        post_start = ["redis-cli", "SET", "hooked", "inside"]
+        pre_stop = ["redis-cli", "GET", "hooked"]
+
+        [resources.host]
+        runtime = "docker"
+        image = "{redis_image}"
+        ports = ["127.0.0.1:{free_port()}:6379"]
+        env = {{ TARGET_PORT = "{port}" }}
+        depends_on = ["cache"]
+        post_start = ["sh", "-c", "redis-cli -p $$TARGET_PORT SET from-host yes"]
+    """)
+    try:
+        done = project.run("up", timeout=180)
+        assert done.returncode == 0, done.stderr
+        value = subprocess.run(["redis-cli", "-p", str(port), "GET", "hooked"], capture_output=True, text=True,
+                               check=True).stdout.strip()
+        assert value == "inside"
+        assert subprocess.run(["redis-cli", "-p", str(port), "GET", "from-host"], capture_output=True, text=True,
+                              check=True).stdout.strip() == "yes"
+        assert project.run("down", timeout=180).returncode == 0
+        log = (project.state_dir / "logs" / "cache.log").read_text()
+        assert "[post_start] running inside the container" in log and "[post_start] OK" in log
+        assert "[pre_stop] inside" in log
+    finally:
+        project.run("down", timeout=180)
+        left = docker("ps", "-aq", "--filter", f"label=dev.vrooli.project={name}").split()
+        for ident in left:
+            subprocess.run(["docker", "rm", "-f", ident], capture_output=True)
+        assert not left
