@@ -54,6 +54,7 @@ PRE_STOP = "pre_stop"
 TAIL_LINES = 3  # the last lines of output a failure's message quotes
 MESSAGE_OUTPUT_LIMIT = 300  # characters of output in that message (its end)
 LINE_LIMIT = 8192  # a line longer than this is written to the log in pieces
+PIPE_DRAIN = 1.0  # seconds to read what is left in the output pipe once the hook has ended
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,15 +195,20 @@ async def _run_on_host(spec: ResourceSpec, argv: tuple[str, ...], timeout: float
         return None, f"cannot start {argv[0]}: {exc}"
     members = ProcessInstance(process.pid, born, "", process, groups=frozenset({process.pid}), token=token)
     code: int | None = None
-    ended = False
+    ended, drained = False, anyio.Event()
     try:
         async with anyio.create_task_group() as tg:
             assert process.stdout is not None
-            tg.start_soon(_pump, process.stdout, sink.feed)
+            tg.start_soon(_pump, process.stdout, sink.feed, drained)
             with anyio.move_on_after(timeout):
                 code = await process.wait()
             await _end_all(members)  # what it left behind: the pipe then ends
             ended = True
+            # ... unless something we could not find (it scrubbed its environment and left
+            # the session) holds it open: the hook has ended all the same.
+            with anyio.move_on_after(PIPE_DRAIN):
+                await drained.wait()
+            tg.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
             if not ended:  # cancelled, or the reading failed
@@ -219,9 +225,10 @@ async def _end_all(members: ProcessInstance) -> None:
         log.debug("ending a hook's processes", error=str(exc))
 
 
-async def _pump(stream: ByteReceiveStream, feed: Callable[[bytes], None]) -> None:
+async def _pump(stream: ByteReceiveStream, feed: Callable[[bytes], None], drained: anyio.Event) -> None:
     try:
         async for chunk in stream:
             feed(chunk)
     except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
         pass
+    drained.set()

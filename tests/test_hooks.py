@@ -4,6 +4,7 @@ signal, failures and timeouts, and hooks_inside a real container (docker exec)."
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -149,6 +150,27 @@ def test_failing_post_start_follows_the_restart_policy(project: Project) -> None
     assert counter.read_text().count("x") == 2
 
 
+def test_post_start_does_not_run_again_when_a_new_supervisor_adopts(project: Project) -> None:
+    # The hook belongs to a start: a supervisor killed with SIGKILL and replaced takes the
+    # running instance back without running it again (a second CREATE DATABASE would fail).
+    counter = project.dir / "runs"
+    project.write(f"""
+        [resources.svc]
+        command = ["sh", "-c", "echo ready; exec sleep 1000"]
+        health = {{ probe = "log", pattern = "ready" }}
+        post_start = ["sh", "-c", "echo x >> {counter}"]
+    """)
+    assert project.run("up").returncode == 0
+    pid = project.rows()["svc"]["pid"]
+    supervisor = int((project.state_dir / "supervisor.pid").read_text().split()[0])
+    psutil.Process(supervisor).kill()
+    wait_for(lambda: gone(supervisor), 10)
+    assert project.run("up").returncode == 0
+    row = project.rows()["svc"]
+    assert row["pid"] == pid and row["state"] == "ready"
+    assert counter.read_text() == "x\n"
+
+
 def test_post_start_timeout_fails_and_leaves_no_hook_process(project: Project) -> None:
     pids = project.dir / "hook-pids"
     # a child in its group, and one that leaves the group and the session (setsid)
@@ -177,6 +199,23 @@ def test_post_start_timeout_fails_and_leaves_no_hook_process(project: Project) -
     assert "[post_start] did not finish within" in log
 
 
+def test_a_hook_that_exits_leaves_nothing_running(project: Project) -> None:
+    # Exits 0 at once, leaving one child in its group and one that left group and session:
+    # both ended (by the group, and by the token its environment carries).
+    pids = project.dir / "hook-pids"
+    hook = f"sleep 1000 & echo $$! >> {pids}; setsid sleep 1000 & echo $$! >> {pids}; sleep 0.2"
+    project.write(f"""
+        [resources.svc]
+        command = ["sh", "-c", "echo ready; exec sleep 1000"]
+        health = {{ probe = "log", pattern = "ready" }}
+        post_start = ["sh", "-c", {json.dumps(hook)}]
+    """)
+    assert project.run("up").returncode == 0
+    found = pids_in(pids)
+    assert len(found) == 2
+    assert wait_for(lambda: all(gone(p) for p in found), 10)
+
+
 def test_post_start_not_found_fails_with_one_line(project: Project) -> None:
     project.write("""
         [resources.svc]
@@ -192,8 +231,9 @@ def test_post_start_not_found_fails_with_one_line(project: Project) -> None:
 # ------------------------------------------------------------------ pre_stop
 
 
+# Records the stop signal once (the runtime signals its group and each member).
 SERVICE = """
-trap 'echo TERM $(date +%s.%N) >> {record}; exit 0' TERM
+trap 'trap "" TERM; echo TERM $(date +%s.%N) >> {record}; exit 0' TERM
 echo ready
 while true; do sleep 0.05; done
 """
@@ -215,6 +255,34 @@ def test_pre_stop_runs_before_the_stop_signal_on_down_and_restart(project: Proje
     assert steps == ["pre_stop", "TERM", "pre_stop", "TERM"]
     log = project.run("logs", "svc").stdout
     assert log.count("[pre_stop] flushing") == 2
+
+
+def test_pre_stop_runs_on_reload_restart_and_daemon_shutdown(project: Project) -> None:
+    record = project.dir / "order"
+    body = f"""
+        [resources.svc]
+        command = ["sh", "-c", {json.dumps(SERVICE.format(record=record))}]
+        health = {{{{ probe = "log", pattern = "ready" }}}}
+        env = {{{{ VERSION = "{{version}}" }}}}
+        pre_stop = ["sh", "-c", "echo pre_stop $$VERSION >> {record}"]
+    """
+    project.write(body.format(version="1"))
+    daemon = subprocess.Popen([sys.executable, "-m", "orchestrator", "daemon"], cwd=project.dir,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        first = wait_for(lambda: (r := project.rows()["svc"])["state"] == "ready" and r, 60)
+        project.write(body.format(version="2"))
+        assert project.run("reload").returncode == 0
+        wait_for(lambda: (r := project.rows()["svc"])["state"] == "ready" and r["pid"] != first["pid"], 60)
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(60) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+    steps = [" ".join(line.split()[:2]) if line.startswith("pre_stop") else line.split()[0]
+             for line in record.read_text().splitlines()]
+    assert steps == ["pre_stop 1", "TERM", "pre_stop 2", "TERM"], record.read_text()
 
 
 def test_hanging_pre_stop_is_bounded_by_stop_timeout_and_killed(project: Project) -> None:
