@@ -356,6 +356,30 @@ def test_hook_keys_load_into_the_spec(tmp_path: Path) -> None:
     assert (spec.post_start, spec.pre_stop, spec.hooks_inside) == (("redis-cli", "ping"), ("redis-cli", "save"), True)
 
 
+@pytest.mark.parametrize(("body", "line"), [
+    ('command = ["true"]\npost_start = ["vrooli-no-such-hook"]',
+     "resources.r.post_start: 'vrooli-no-such-hook' is not found on PATH"),
+    ('command = ["true"]\npre_stop = ["./missing.sh"]', "resources.r.pre_stop: not an executable file"),
+    ('command = ["/bin/true"]\npost_start = ["hook"]\nenv = { PATH = "/nonexistent" }',
+     "resources.r.post_start: 'hook' is not found on PATH (/nonexistent)"),
+    ('runtime = "docker"\nimage = "x"\npre_stop = ["vrooli-no-such-hook"]',
+     "resources.r.pre_stop: 'vrooli-no-such-hook' is not found on PATH"),
+])
+def test_validate_refuses_a_hook_a_start_could_not_run(tmp_path: Path, body: str, line: str) -> None:
+    path = tmp_path / "resources.toml"
+    path.write_text(f'[project]\nname = "t"\n[resources.r]\n{body}\n')
+    with pytest.raises(ConfigError) as caught:
+        config.load([path], {"PATH": "/usr/bin:/bin"}, host_checks=True)
+    assert len(caught.value.lines()) == 1 and line in caught.value.lines()[0], caught.value.lines()
+
+
+def test_validate_leaves_hooks_inside_a_container_to_the_image(tmp_path: Path) -> None:
+    path = tmp_path / "resources.toml"
+    path.write_text('[project]\nname = "t"\n[resources.r]\nruntime = "docker"\nimage = "x"\n'
+                    'hooks_inside = true\npost_start = ["vrooli-only-in-the-image"]\n')
+    assert config.load([path], {"PATH": "/usr/bin:/bin"}, host_checks=True).resources["r"].hooks_inside
+
+
 # ------------------------------------------------------------------ docker
 
 
