@@ -125,6 +125,22 @@ def test_failing_post_start_fails_the_resource_with_its_output(project: Project)
     assert "bucket" not in verbose
 
 
+def test_a_failing_hooks_message_is_one_bounded_line(project: Project) -> None:
+    script = "import sys; print('\\x1b[31m' + 'x' * 5000); print('tab\\there'); sys.exit(2)"
+    project.write(f"""
+        [resources.svc]
+        command = ["sleep", "1000"]
+        post_start = ["python3", "-c", {json.dumps(script)}]
+    """)
+    done = project.run("up", "--json")
+    assert done.returncode == 1
+    message = json.loads(done.stdout)["resources"][0]["message"]
+    assert message.startswith("post_start exited with code 2; last output: …xxx")
+    assert message.endswith("xxx | tab here") and message.isprintable()
+    assert len(message) <= len("post_start exited with code 2; last output: ") + 300
+    assert "\x1b[31m" + "x" * 5000 in project.run("logs", "svc").stdout  # the log keeps it whole
+
+
 def _token() -> str:
     import os
 
@@ -292,15 +308,25 @@ def test_hanging_pre_stop_is_bounded_by_stop_timeout_and_killed(project: Project
         [resources.svc]
         command = ["sh", "-c", {json.dumps(SERVICE.format(record=record))}]
         health = {{ probe = "log", pattern = "ready" }}
-        stop_timeout = "1500ms"
+        stop_timeout = "3s"
         pre_stop = ["sh", "-c", {json.dumps(hook)}]
     """)
     project.run("up", check=True)
     pid = project.rows()["svc"]["pid"]
     started = time.monotonic()
-    project.run("down", check=True)
+    down = subprocess.Popen([sys.executable, "-m", "orchestrator", "down"], cwd=project.dir,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        row = wait_for(lambda: (r := project.rows()["svc"])["message"] == "pre_stop running" and r, 30)
+        assert row["state"] == "stopping"
+        _out, err = down.communicate(timeout=60)
+    finally:
+        if down.poll() is None:
+            down.kill()
+            down.communicate()
     took = time.monotonic() - started
-    assert 1.4 <= took < 1.5 + 8  # the hook had its stop_timeout; the stop then went on
+    assert down.returncode == 0, err
+    assert 2.9 <= took < 3 + 10  # the hook had its stop_timeout; the stop then went on
     assert gone(pid)
     assert record.read_text().startswith("TERM")  # the stop signal came, after the hook was cut
     assert all(gone(p) for p in pids_in(pids))
