@@ -64,7 +64,6 @@ class HookOutcome:
     ok: bool
     reason: str
     seconds: float
-    timed_out: bool = False
 
 
 class _Output:
@@ -137,7 +136,7 @@ async def run_hook(spec: ResourceSpec, which: str, instance: Instance, output: O
         sink.flush()
     seconds = time.monotonic() - started
     if code is None and not failure:
-        failure = f"did not finish within {timeout:.3g}s"
+        failure = f"did not finish within {round(timeout, 2):g}s"
     elif code is not None and code != 0:
         failure = killed_by(-code) if code < 0 else ("exited" if code == EXIT_UNKNOWN else f"exited with code {code}")
     sink.line(f"{failure or 'exited with code 0'} after {seconds:.3f}s")
@@ -147,7 +146,7 @@ async def run_hook(spec: ResourceSpec, which: str, instance: Instance, output: O
         return HookOutcome(True, "", seconds)
     quoted = sink.quoted(spec)
     reason = f"{which} {failure}" + (f"; last output: {quoted}" if quoted else "")
-    return HookOutcome(False, reason, seconds, timed_out=code is None)
+    return HookOutcome(False, reason, seconds)
 
 
 async def _run_inside(instance: Instance, argv: tuple[str, ...], timeout: float,
