@@ -406,6 +406,23 @@ def test_validate_leaves_hooks_inside_a_container_to_the_image(tmp_path: Path) -
     assert config.load([path], {"PATH": "/usr/bin:/bin"}, host_checks=True).resources["r"].hooks_inside
 
 
+def test_export_names_the_hooks_it_cannot_carry(project: Project) -> None:
+    project.write("""
+        [resources.cache]
+        runtime = "docker"
+        image = "redis:7"
+        post_start = ["redis-cli", "ping"]
+        pre_stop = ["redis-cli", "save"]
+    """)
+    for kind in ("compose", "kubernetes"):
+        done = project.run("export", kind, "-o", str(project.dir / f"out-{kind}"))
+        assert done.returncode == 0, done.stderr
+        assert "vrooli: resources.cache.post_start: not exported: only vrooli runs hooks; run it yourself" \
+            in done.stderr.splitlines()
+        assert "vrooli: resources.cache.pre_stop: not exported: only vrooli runs hooks; run it yourself" \
+            in done.stderr.splitlines()
+
+
 # ------------------------------------------------------------------ docker
 
 
