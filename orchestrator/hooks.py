@@ -57,6 +57,12 @@ LINE_LIMIT = 8192  # a line longer than this is written to the log in pieces
 PIPE_DRAIN = 1.0  # seconds to read what is left in the output pipe once the hook has ended
 
 
+def is_hook_line(line: str) -> bool:
+    """A line a hook (or vrooli about a hook) wrote to the resource's log: not the resource's
+    own output, which a crash's message quotes."""
+    return line.startswith((f"[{POST_START}] ", f"[{PRE_STOP}] "))
+
+
 @dataclass(frozen=True, slots=True)
 class HookOutcome:
     """How one run of a hook ended: `ok` (exited 0), else `reason`, one line for a status message."""
@@ -132,8 +138,11 @@ async def run_hook(spec: ResourceSpec, which: str, instance: Instance, output: O
             code, failure = await _run_inside(instance, argv, timeout, sink)
         else:
             code, failure = await _run_on_host(spec, argv, timeout, sink)
-    finally:
+    except anyio.get_cancelled_exc_class():
         sink.flush()
+        sink.line(f"cut short after {time.monotonic() - started:.3f}s (the resource stopped or is being stopped)")
+        raise
+    sink.flush()
     seconds = time.monotonic() - started
     if code is None and not failure:
         failure = f"did not finish within {round(timeout, 2):g}s"

@@ -25,7 +25,7 @@ import structlog
 from anyio.abc import TaskGroup
 
 from orchestrator.errors import VrooliError
-from orchestrator.hooks import POST_START, PRE_STOP, run_hook
+from orchestrator.hooks import POST_START, PRE_STOP, is_hook_line, run_hook
 from orchestrator.policy import Backoff, liveness_step, should_restart, within_burst
 from orchestrator.probes import Probe, ProbeContext, ProbeResult, make_probe, run_once, until_ready
 from orchestrator.runtimes import EXIT_UNKNOWN, killed_by
@@ -44,6 +44,9 @@ log = structlog.get_logger("vrooli.supervisor")
 # gives a one-time 2 s after an overrunning preStop): a hung hook never turns a stop into an
 # immediate SIGKILL.
 STOP_GRACE_FLOOR = 2.0
+# Lines of the log read back for a crash's "last output", so a hook's lines after the
+# resource's own do not hide them.
+HOOK_LINES_SKIPPED = 20
 # How long a stop waits to learn whether the instance has already exited (then no pre_stop).
 EXITED_CHECK = 0.02
 
@@ -233,7 +236,8 @@ class Lifecycle:
             text = killed_by(-code)
         else:
             text = f"exited with code {code}"
-        last = self.owner.output(rec.spec.name).tail(1) if code != 0 else []
+        last = self.owner.output(rec.spec.name).tail(HOOK_LINES_SKIPPED) if code != 0 else []
+        last = [line for line in last if not is_hook_line(line)][-1:]  # the resource's own, not its hook's
         return f"{text}; last output: {last[0][:200]}" if last else text
 
     async def _start_once(self, rec: Record, deadline: float) -> Started:

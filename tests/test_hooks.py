@@ -232,6 +232,22 @@ def test_a_hook_that_exits_leaves_nothing_running(project: Project) -> None:
     assert wait_for(lambda: all(gone(p) for p in found), 10)
 
 
+def test_a_resource_that_dies_during_its_post_start_is_a_crash_with_its_own_output(project: Project) -> None:
+    pids = project.dir / "hook-pids"
+    project.write(f"""
+        [resources.svc]
+        command = ["sh", "-c", "echo ready; sleep 1; echo dying; exit 7"]
+        health = {{ probe = "log", pattern = "ready" }}
+        post_start = ["sh", "-c", "echo $$$$ >> {pids}; echo hook waits; exec sleep 1000"]
+    """)
+    done = project.run("up", "--json")
+    assert done.returncode == 1
+    row = json.loads(done.stdout)["resources"][0]
+    assert row["message"] == "exited with code 7; last output: dying before it was ready"
+    assert all(gone(p) for p in pids_in(pids))
+    assert "[post_start] cut short after" in project.run("logs", "svc").stdout
+
+
 def test_post_start_not_found_fails_with_one_line(project: Project) -> None:
     project.write("""
         [resources.svc]
