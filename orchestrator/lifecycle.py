@@ -304,14 +304,15 @@ class Lifecycle:
 
         async def watch_exit(tg: TaskGroup) -> None:
             ended["exit"] = await instance.wait()
-            tg.cancel_scope.cancel()
+            if ended["exit"] != 0:  # a one-shot that exited 0 lets its hook finish, then completes
+                tg.cancel_scope.cancel()
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(hook, tg)
             tg.start_soon(watch_exit, tg)
         outcome = ended.get("hook")
         if outcome is not None and outcome.ok:
-            return None
+            return None  # an exit 0 meanwhile is the watch's to see: completed
         await self._stop_instance(rec)
         rec.instance = None
         if outcome is None:  # the resource itself ended while its hook ran

@@ -248,6 +248,23 @@ def test_a_resource_that_dies_during_its_post_start_is_a_crash_with_its_own_outp
     assert "[post_start] cut short after" in project.run("logs", "svc").stdout
 
 
+def test_a_one_shot_that_exits_0_during_its_post_start_completes(project: Project) -> None:
+    project.write("""
+        [resources.migrate]
+        command = ["sh", "-c", "echo migrated"]
+        post_start = ["sh", "-c", "sleep 0.5; echo checked"]
+
+        [resources.app]
+        command = ["sleep", "1000"]
+        depends_on = { migrate = "completed" }
+    """)
+    done = project.run("up", "--json")
+    assert done.returncode == 0, done.stderr
+    rows = {r["name"]: r for r in json.loads(done.stdout)["resources"]}
+    assert rows["migrate"]["state"] == "completed" and rows["app"]["state"] == "ready"
+    assert "[post_start] checked" in project.run("logs", "migrate").stdout
+
+
 def test_post_start_not_found_fails_with_one_line(project: Project) -> None:
     project.write("""
         [resources.svc]
