@@ -1,12 +1,13 @@
-"""One resource's life: prepare, start, readiness probing, liveness, restart, stop.
+"""One resource's life: prepare, start, readiness probing, hooks, liveness, restart, stop.
 
 `Lifecycle.run` is the task the supervisor starts for a resource when the scheduler says
-so; it carries that resource through starts, probes, ready gates, the watch after ready and
-the restart policy (policy.py) until it stops, fails or completes. It never writes a state
+so; it carries that resource through starts, probes, its post_start hook, ready gates, the
+watch after ready and the restart policy (policy.py) until it stops (pre_stop first), fails
+or completes. hooks.py runs the hooks; what their outcome means is decided here. It never writes a state
 itself: every change goes to its owner (the supervisor, through `Owner`), which holds the
 records, so watchers see each one. Owner is a protocol: this module imports nothing above it.
 
-`Lifecycle` is a little over the ~300-line class guide: start, probe, gate, watch and
+`Lifecycle` is over the ~300-line class guide (~380): start, probe, hook, gate, watch and
 restart share the per-start state of one resource.
 """
 
