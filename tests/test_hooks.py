@@ -516,3 +516,37 @@ def test_hooks_inside_run_redis_cli_in_the_container(project: Project, redis_ima
         for ident in left:
             subprocess.run(["docker", "rm", "-f", ident], capture_output=True)
         assert not left
+
+
+@pytest.mark.docker
+def test_a_hanging_pre_stop_inside_the_container_is_bounded_by_stop_timeout(project: Project, redis_image: str) -> None:
+    name = f"t{uuid.uuid4().hex[:8]}"
+    project.write(f"""
+        [project]
+        name = "{name}"
+        state_dir = ".state"
+        health_listen = "127.0.0.1:0"
+
+        [resources.cache]
+        runtime = "docker"
+        image = "{redis_image}"
+        ports = ["127.0.0.1:{free_port()}:6379"]
+        health = {{ probe = "redis" }}
+        hooks_inside = true
+        stop_timeout = "2s"
+        pre_stop = ["sh", "-c", "echo flushing; sleep 1000"]
+    """)
+    try:
+        assert project.run("up", timeout=180).returncode == 0
+        started = time.monotonic()
+        assert project.run("down", timeout=180).returncode == 0
+        took = time.monotonic() - started
+        assert 1.9 <= took < 2 + 15, took
+        log = (project.state_dir / "logs" / "cache.log").read_text()
+        assert "[pre_stop] did not finish within 2s" in log
+    finally:
+        project.run("down", timeout=180)
+        left = docker("ps", "-aq", "--filter", f"label=dev.vrooli.project={name}").split()
+        for ident in left:
+            subprocess.run(["docker", "rm", "-f", ident], capture_output=True)
+        assert not left
