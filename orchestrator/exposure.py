@@ -93,6 +93,12 @@ def secrets_of(spec: ResourceSpec) -> list[str]:
     return sorted({s for s in found if len(s) >= MIN_SECRET}, key=len, reverse=True)
 
 
+def mask_secrets(text: str, spec: ResourceSpec) -> str:
+    """`text` with the values `spec` marks as secrets masked, and nothing else removed: for
+    text only the owner reads that quotes a program's output (a hook's, in its status message)."""
+    return _mask_spec_secrets(text, spec)
+
+
 def _mask_spec_secrets(text: str, spec: ResourceSpec) -> str:
     probe = spec.health
     if probe is not None and probe.kind == "exec" and len(probe.command) > 1:

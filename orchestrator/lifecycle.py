@@ -1,19 +1,19 @@
-"""One resource's life: prepare, start, readiness probing, liveness, restart, stop.
+"""One resource's life: prepare, start, readiness probing, hooks, liveness, restart, stop.
 
 `Lifecycle.run` is the task the supervisor starts for a resource when the scheduler says
-so; it carries that resource through starts, probes, ready gates, the watch after ready and
-the restart policy (policy.py) until it stops, fails or completes. It never writes a state
+so; it carries that resource through starts, probes, its post_start hook, ready gates, the
+watch after ready and the restart policy (policy.py) until it stops (pre_stop first), fails
+or completes. hooks.py runs the hooks; what their outcome means is decided here. It never writes a state
 itself: every change goes to its owner (the supervisor, through `Owner`), which holds the
 records, so watchers see each one. Owner is a protocol: this module imports nothing above it.
 
-`Lifecycle` is a little over the ~300-line class guide: start, probe, gate, watch and
+`Lifecycle` is over the ~300-line class guide (~380): start, probe, hook, gate, watch and
 restart share the per-start state of one resource.
 """
 
 from __future__ import annotations
 
 import random
-import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -26,9 +26,10 @@ import structlog
 from anyio.abc import TaskGroup
 
 from orchestrator.errors import VrooliError
+from orchestrator.hooks import POST_START, PRE_STOP, is_hook_line, run_hook
 from orchestrator.policy import Backoff, liveness_step, should_restart, within_burst
 from orchestrator.probes import Probe, ProbeContext, ProbeResult, make_probe, run_once, until_ready
-from orchestrator.runtimes import EXIT_UNKNOWN
+from orchestrator.runtimes import EXIT_UNKNOWN, killed_by
 from orchestrator.scheduler import State
 from orchestrator.spec import ResourceSpec, RestartPolicy
 
@@ -39,6 +40,16 @@ if TYPE_CHECKING:
     from orchestrator.state_store import Record
 
 log = structlog.get_logger("vrooli.supervisor")
+
+# What a stop signal gets at least when a pre_stop hook used up stop_timeout (as Kubernetes
+# gives a one-time 2 s after an overrunning preStop): a hung hook never turns a stop into an
+# immediate SIGKILL.
+STOP_GRACE_FLOOR = 2.0
+# Lines of the log read back for a crash's "last output", so a hook's lines after the
+# resource's own do not hide them.
+HOOK_LINES_SKIPPED = 20
+# How long a stop waits to learn whether the instance has already exited (then no pre_stop).
+EXITED_CHECK = 0.02
 
 # A ready gate: awaited after the probe passes and before READY (eager model loading is
 # one). It reports what it waits for through the callback, and returns None once passed,
@@ -52,14 +63,7 @@ class Started(Enum):
     READY = "ready"
     FAILED = "failed"  # the state says why (or it completed)
     CRASHED = "crashed"  # exited before it was ready: the restart policy decides
-
-
-def killed_by(number: int) -> str:
-    """One wording for a process and a container killed by a signal."""
-    try:
-        return f"killed by signal {number} ({signal.Signals(number).name})"
-    except ValueError:
-        return f"killed by signal {number}"
+    HOOK_FAILED = "hook failed"  # post_start failed (rec.last_crash says how): as a crash
 
 
 class Owner(Protocol):
@@ -97,9 +101,12 @@ class Lifecycle:
         finally:
             with anyio.CancelScope(shield=True):
                 if rec.instance is not None:  # cancelled while it ran: stop it, in order
+                    grace = None
                     if rec.state not in (State.FAILED, State.COMPLETED):
                         self.owner.change(rec, State.STOPPING, "stopping")
-                    await self._stop_instance(rec)
+                        if rec.stop_requested:  # down, restart, reload, shutdown: not a failed start
+                            grace = await self._pre_stop(rec)
+                    await self._stop_instance(rec, grace)
                     rec.instance = None
                     if rec.state is State.STOPPING:
                         self.owner.change(rec, State.STOPPED, "")
@@ -113,11 +120,31 @@ class Lifecycle:
                 rec.done.set()
                 self.owner.notify_changed()
 
-    async def _stop_instance(self, rec: Record) -> None:
+    async def _pre_stop(self, rec: Record) -> float | None:
+        """Run the pre_stop hook of a live instance, within stop_timeout; a failure is logged
+        and the stop goes on. Returns what is left of stop_timeout for the stop signal (None:
+        all of it; no hook ran)."""
+        spec, instance = rec.spec, rec.instance
+        assert instance is not None
+        if not spec.pre_stop:
+            return None
+        with anyio.move_on_after(EXITED_CHECK):
+            await instance.wait()
+            return None  # it died on its own: nothing to prepare for the stop
+        self.owner.change(rec, State.STOPPING, "pre_stop running")
+        outcome = await run_hook(spec, PRE_STOP, instance, self.owner.output(spec.name), spec.stop_timeout)
+        if not outcome.ok:
+            log.warning("pre_stop failed; stopping anyway", resource=spec.name, reason=outcome.reason)
+        self.owner.change(rec, State.STOPPING, "stopping")
+        return max(spec.stop_timeout - outcome.seconds, min(STOP_GRACE_FLOOR, spec.stop_timeout))
+
+    async def _stop_instance(self, rec: Record, grace: float | None = None) -> None:
+        """Stop the instance: the stop signal, `grace` (stop_timeout unless a pre_stop hook
+        used part of it) to end, then SIGKILL."""
         assert rec.instance is not None
         started = time.monotonic()
         try:
-            await rec.instance.stop(rec.spec.stop_signal, rec.spec.stop_timeout)
+            await rec.instance.stop(rec.spec.stop_signal, rec.spec.stop_timeout if grace is None else grace)
         except VrooliError as exc:
             log.warning("stop failed", resource=rec.spec.name, error=str(exc))
         self.owner.memory.note_stopped(rec)
@@ -155,9 +182,12 @@ class Lifecycle:
         rec.last_crash = ""
         while True:
             started = await self._start_once(rec, deadline)
-            if started is not Started.CRASHED:
+            if started in (Started.READY, Started.FAILED):
                 return started is Started.READY
-            why = self._exit_message(rec, rec.exit_code, "exit") + " before it was ready"
+            if started is Started.HOOK_FAILED:
+                why = rec.last_crash
+            else:
+                why = self._exit_message(rec, rec.exit_code, "exit") + " before it was ready"
             rec.last_crash = why
             if spec.restart is RestartPolicy.NO:
                 self.owner.change(rec, State.FAILED, why)
@@ -207,17 +237,23 @@ class Lifecycle:
             text = killed_by(-code)
         else:
             text = f"exited with code {code}"
-        last = self.owner.output(rec.spec.name).tail(1) if code != 0 else []
+        last = self.owner.output(rec.spec.name).tail(HOOK_LINES_SKIPPED) if code != 0 else []
+        last = [line for line in last if not is_hook_line(line)][-1:]  # the resource's own, not its hook's
         return f"{text}; last output: {last[0][:200]}" if last else text
 
     async def _start_once(self, rec: Record, deadline: float) -> Started:
         """One start, probed until ready, `deadline` or an exit. CRASHED leaves the state
-        to the caller (rec.exit_code says how it ended); every other outcome sets it."""
+        to the caller (rec.exit_code says how it ended), and so does HOOK_FAILED (rec.last_crash
+        says why); every other outcome sets it."""
+        adopted = rec.adopt is not None
         instance = await self._launch(rec)
         if instance is None:
             return Started.FAILED
         spec = rec.spec
         if spec.health is None:
+            hooked = await self._post_start(rec, instance, deadline, adopted)
+            if hooked is not None:
+                return hooked
             self._mark_ready(rec)
             return Started.READY
         # Made in a worker thread: the first HTTP probe imports httpx (~60 ms), which must
@@ -236,7 +272,8 @@ class Lifecycle:
             with anyio.CancelScope(shield=True):
                 await probe.aclose()
         if outcome == "ready":
-            return await self._pass_gates_then_ready(rec)
+            hooked = await self._post_start(rec, instance, deadline, adopted)
+            return hooked if hooked is not None else await self._pass_gates_then_ready(rec)
         last = rec.last_probe.message if rec.last_probe else "no probe result"
         if rec.last_crash:  # the deadline fell in a retry: why the earlier attempts failed matters most
             last = f"{rec.last_crash} ({rec.restarts} restarts; the last attempt: {last})"
@@ -249,6 +286,41 @@ class Lifecycle:
         else:
             self.owner.change(rec, State.FAILED, f"not ready after {spec.start_timeout:g}s: {last}")
         return Started.FAILED
+
+    async def _post_start(self, rec: Record, instance: Instance, deadline: float, adopted: bool) -> Started | None:
+        """The post_start hook, between the probe and READY, within what is left of
+        start_timeout; None once it exited 0 (or there is none to run). Not for an adopted
+        instance: its hook ran when that instance started. A failure stops the instance
+        (HOOK_FAILED); so does the instance exiting while the hook runs (CRASHED)."""
+        spec = rec.spec
+        if not spec.post_start or adopted:
+            return None
+        self.owner.change(rec, State.STARTING, "post_start running")
+        ended: dict[str, Any] = {}
+
+        async def hook(tg: TaskGroup) -> None:
+            ended["hook"] = await run_hook(spec, POST_START, instance, self.owner.output(spec.name),
+                                           max(0.0, deadline - time.monotonic()))
+            tg.cancel_scope.cancel()
+
+        async def watch_exit(tg: TaskGroup) -> None:
+            ended["exit"] = await instance.wait()
+            if ended["exit"] != 0:  # a one-shot that exited 0 lets its hook finish, then completes
+                tg.cancel_scope.cancel()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(hook, tg)
+            tg.start_soon(watch_exit, tg)
+        outcome = ended.get("hook")
+        if outcome is not None and outcome.ok:
+            return None  # an exit 0 meanwhile is the watch's to see: completed
+        await self._stop_instance(rec)
+        rec.instance = None
+        if outcome is None:  # the resource itself ended while its hook ran
+            rec.exit_code = ended["exit"]
+            return Started.CRASHED
+        rec.last_crash = outcome.reason
+        return Started.HOOK_FAILED
 
     async def _passes_once(self, rec: Record, instance: Instance) -> bool:
         assert rec.spec.health is not None

@@ -232,8 +232,7 @@ def _resource(probe_keys: dict[str, list[str]], needs_port: list[str]) -> dict[s
             _when_runtime("external", {"required": ["health"],
                                        "properties": dict.fromkeys(NOT_EXTERNAL, False)}),
             {"if": {"not": _runtime_is("docker")},
-             "then": {"properties": {"health": {"properties": {"inside": {"const": False}}},
-                                     "hooks_inside": {"const": False}}}},
+             "then": {"properties": {"health": {"properties": {"inside": {"const": False}}}}}},
             {"if": {"not": _runtime_is(None)}, "then": {"properties": {"memory_grace": False}}},
             {"dependentRequired": {"memory_grace": ["memory_limit"]}},
             {"if": port_needed, "then": {"required": ["ports"], "properties": {"ports": {"minItems": 1}}}},
@@ -242,7 +241,7 @@ def _resource(probe_keys: dict[str, list[str]], needs_port: list[str]) -> dict[s
     }
 
 
-DOCKER_ONLY = ("image", "entrypoint", "volumes")
+DOCKER_ONLY = ("image", "entrypoint", "volumes", "hooks_inside")
 
 # An external resource is one vrooli never starts: nothing about running or stopping it applies.
 NOT_EXTERNAL = ("command", "entrypoint", "image", "cwd", "user", "env", "env_file", "ports", "volumes",

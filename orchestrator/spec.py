@@ -155,6 +155,13 @@ class ResourceSpec:
     # the RSS watchdog, which recycles once the tree stays above it for memory_grace.
     memory_limit: int | None = None
     memory_grace: float = 10.0
+    # Hooks (hooks.py), argv like `command`: post_start runs once the probe passes and must
+    # exit 0 before the resource counts as ready; pre_stop runs before the stop signal, within
+    # stop_timeout. On the host with the resource's env (a process's cwd and user too), or with
+    # hooks_inside (docker only) by docker exec in the container. Not part of config_hash.
+    post_start: tuple[str, ...] = ()
+    pre_stop: tuple[str, ...] = ()
+    hooks_inside: bool = False
     # docker only
     image: str | None = None
     entrypoint: tuple[str, ...] | None = None

@@ -176,6 +176,8 @@ GOOD_MUTATIONS: list[tuple[tuple[str, ...], Any]] = [
     (("resources", "db", "profiles"), ["ai", "gpu.2"]), (("resources", "upstream", "profiles"), ["ai"]),
     (("resources", "app", "depends_on", "cache", "required"), False),
     (("resources", "upstream", "target_startup"), 2),
+    (("resources", "db", "post_start"), ["createdb", "app"]), (("resources", "db", "pre_stop"), ["true"]),
+    (("resources", "cache", "hooks_inside"), True), (("resources", "cache", "post_start"), ["redis-cli", "ping"]),
 ]
 
 

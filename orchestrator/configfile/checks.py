@@ -56,27 +56,40 @@ def check_port_conflicts(resources: Mapping[str, ResourceSpec], check: Checker) 
 def check_on_host(spec: ResourceSpec, project_dir: Path, environ: Mapping[str, str],
                    check: Checker) -> None:
     """What the process runtime would refuse at start, asked now (a container's command,
-    cwd and user live in its image, so only processes are checked)."""
+    cwd and user live in its image, so only processes are checked; and hooks run on the host)."""
     import pwd
-    import shutil
 
+    if spec.runtime == "docker" and spec.enabled and not spec.hooks_inside:
+        for key, argv in (("post_start", spec.post_start), ("pre_stop", spec.pre_stop)):
+            _check_program(spec, key, argv, project_dir, environ, check)
     if spec.runtime != "process" or not spec.enabled:
         return
     path = ("resources", spec.name)
     cwd = Path(spec.cwd) if spec.cwd else project_dir
     if spec.cwd is not None and not cwd.is_dir():
         check.fail((*path, "cwd"), f"{'is not a directory' if cwd.exists() else 'does not exist'}: {cwd}")
-    if spec.command:
-        program = spec.command[0]
-        search = spec.env_dict.get("PATH", environ.get("PATH", os.defpath))
-        if "/" in program:
-            found = cwd / home(program)
-            if not (found.is_file() and os.access(found, os.X_OK)):
-                check.fail((*path, "command"), f"not an executable file: {found}")
-        elif shutil.which(program, path=search) is None:
-            check.fail((*path, "command"), f"{show(program)} is not found on PATH ({escaped_short(search)})")
+    for key, argv in (("command", spec.command), ("post_start", spec.post_start), ("pre_stop", spec.pre_stop)):
+        _check_program(spec, key, argv, cwd, environ, check)
     if spec.user is not None:
         try:
             pwd.getpwnam(spec.user)
         except KeyError:
             check.fail((*path, "user"), f"no such user on this machine: {show(spec.user)}")
+
+
+def _check_program(spec: ResourceSpec, key: str, argv: tuple[str, ...], cwd: Path, environ: Mapping[str, str],
+                   check: Checker) -> None:
+    """Is argv's program there, resolved as the process would resolve it (the PATH of its
+    env, a relative path from its cwd)?"""
+    import shutil
+
+    if not argv:
+        return
+    program, here = argv[0], ("resources", spec.name, key)
+    search = spec.env_dict.get("PATH", environ.get("PATH", os.defpath))
+    if "/" in program:
+        found = cwd / home(program)
+        if not (found.is_file() and os.access(found, os.X_OK)):
+            check.fail(here, f"not an executable file: {found}")
+    elif shutil.which(program, path=search) is None:
+        check.fail(here, f"{show(program)} is not found on PATH ({escaped_short(search)})")

@@ -44,9 +44,11 @@ COMMON_KEYS = {
     "memory_limit", "memory_grace", "target_startup", "target_memory", "profiles",
 }
 
-DOCKER_ONLY_KEYS = {"image", "entrypoint", "volumes"}
+DOCKER_ONLY_KEYS = {"image", "entrypoint", "volumes", "hooks_inside"}
 
-RESOURCE_KEYS = COMMON_KEYS | DOCKER_ONLY_KEYS
+HOOK_KEYS = {"post_start", "pre_stop"}  # argv lists, checked like `command` (hooks.py runs them)
+
+RESOURCE_KEYS = COMMON_KEYS | DOCKER_ONLY_KEYS | HOOK_KEYS
 
 RUNTIMES = ("process", "docker", "external")
 
@@ -141,6 +143,8 @@ def parse_resource(name: str, raw: object, project_dir: Path, variables: Mapping
         target_startup=_target_startup(raw, path, check),
         target_memory=optional_size(raw, "target_memory", path, check),
         profiles=_parse_profiles(raw, path, check),
+        post_start=check.command(raw, "post_start", path) or (), pre_stop=check.command(raw, "pre_stop", path) or (),
+        hooks_inside=check.boolean(raw, "hooks_inside", path, False),
     )
 
 

@@ -442,6 +442,9 @@ def plan(source: Source, skip_process: bool) -> Plan:
         for dep in spec.depends_on:
             if dep.name in skipped:
                 notes.add(name, "depends_on", f"the dependency on '{dep.name}' is left out with it")
+        for key in ("post_start", "pre_stop"):
+            if getattr(spec, key):  # compose 1.29 has no hooks; Kubernetes' never hold readiness back
+                notes.add(name, key, "not exported: only vrooli runs hooks; run it yourself")
     return Plan(source, containers, external, skipped, notes)
 
 

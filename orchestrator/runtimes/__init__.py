@@ -23,6 +23,16 @@ if TYPE_CHECKING:
 EXIT_UNKNOWN = 256
 
 
+def killed_by(number: int) -> str:
+    """One wording for a process, a container and a hook killed by a signal."""
+    import signal
+
+    try:
+        return f"killed by signal {number} ({signal.Signals(number).name})"
+    except ValueError:
+        return f"killed by signal {number}"
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
     rss_bytes: int
