@@ -1,6 +1,6 @@
 """`vrooli up` (and `restart`) as a client: ask the supervisor, show progress, exit code.
 
-Free of typer on purpose: a plain `vrooli up` runs from here without the CLI framework
+Free of typer on purpose: `vrooli up` runs from here without the CLI framework
 (see `entry.main`), so a cold start does not spend ~40 ms of CPU importing it while the
 stack's own processes start on the same cores.
 """
@@ -32,16 +32,18 @@ def report_error(error: VrooliError, as_json: bool = False) -> None:
             print(text if isinstance(error, ConfigError) else f"vrooli: {text}", file=sys.stderr)
 
 
-def run_up(names: list[str], files: list[str], no_deps: bool, json_out: bool) -> int:
+def run_up(names: list[str], files: list[str], no_deps: bool, json_out: bool,
+           profiles: list[str] | None = None) -> int:
     """Start NAMES (all if empty) through the project's supervisor; the exit code.
 
-    Both ways of running `vrooli up` (entry.py's fast path and typer's) come here, so they
-    answer alike, Ctrl-C included."""
+    Both ways of running `vrooli up` (entry.py's standard-library path and typer's) come
+    here, so they answer alike, Ctrl-C included. `profiles`: the active profiles
+    (client_argv.profiles_of), sent as they are."""
     try:
         project = config.load(config.find_files(files or None))
         check_names(project.resources, names)
         client = spawn.ensure_supervisor(project, up=names, no_deps=no_deps)
-        return follow(client, {"op": "up", "names": names, "no_deps": no_deps,
+        return follow(client, {"op": "up", "names": names, "no_deps": no_deps, "profiles": profiles or [],
                                "files": [str(f) for f in project.files],
                                "environ": config.referenced_environ(project)}, json_out)
     except VrooliError as exc:
