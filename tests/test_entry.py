@@ -22,7 +22,7 @@ import pytest
 import typer.core
 import typer.main
 
-from orchestrator import cli_help
+from orchestrator import cli_help, spawn
 from orchestrator.cli import app
 from orchestrator.cli_output import supervisor_line
 from orchestrator.client_argv import CLIENT_COMMANDS, ClientCommand, parse, profiles_of
@@ -425,9 +425,10 @@ def test_status_shows_the_supervisor(project: Project) -> None:
     pid = int((project.state_dir / "supervisor.pid").read_text().split()[0])
     text = project.run("status")
     assert f"supervisor: pid {pid} (detached)" in text.stdout.splitlines()
+    expected = {"pid": pid, "mode": "detached", "unit": None, "idle": False, "exits_in_seconds": None}
+    assert spawn.client_at(project.state_dir).call({"op": "status"})["supervisor"] == expected  # the reply has it
     shown = json.loads(project.run("status", "--json").stdout)
-    assert shown["supervisor"] == {"pid": pid, "mode": "detached", "unit": None, "idle": False,
-                                   "exits_in_seconds": None}
+    assert shown["supervisor"] == expected
     assert shown["supervisor_pid"] == pid
     project.run("down", check=True)
     stopped = project.run("status", "--json")
