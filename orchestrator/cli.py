@@ -29,7 +29,6 @@ import typer
 
 from orchestrator import __version__, client_commands, config, paths, registry, spawn
 from orchestrator.cli_output import follow_log, model_line
-from orchestrator.client_argv import profiles_of
 from orchestrator.errors import (
     SupervisorGone,
     SupervisorUnavailable,
@@ -56,6 +55,8 @@ FilesOpt = Annotated[list[str] | None, typer.Option(
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 NamesArg = Annotated[list[str] | None, typer.Argument(help="Resource names (default: all).", show_default=False)]
 LogFormatOpt = Annotated[str, typer.Option("--log-format", help="auto | console | json")]
+ProfileOpt = Annotated[list[str] | None, typer.Option(
+    "--profile", help="Activate a profile (repeatable; also VROOLI_PROFILES=a,b).", show_default=False)]
 
 
 
@@ -93,17 +94,15 @@ def up(
     names: NamesArg = None,
     files: FilesOpt = None,
     no_deps: Annotated[bool, typer.Option("--no-deps", help="Do not start dependencies of NAMES.")] = False,
-    profiles: Annotated[list[str] | None, typer.Option(
-        "--profile", help="Also start the resources of this profile (repeatable; default $VROOLI_PROFILES).",
-        show_default=False)] = None,
     foreground: Annotated[bool, typer.Option(
         "--foreground", help="Keep the supervisor attached; Ctrl-C stops everything.")] = False,
     json_out: JsonOpt = False,
     log_format: LogFormatOpt = "auto",
+    profile: ProfileOpt = None,
 ) -> None:
     """Start resources (and their dependencies); return when they are ready."""
     if not foreground:
-        raise typer.Exit(run_up(names or [], files or [], no_deps, json_out, profiles_of(profiles or [], os.environ)))
+        raise typer.Exit(run_up(names or [], files or [], no_deps, json_out, profile or []))
     try:
         project = _load(files)
         check_names(project.resources, names or [])

@@ -13,16 +13,21 @@ from typing import Any
 from orchestrator.spec import ProjectSpec, ResourceSpec
 
 
-def print_not_running(project: ProjectSpec, names: list[str], json_out: bool) -> None:
+def print_not_running(project: ProjectSpec, names: list[str], json_out: bool,
+                      supervisor: dict[str, Any] | None = None) -> None:
+    """Nothing runs; `supervisor`: an idle (warm) one waits, holding nothing."""
     if not json_out:
         print(f"{project.name}: not running", file=sys.stderr)
+        if supervisor:
+            print(supervisor_line(supervisor), file=sys.stderr)
         return
     rows = [stopped_row(spec) for n, spec in project.resources.items() if not names or n in names]
     # The same top-level keys as a running supervisor's answer (`extra` included).
     extra: dict[str, Any] = {"health_endpoint": None, "stack_memory": None}
     if any(spec.models is not None for spec in project.resources.values()):
         extra["models"] = []
-    print(json.dumps({"project": project.name, "running": False, "supervisor_pid": None, "supervisor": None,
+    print(json.dumps({"project": project.name, "running": False,
+                      "supervisor_pid": supervisor["pid"] if supervisor else None, "supervisor": supervisor,
                       "resources": rows, **extra}, indent=2))
 
 

@@ -42,7 +42,7 @@ class ClientCommand:
     files: tuple[str, ...] = ()
     json_out: bool = False
     no_deps: bool = False  # up
-    profiles: tuple[str, ...] = ()  # up: --profile, else $VROOLI_PROFILES
+    profiles: tuple[str, ...] = ()  # up: those named with --profile (run_up adds $VROOLI_PROFILES)
     volumes: bool = False  # down
     exit_supervisor: bool = False  # down --exit
 
@@ -82,9 +82,8 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> ClientCommand | No
     if command == "restart" and not names:
         return None
     files = values["--file"] or environ.get("VROOLI_FILE", "").split()
-    profiles = profiles_of(values["--profile"], environ) if command == "up" else []
     return ClientCommand(command, tuple(names), tuple(files), json_out=seen.get("json_out", False),
-                         no_deps=seen.get("no_deps", False), profiles=tuple(profiles),
+                         no_deps=seen.get("no_deps", False), profiles=tuple(values["--profile"]),
                          volumes=seen.get("volumes", False), exit_supervisor=seen.get("exit_supervisor", False))
 
 
@@ -98,13 +97,6 @@ def _option_value(arg: str) -> tuple[str, str | None]:
     if arg.startswith("-f") and len(arg) > 2:
         return "--file", arg[2:]  # click reads `-fFILE` as `-f FILE`
     return arg, None
-
-
-def profiles_of(given: Sequence[str], environ: Mapping[str, str]) -> list[str]:
-    """The active profiles: each `--profile` given, else $VROOLI_PROFILES (comma-separated)."""
-    if given:
-        return list(given)
-    return [p.strip() for p in environ.get("VROOLI_PROFILES", "").split(",") if p.strip()]
 
 
 def hoist_global_options(argv: Sequence[str]) -> list[str]:

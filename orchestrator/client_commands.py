@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import paths, registry, spawn
-from orchestrator.cli_output import print_not_running, print_status, supervisor_of
+from orchestrator.cli_output import print_not_running, print_status, supervisor_line, supervisor_of
 from orchestrator.cli_target import Target, target_of
 from orchestrator.client_argv import ClientCommand
 from orchestrator.errors import (
@@ -81,13 +81,11 @@ def _down(names: list[str], files: list[str], volumes: bool, exit_supervisor: bo
         if not _has_leftovers(target.project) and not volumes:
             return None
         client = spawn.ensure_supervisor(target.project)  # it adopts what was left, then stops it
-    request: dict[str, Any] = {"op": "down", "names": names, "volumes": volumes}
-    if exit_supervisor:
-        request["exit"] = True
-    reply = client.call(request)
+        exit_supervisor = True  # started only to clean up: not kept warm
+    reply = client.call({"op": "down", "names": names, "volumes": volumes, "exit": exit_supervisor})
     if not reply.get("ok"):
         raise from_reply(reply, "down failed")
-    if not names:
+    if not names and reply.get("supervisor") != "idle":  # an idle warm one stays, and findable
         _wait_supervisor_gone(target.state_dir)
         registry.forget(target.first_file)
     return list(reply["stopped"])
@@ -119,14 +117,31 @@ def run_status(names: list[str], files: list[str], json_out: bool) -> int:
         assert target.project is not None
         print_not_running(target.project, names, json_out)
         return EXIT_NOT_RUNNING
+    supervisor = supervisor_of(reply)
+    if supervisor.get("idle"):  # a warm supervisor holding nothing: not a running stack
+        _print_idle(reply, supervisor, target, names, json_out)
+        return EXIT_NOT_RUNNING
     rows = reply["resources"]
     if json_out:
         print(json.dumps({"project": reply["project"], "running": True, "supervisor_pid": reply["supervisor_pid"],
-                          "supervisor": supervisor_of(reply), "resources": rows, **reply.get("extra", {})},
-                         indent=2))
+                          "supervisor": supervisor, "resources": rows, **reply.get("extra", {})}, indent=2))
     else:
-        print_status(rows, reply.get("extra", {}), supervisor_of(reply))
+        print_status(rows, reply.get("extra", {}), supervisor)
     return _status_code(rows, names)
+
+
+def _print_idle(reply: dict[str, Any], supervisor: dict[str, Any], target: Target, names: list[str],
+                json_out: bool) -> None:
+    """Not running, and when the idle supervisor exits (in JSON, its rows from the files as
+    they are now: it reads them again on `up`)."""
+    if target.project is not None:
+        print_not_running(target.project, names, json_out, supervisor)
+    elif json_out:
+        print(json.dumps({"project": reply["project"], "running": False, "supervisor_pid": supervisor["pid"],
+                          "supervisor": supervisor, "resources": reply["resources"], "health_endpoint": None,
+                          "stack_memory": None}, indent=2))
+    else:
+        print(f"{reply['project']}: not running\n{supervisor_line(supervisor)}", file=sys.stderr)
 
 
 def _status_reply(names: list[str], files: list[str]) -> tuple[dict[str, Any] | None, Target]:

@@ -8,8 +8,10 @@ stack's own processes start on the same cores.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from orchestrator import config, spawn
@@ -33,17 +35,17 @@ def report_error(error: VrooliError, as_json: bool = False) -> None:
 
 
 def run_up(names: list[str], files: list[str], no_deps: bool, json_out: bool,
-           profiles: list[str] | None = None) -> int:
+           profiles: Sequence[str] = ()) -> int:
     """Start NAMES (all if empty) through the project's supervisor; the exit code.
 
     Both ways of running `vrooli up` (entry.py's standard-library path and typer's) come
-    here, so they answer alike, Ctrl-C included. `profiles`: the active profiles
-    (client_argv.profiles_of), sent as they are."""
+    here, so they answer alike, Ctrl-C included. `profiles`: those named with --profile
+    ($VROOLI_PROFILES is added here)."""
     try:
         project = config.load(config.find_files(files or None))
         check_names(project.resources, names)
         client = spawn.ensure_supervisor(project, up=names, no_deps=no_deps)
-        return follow(client, {"op": "up", "names": names, "no_deps": no_deps, "profiles": profiles or [],
+        return follow(client, {"op": "up", "names": names, "no_deps": no_deps, "profiles": active_profiles(profiles),
                                "files": [str(f) for f in project.files],
                                "environ": config.referenced_environ(project)}, json_out)
     except VrooliError as exc:
@@ -53,6 +55,13 @@ def run_up(names: list[str], files: list[str], no_deps: bool, json_out: bool,
         # Only the waiting stops: the supervisor is detached and carries on.
         print("vrooli: interrupted; the supervisor goes on starting (see `vrooli status`)", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def active_profiles(named: Sequence[str], environ: Mapping[str, str] | None = None) -> list[str]:
+    """The profiles named with --profile, then those of $VROOLI_PROFILES (a,b), once each."""
+    environ = os.environ if environ is None else environ
+    from_env = [p.strip() for p in environ.get("VROOLI_PROFILES", "").split(",") if p.strip()]
+    return list(dict.fromkeys([*named, *from_env]))
 
 
 def follow(client: Any, request: dict[str, Any], json_out: bool) -> int:
