@@ -4,8 +4,9 @@ Over the ~450-line guide (~490) because the typer declarations of all thirteen c
 live together, one function each; what they print is in cli_output.py, which project they
 act on in cli_target.py.
 
-Heavy imports (anyio, the docker SDK, httpx) happen inside the commands that need them, so
-`vrooli --help` and `vrooli status` start fast.
+Heavy imports (anyio, the docker SDK, httpx) happen inside the commands that need them.
+`up`, `down`, `status` and `restart` usually never come here: entry.py runs them (and the
+top-level `--help`) without typer, through the same functions (client_commands.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -27,13 +27,9 @@ if "rich" not in sys.modules:
 
 import typer
 
-from orchestrator import __version__, config, paths, registry, spawn
-from orchestrator.cli_output import model_line, print_not_running, print_status
-from orchestrator.cli_target import target_of
+from orchestrator import __version__, client_commands, config, paths, registry, spawn
+from orchestrator.cli_output import model_line
 from orchestrator.errors import (
-    EXIT_FAILED,
-    EXIT_NOT_RUNNING,
-    EXIT_OK,
     SupervisorGone,
     SupervisorUnavailable,
     UsageError,
@@ -42,7 +38,6 @@ from orchestrator.errors import (
     from_reply,
 )
 from orchestrator.spec import ProjectSpec
-from orchestrator.up_client import follow as follow_replies
 from orchestrator.up_client import report_error, run_up
 
 app = typer.Typer(
@@ -125,55 +120,21 @@ def up(
     raise typer.Exit(code)
 
 
+# up (above, unless --foreground), down, status and restart run in client_commands.py, which
+# entry.py also calls without typer: both ways answer alike.
+
+
 @app.command()
 def down(
     names: NamesArg = None,
     files: FilesOpt = None,
     volumes: Annotated[bool, typer.Option("--volumes", "-v", help="Also remove named volumes.")] = False,
+    exit_supervisor: Annotated[bool, typer.Option(
+        "--exit", help="End the supervisor at once (do not keep it warm).")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Stop resources in reverse dependency order; with no names, also end the supervisor."""
-    try:
-        target = target_of(files, "stopping the stack with")
-        if target.project is not None:
-            check_names(target.project.resources, names or [])
-        client = spawn.client_once_started(target.state_dir, timeout=None)
-        if not client.alive():
-            # `down --volumes` after a plain `down` must still remove the volumes.
-            if target.project is None:
-                raise target.broken or SupervisorGone("the supervisor went away")
-            if not _has_leftovers(target.project) and not volumes:
-                if json_out:
-                    print(json.dumps({"ok": True, "stopped": [], "running": False}))
-                else:
-                    print("nothing is running", file=sys.stderr)
-                raise typer.Exit(0)
-            client = spawn.ensure_supervisor(target.project)  # it adopts what was left, then stops it
-        reply = client.call({"op": "down", "names": names or [], "volumes": volumes})
-        if not reply.get("ok"):
-            raise from_reply(reply, "down failed")
-        if not names:
-            _wait_supervisor_gone(target.state_dir)
-            registry.forget(target.first_file)
-    except VrooliError as exc:
-        _fail(exc, json_out)
-    if json_out:
-        print(json.dumps({"ok": True, "stopped": reply["stopped"]}))
-    else:
-        print(f"stopped {', '.join(reply['stopped']) or 'nothing'}", file=sys.stderr)
-
-
-def _has_leftovers(project: ProjectSpec) -> bool:
-    from orchestrator import records
-
-    return records.maybe_running(project.state_dir)
-
-
-def _wait_supervisor_gone(state_dir: Path, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    pid_file = paths.pid_file(state_dir)
-    while pid_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    raise typer.Exit(client_commands.run_down(names or [], files or [], volumes, exit_supervisor, json_out))
 
 
 @app.command()
@@ -183,40 +144,7 @@ def status(
     json_out: JsonOpt = False,
 ) -> None:
     """Show each resource's state; exit 0 all ready, 1 something is not, 3 nothing runs."""
-    try:
-        target = target_of(files, "showing")
-        if target.project is not None:
-            check_names(target.project.resources, names or [])
-        try:
-            reply = spawn.client_once_started(target.state_dir).call({"op": "status", "names": names or []})
-        except SupervisorUnavailable:
-            reply = None
-        if reply is not None and not reply.get("ok") and target.project is None:
-            raise from_reply(reply, "status failed")
-        if (reply is None or not reply.get("ok")) and target.project is None:
-            raise target.broken or SupervisorGone("the supervisor went away")
-    except VrooliError as exc:
-        _fail(exc, json_out)
-    if reply is None or not reply.get("ok"):
-        assert target.project is not None
-        print_not_running(target.project, names or [], json_out)
-        raise typer.Exit(EXIT_NOT_RUNNING)
-    rows = reply["resources"]
-    considered = [r for r in rows if r["wanted"] or names]
-    running = [r for r in considered if r["state"] not in ("stopped", "pending")]
-    if not running:
-        code = EXIT_NOT_RUNNING
-    elif all(r["state"] in ("ready", "completed") for r in considered):
-        code = EXIT_OK
-    else:
-        code = EXIT_FAILED
-    if json_out:
-        print(json.dumps({"project": reply["project"], "running": True,
-                          "supervisor_pid": reply["supervisor_pid"], "resources": rows,
-                          **reply.get("extra", {})}, indent=2))
-    else:
-        print_status(rows, reply.get("extra", {}))
-    raise typer.Exit(code)
+    raise typer.Exit(client_commands.run_status(names or [], files or [], json_out))
 
 
 @app.command()
@@ -226,16 +154,7 @@ def restart(
     json_out: JsonOpt = False,
 ) -> None:
     """Restart resources (and what depends on them); return when they are ready again."""
-    try:
-        project = _load(files)
-        check_names(project.resources, names)
-        client = spawn.client_once_started(project.state_dir, timeout=None)
-        if not client.alive():
-            raise SupervisorUnavailable(f"{project.name} is not running; use `vrooli up`")
-        code = follow_replies(client, {"op": "restart", "names": names}, json_out)
-    except VrooliError as exc:
-        _fail(exc, json_out)
-    raise typer.Exit(code)
+    raise typer.Exit(client_commands.run_restart(names, files or [], json_out))
 
 
 @app.command()
@@ -419,9 +338,11 @@ def config_cmd(
 
 
 @app.command("schema")
-def schema_cmd() -> None:
+def schema_cmd(files: FilesOpt = None) -> None:
     """Print the JSON Schema of resources.toml (for editors: see README, *Editor support*)."""
     from orchestrator import schema
+
+    del files  # one schema for every file; taken so that `vrooli -f FILE schema` works as for any command
 
     sys.stdout.write(schema.text())
 

@@ -11,17 +11,22 @@ from typing import Any
 from orchestrator.spec import ProjectSpec, ResourceSpec
 
 
-def print_not_running(project: ProjectSpec, names: list[str], json_out: bool) -> None:
+def print_not_running(project: ProjectSpec, names: list[str], json_out: bool,
+                      supervisor: dict[str, Any] | None = None) -> None:
+    """Nothing runs; `supervisor`: an idle (warm) one waits, holding nothing."""
     if not json_out:
         print(f"{project.name}: not running", file=sys.stderr)
+        if supervisor:
+            print(supervisor_line(supervisor), file=sys.stderr)
         return
     rows = [stopped_row(spec) for n, spec in project.resources.items() if not names or n in names]
     # The same top-level keys as a running supervisor's answer (`extra` included).
     extra: dict[str, Any] = {"health_endpoint": None, "stack_memory": None}
     if any(spec.models is not None for spec in project.resources.values()):
         extra["models"] = []
-    print(json.dumps({"project": project.name, "running": False, "supervisor_pid": None, "resources": rows,
-                      **extra}, indent=2))
+    print(json.dumps({"project": project.name, "running": False,
+                      "supervisor_pid": supervisor["pid"] if supervisor else None, "supervisor": supervisor,
+                      "resources": rows, **extra}, indent=2))
 
 
 def stopped_row(spec: ResourceSpec) -> dict[str, Any]:
@@ -39,7 +44,7 @@ def stopped_row(spec: ResourceSpec) -> dict[str, Any]:
             "memory_recycles": 0, "memory_last_recycle": None}
 
 
-def print_status(rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:
+def print_status(rows: list[dict[str, Any]], extra: dict[str, Any], supervisor: dict[str, Any] | None = None) -> None:
     from orchestrator.progress import display_width, elapsed, fit, one_line
 
     columns = display_width(sys.stdout)
@@ -61,6 +66,8 @@ def print_status(rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:
         print(fit(f"{row['name']:<{width}}  {row['state']:<9}  {pid:>7}  {elapsed(row):>8}  "
                   f"{row['restarts']:>8}  {used:>6}  {limits[row['name']]:<{limit_width}}  {one_line(message)}",
                   columns))
+    if supervisor:
+        print(supervisor_line(supervisor))
     stack = extra.get("stack_memory")
     if stack:
         line = f"stack memory: {short_size(stack['bytes'])}"
@@ -74,6 +81,38 @@ def print_status(rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:
         print(f"health endpoint: http://{endpoint['address']}/")
     elif endpoint.get("error"):
         print(f"health endpoint: not listening: {endpoint['error']}")
+
+
+def supervisor_of(reply: dict[str, Any]) -> dict[str, Any]:
+    """The status reply's `supervisor` object; built from `supervisor_pid` and `mode` when
+    the supervisor answering is older than the object (the same keys either way)."""
+    given = reply.get("supervisor")
+    if isinstance(given, dict) and isinstance(given.get("pid"), int):
+        return given
+    return {"pid": reply.get("supervisor_pid"), "mode": reply.get("mode") or "detached", "unit": None,
+            "idle": False, "exits_in_seconds": None}
+
+
+def supervisor_line(supervisor: dict[str, Any]) -> str:
+    """`supervisor: pid 123 (detached)`, `supervisor: idle, exits in 8m (pid 123)`,
+    `supervisor: systemd unit vrooli.service, pid 123`."""
+    pid = supervisor.get("pid")
+    if supervisor.get("mode") == "daemon" and supervisor.get("unit"):
+        return f"supervisor: systemd unit {supervisor['unit']}, pid {pid}"
+    if supervisor.get("idle"):
+        exits = supervisor.get("exits_in_seconds")
+        when = f", exits in {short_duration(exits)}" if isinstance(exits, int | float) else ""
+        return f"supervisor: idle{when} (pid {pid})"
+    return f"supervisor: pid {pid} ({supervisor.get('mode') or 'detached'})"
+
+
+def short_duration(seconds: float) -> str:
+    """8m, 45s, 2h: how long until something happens, as a person says it."""
+    if seconds < 90:
+        return f"{max(0, round(seconds))}s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)}m"
+    return f"{round(seconds / 3600)}h"
 
 
 def limit_text(row: dict[str, Any]) -> str:

@@ -90,7 +90,14 @@ class Handlers:
         self._check_names(names)
         extra = await self._extra_status()  # first: it samples the memory the rows show
         await reply({"ok": True, "project": self.sup.project.name, "supervisor_pid": os.getpid(),
-                     "mode": self.options.mode, "resources": self.sup.snapshot(names), "extra": extra})
+                     "mode": self.options.mode, "supervisor": self._supervisor_status(),
+                     "resources": self.sup.snapshot(names), "extra": extra})
+
+    def _supervisor_status(self) -> dict[str, Any]:
+        """This supervisor as `status` shows it (CONTRACT.md: the warm and systemd steps fill
+        in `idle`, `exits_in_seconds` and `unit`)."""
+        return {"pid": os.getpid(), "mode": self.options.mode, "unit": None, "idle": False,
+                "exits_in_seconds": None}
 
     async def op_usage(self, request: dict[str, Any], reply: Reply) -> None:
         """Memory now and CPU over a second, per resource (`vrooli report`)."""

@@ -1,74 +1,71 @@
-"""The `vrooli` console entry point: `main`, and the typer-free fast path of a plain `up`.
+"""The `vrooli` console entry point: `main`, and the way to each command.
 
 Nothing in the package imports this module (it imports the CLI, never the other way), so
-the entry point cannot take part in an import cycle. `main` runs a plain `vrooli up` (the
-command a developer runs most, and the one whose speed is the point) without the CLI
-framework: typer costs ~40 ms of imports before the supervisor could be forked, and ~40 ms
-of CPU while the stack's processes start. Every other command goes to typer (cli.py).
-tests/test_entry.py checks that both ways accept the same options and answer alike.
+the entry point cannot take part in an import cycle. The four client commands (`up`,
+`down`, `status`, `restart`: what a developer runs all day) and the top-level `--help`
+run without the CLI framework: typer costs ~40 ms of imports, more than the question the
+command asks the supervisor, and for a cold `up` ~40 ms of CPU while the stack's
+processes start. client_argv.py reads their arguments, client_commands.py runs them.
+Everything else (each command's `--help`, an unusual argument, the other commands) goes
+to typer (cli.py), which parses and reports as it always did. tests/test_entry.py checks
+that both ways accept the same arguments and answer alike.
+
+Before either, the compose habit `vrooli -f FILE COMMAND` is rewritten to the command's
+own `--file` option (client_argv.hoist_global_options), so it holds for every command.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from typing import NoReturn
 
-
-@dataclass(frozen=True)
-class PlainUp:
-    names: list[str]
-    files: list[str]
-    no_deps: bool
-    json_out: bool
-    profiles: list[str] = field(default_factory=list)
-
-
-def plain_up(argv: Sequence[str]) -> PlainUp | None:
-    """`vrooli up [NAMES] [-f FILE]... [--no-deps] [--json]`, or None for anything else.
-
-    Deliberately narrow: --help, --foreground, unknown options and the VROOLI_FILE
-    variable all go the ordinary way, where typer parses and reports.
-    """
-    if not argv or argv[0] != "up" or "VROOLI_FILE" in os.environ:
-        return None
-    names: list[str] = []
-    files: list[str] = []
-    no_deps = json_out = False
-    profiles: list[str] = []
-    rest = list(argv[1:])
-    while rest:
-        arg = rest.pop(0)
-        if arg in ("-f", "--file") and rest:
-            files.append(rest.pop(0))
-        elif arg.startswith("--file="):
-            files.append(arg.partition("=")[2])
-        elif arg == "--profile" and rest:
-            profiles.append(rest.pop(0))
-        elif arg.startswith("--profile="):
-            profiles.append(arg.partition("=")[2])
-        elif arg == "--no-deps":
-            no_deps = True
-        elif arg == "--json":
-            json_out = True
-        elif arg.startswith("-") or not arg:
-            return None
-        else:
-            names.append(arg)
-    return PlainUp(names, files, no_deps, json_out, profiles)
+from orchestrator.errors import EXIT_OK, EXIT_USAGE, UsageError
 
 
 def main() -> None:
-    request = plain_up(sys.argv[1:])
+    argv = sys.argv[1:]
+    _help_or_version(argv)  # first: they need nothing else imported
+    from orchestrator.client_argv import hoist_global_options, parse
+
+    try:
+        argv = hoist_global_options(argv)
+    except UsageError as exc:
+        _exit(EXIT_USAGE, f"vrooli: {exc}\n")
+    _help_or_version(argv)
+    request = parse(argv, os.environ)
     if request is None:
         from orchestrator.cli import main as cli_main
 
+        sys.argv[1:] = argv
         cli_main()
         return
-    from orchestrator.up_client import run_up
+    from orchestrator.client_commands import run
 
-    code = run_up(request.names, request.files, request.no_deps, request.json_out, request.profiles)
+    _exit(run(request))
+
+
+def _help_or_version(argv: list[str]) -> None:
+    """The top-level help or the version, and exit; else return."""
+    if argv in ([], ["-h"], ["--help"]):
+        from orchestrator import cli_help
+
+        # As typer did: asked for, the help goes to stdout (exit 0); no command at all is a
+        # usage error, the help on stderr (exit 2).
+        if argv:
+            _exit(EXIT_OK, out=cli_help.text())
+        _exit(EXIT_USAGE, err=cli_help.text())
+    if argv == ["--version"]:
+        from orchestrator import __version__
+
+        _exit(EXIT_OK, out=f"vrooli {__version__}\n")
+
+
+def _exit(code: int, err: str = "", out: str = "") -> NoReturn:
+    """Print, flush, and leave without interpreter teardown (as cli.main: ~30 ms of module
+    cleanup a command that is done with its output does not need)."""
+    sys.stdout.write(out)
+    sys.stderr.write(err)
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(code)  # as cli.main: no interpreter teardown once the output is out
+    os._exit(code)

@@ -1,6 +1,6 @@
 """`vrooli up` (and `restart`) as a client: ask the supervisor, show progress, exit code.
 
-Free of typer on purpose: a plain `vrooli up` runs from here without the CLI framework
+Free of typer on purpose: `vrooli up` runs from here without the CLI framework
 (see `entry.main`), so a cold start does not spend ~40 ms of CPU importing it while the
 stack's own processes start on the same cores.
 """

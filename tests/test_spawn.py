@@ -9,28 +9,27 @@ import sys
 import psutil
 import pytest
 
-from orchestrator.entry import PlainUp, plain_up
+from orchestrator.client_argv import ClientCommand, parse
 from tests.conftest import Project
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
-    (["up"], PlainUp([], [], False, False)),
+    (["up"], ClientCommand("up")),
     (["up", "db", "-f", "a.toml", "--file", "b.toml", "--file=c.toml", "--no-deps", "--json", "cache"],
-     PlainUp(["db", "cache"], ["a.toml", "b.toml", "c.toml"], True, True)),
+     ClientCommand("up", ("db", "cache"), ("a.toml", "b.toml", "c.toml"), json_out=True, no_deps=True)),
     (["up", "--foreground"], None),  # attached: the CLI runs the supervisor itself
     (["up", "--help"], None),
     (["up", "-f"], None),  # typer reports the missing value
     (["up", "--log-format", "json"], None),
-    (["down"], None),
+    (["down"], ClientCommand("down")),
     ([], None),
 ])
-def test_only_a_plain_up_takes_the_early_path(argv: list[str], expected: PlainUp | None) -> None:
-    assert plain_up(argv) == expected
+def test_only_a_plain_up_takes_the_early_path(argv: list[str], expected: ClientCommand | None) -> None:
+    assert parse(argv, {}) == expected
 
 
-def test_plain_up_leaves_vrooli_file_to_typer(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("VROOLI_FILE", "x.toml")
-    assert plain_up(["up"]) is None
+def test_plain_up_reads_vrooli_file_as_typer_does() -> None:
+    assert parse(["up"], {"VROOLI_FILE": "x.toml y.toml"}) == ClientCommand("up", files=("x.toml", "y.toml"))
 
 
 def supervisors_in(project: Project) -> list[psutil.Process]:
