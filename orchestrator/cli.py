@@ -207,10 +207,10 @@ def status(
         code = EXIT_FAILED
     if json_out:
         print(json.dumps({"project": reply["project"], "running": True,
-                          "supervisor_pid": reply["supervisor_pid"], "resources": rows,
-                          **reply.get("extra", {})}, indent=2))
+                          "supervisor_pid": reply["supervisor_pid"], "supervisor": reply.get("supervisor"),
+                          "resources": rows, **reply.get("extra", {})}, indent=2))
     else:
-        print_status(rows, reply.get("extra", {}))
+        print_status(rows, {**reply.get("extra", {}), "supervisor": reply.get("supervisor")})
     raise typer.Exit(code)
 
 

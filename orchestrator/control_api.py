@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import structlog
 
-from orchestrator import config, control, ops
+from orchestrator import config, control, daemons, ops
 from orchestrator.endpoint import HealthEndpoint
 from orchestrator.errors import EXIT_FAILED, EXIT_OK, VrooliError, check_names
 from orchestrator.events import ReloadHook
@@ -51,6 +51,8 @@ class Handlers:
         self.options = options
         self.endpoint = endpoint or HealthEndpoint(None, None, None, None)
         self.on_reload: list[ReloadHook] = []
+        # The systemd unit we run in ("vrooli.service"), shown by `vrooli status`.
+        self.unit = daemons.unit_name() if options.mode == "daemon" else None
         # What a detached supervisor started for the `up` that forked it, before that `up`
         # connected: the first `up` request owns it (and undoes it if it fails at start).
         self._started_unasked: set[str] = set()
@@ -89,7 +91,13 @@ class Handlers:
         self._check_names(names)
         extra = await self._extra_status()  # first: it samples the memory the rows show
         await reply({"ok": True, "project": self.sup.project.name, "supervisor_pid": os.getpid(),
-                     "mode": self.options.mode, "resources": self.sup.snapshot(names), "extra": extra})
+                     "mode": self.options.mode, "supervisor": self.supervisor_status(),
+                     "resources": self.sup.snapshot(names), "extra": extra})
+
+    def supervisor_status(self) -> dict[str, Any]:
+        """The status reply's `supervisor` object (CONTRACT.md): who answers, and how it runs."""
+        return {"pid": os.getpid(), "mode": self.options.mode, "unit": self.unit,
+                "idle": False, "exits_in_seconds": None}
 
     async def _extra_status(self) -> dict[str, Any]:
         extra: dict[str, Any] = {"health_endpoint": self.endpoint.status(),
