@@ -6,6 +6,7 @@ a request meets is answered with its kind and exit code (errors.VrooliError.repl
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,32 @@ class Options:
 
 
 Reply = Callable[[dict[str, Any]], Awaitable[None]]
+FOLLOW_POLL = 0.2  # seconds between looks at a followed log
+FOLLOW_ALIVE = 10.0  # seconds between keep-alives: a client that left is noticed on the next send
+
+
+async def follow_output(path: Path, reply: Reply) -> None:
+    """Send what is appended to `path` as {"event": "lines"} until sending fails."""
+    position = path.stat().st_size if path.exists() else 0
+    pending, quiet = b"", 0.0
+    while True:
+        size = path.stat().st_size if path.exists() else 0
+        if size < position:  # rotated: the kept part moved to NAME.log.1
+            position = 0
+        if size > position:
+            with path.open("rb") as handle:
+                handle.seek(position)
+                pending += handle.read(min(size - position, control.MAX_LINE // 2))
+                position = handle.tell()
+            *complete, pending = pending.split(b"\n")
+            if complete:
+                await reply({"event": "lines", "lines": [c.decode(errors="replace") for c in complete]})
+                quiet = 0.0
+        elif quiet >= FOLLOW_ALIVE:
+            await reply({"event": "alive"})
+            quiet = 0.0
+        await anyio.sleep(FOLLOW_POLL)
+        quiet += FOLLOW_POLL
 
 
 class Handlers:
@@ -154,6 +181,29 @@ class Handlers:
             outer.cancel_scope.cancel()
         summary = manager.summary()
         await reply({"ok": not errors, "errors": errors, "exit_code": EXIT_FAILED if errors else EXIT_OK, **summary})
+
+    async def op_logs(self, request: dict[str, Any], reply: Reply) -> None:
+        """A resource's output, for a client that may not read the state dir (a member of a
+        system daemon's control group); with `follow`, new lines until the client leaves."""
+        name = request.get("name") or ""
+        self._check_names([name])
+        output = self.sup.output(name)
+        tail = request.get("tail", 100)
+        lines = await anyio.to_thread.run_sync(lambda: output.tail(tail) if tail else output.read_all())
+        follow = bool(request.get("follow"))
+        await reply({"ok": True, "exit_code": EXIT_OK, "resource": name, "lines": lines, "follow": follow})
+        if follow:
+            await follow_output(output.path, reply)
+
+    async def op_last_start(self, request: dict[str, Any], reply: Reply) -> None:
+        """The last start's record (`vrooli analyze`), for a client that may not read it."""
+        from orchestrator import paths
+
+        try:
+            record = json.loads(paths.last_start_file(self.sup.state_dir).read_text())
+        except (OSError, ValueError):
+            record = None
+        await reply({"ok": True, "exit_code": EXIT_OK, "record": record})
 
     def _check_names(self, names: list[str] | None) -> None:
         check_names(self.sup.records, names or [])

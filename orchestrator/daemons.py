@@ -226,7 +226,7 @@ def _live_records(directory: Path, first: Path, refuse: bool) -> list[DaemonReco
         names = None
     if names is None:
         if refuse and _not_ours(first):
-            group = control_group()
+            group = _group_of(info) or control_group()
             raise DaemonRefused(
                 f"the system daemon's directory {directory} is for root and members of group {group}; "
                 f"you (uid {os.getuid()}) are neither: ask an administrator (usermod -aG {group} USER)")
@@ -236,6 +236,16 @@ def _live_records(directory: Path, first: Path, refuse: bool) -> list[DaemonReco
         return []
     found = (_read_record(directory / name, info.st_uid) for name in names if name.endswith(".json"))
     return [r for r in found if r is not None]
+
+
+def _group_of(info: os.stat_result | None) -> str | None:
+    """The discovery dir's group (the daemon gave it to its control group): named in a refusal."""
+    if info is None:
+        return None
+    try:
+        return grp.getgrgid(info.st_gid).gr_name
+    except KeyError:
+        return None
 
 
 def _not_ours(first: Path) -> bool:
