@@ -27,7 +27,7 @@ if "rich" not in sys.modules:
 
 import typer
 
-from orchestrator import __version__, config, paths, registry, spawn
+from orchestrator import __version__, cli_remote, config, paths, registry, spawn
 from orchestrator.cli_output import follow_log, model_line, print_not_running, print_status
 from orchestrator.cli_target import target_of
 from orchestrator.errors import (
@@ -207,10 +207,10 @@ def status(
         code = EXIT_FAILED
     if json_out:
         print(json.dumps({"project": reply["project"], "running": True,
-                          "supervisor_pid": reply["supervisor_pid"], "resources": rows,
-                          **reply.get("extra", {})}, indent=2))
+                          "supervisor_pid": reply["supervisor_pid"], "supervisor": reply.get("supervisor"),
+                          "resources": rows, **reply.get("extra", {})}, indent=2))
     else:
-        print_status(rows, reply.get("extra", {}))
+        print_status(rows, {**reply.get("extra", {}), "supervisor": reply.get("supervisor")})
     raise typer.Exit(code)
 
 
@@ -248,6 +248,9 @@ def logs(
     try:
         project = _load(files)
         check_names(project.resources, [name])
+        if cli_remote.served_by_daemon(project):
+            cli_remote.logs(project, name, tail, follow, json_out)
+            return
         spec = project.resources[name]
         output = OutputLog(paths.resource_log(project.state_dir, name), spec.log_max_size, spec.log_max_files)
         lines = output.tail(tail) if tail else output.read_all()
@@ -327,8 +330,12 @@ def analyze(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
     project = _project_or_exit(files, json_out)
     path = paths.last_start_file(project.state_dir)
     try:
-        record = json.loads(path.read_text())
+        # A system daemon's state dir may not be ours to read: ask the daemon.
+        record = cli_remote.last_start(project) if cli_remote.served_by_daemon(project) \
+            else json.loads(path.read_text())
         rows = record["resources"]
+    except VrooliError as exc:
+        _fail(exc, json_out)
     except (OSError, ValueError, KeyError, TypeError):
         _fail(SupervisorUnavailable(f"no start recorded yet for {project.name} (run `vrooli up`)"), json_out)
     marks = record.get("cold_start")

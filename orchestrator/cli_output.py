@@ -75,6 +75,17 @@ def print_status(rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:
         print(f"health endpoint: http://{endpoint['address']}/")
     elif endpoint.get("error"):
         print(f"health endpoint: not listening: {endpoint['error']}")
+    if extra.get("supervisor"):
+        print(supervisor_line(extra["supervisor"]))
+
+
+def supervisor_line(sup: dict[str, Any]) -> str:
+    """Who answered (CONTRACT.md): "supervisor: systemd unit vrooli.service, pid 123"."""
+    if sup.get("unit"):
+        return f"supervisor: systemd unit {sup['unit']}, pid {sup['pid']}"
+    if sup.get("idle") and sup.get("exits_in_seconds") is not None:
+        return f"supervisor: idle, exits in {round(sup['exits_in_seconds'] / 60)}m (pid {sup['pid']})"
+    return f"supervisor: pid {sup['pid']} ({sup.get('mode') or 'detached'})"
 
 
 def limit_text(row: dict[str, Any]) -> str:
