@@ -67,7 +67,9 @@ put_file() {
 # made by systemd and owned by the service user), "rw PATH" (elsewhere: ReadWritePaths=),
 # "warn TEXT" (a path the sandbox keeps read-only, or one that cannot be known here).
 data_paths() {
-  "$prefix/venv/bin/python" - "$config" "$state_root" <<'EOF'
+  local python=$prefix/venv/bin/python
+  [ -x "$python" ] || python=python3  # --purge after a plain --uninstall: tomllib is 3.11+
+  "$python" - "$config" "$state_root" <<'EOF'
 import os, sys, tomllib
 from pathlib import Path
 
@@ -226,8 +228,8 @@ do_uninstall() {
     systemctl disable -q --now vrooli.service 2>/dev/null || systemctl stop vrooli.service || true
   fi
   local outside=""
-  if [ "$purge" = 1 ] && [ -f "$config" ] && [ -x "$prefix/venv/bin/python" ]; then
-    outside=$(data_paths | sed -n 's/^rw //p')
+  if [ "$purge" = 1 ] && [ -f "$config" ]; then
+    outside=$(data_paths 2>/dev/null | sed -n 's/^rw //p' || true)
   fi
   rm -f "$unit" "$dropin"
   rmdir "$dropin_dir" 2>/dev/null || true
