@@ -176,9 +176,12 @@ def boot(name: str) -> Box:
     # --privileged is neither needed nor allowed here. cgroup namespace of the host and its
     # cgroup tree (the v1 hierarchies stay writable under the read-only tmpfs on this Docker),
     # tmpfs /run for systemd; no network: everything below is offline, loopback only.
+    # CAP_SYS_ADMIN lets systemd build the unit's mount namespace: without it systemd skips
+    # ProtectSystem=, ReadWritePaths=, PrivateTmp= ... silently ("containerized execution"),
+    # and the sandbox under test would not be there at all.
     started = subprocess.run(
         ["docker", "run", "-d", "--name", name, "--label", "vrooli.test=systemd", "--network", "none",
-         "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro", "--tmpfs", "/run", "--tmpfs", "/run/lock",
+         "--cap-add", "SYS_ADMIN", "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro", "--tmpfs", "/run", "--tmpfs", "/run/lock",
          "-e", "container=docker", IMAGE], capture_output=True, text=True, timeout=60)
     if started.returncode != 0:
         unavailable(f"cannot run {IMAGE}: {started.stderr.strip()}")
@@ -377,6 +380,7 @@ def test_user_key_refused_under_the_sandbox(box: Box) -> None:
     shown = wait("the unit fails", lambda: (s := box.show("ActiveState", "NRestarts", "ExecMainStatus"))
                  and s["ActiveState"] == "failed" and s)
     assert shown["ExecMainStatus"] == "2"
+    assert shown["NRestarts"] == "0", "a config error is not retried (RestartPreventExitStatus=2)"
     text = "\n".join(str(e.get("MESSAGE")) for e in box.journal(cursor, "-p", "err"))
     assert "web" in text and "user" in text, text
     assert box.pids() == []
