@@ -62,48 +62,9 @@ put_file() {
   changed=1
 }
 
-# data_paths: one line per path the config's resources write, from [project] state_dir and
-# each native resource's cwd: "state SUB" (under /var/lib/vrooli: StateDirectory=vrooli/SUB,
-# made by systemd and owned by the service user), "rw PATH" (elsewhere: ReadWritePaths=),
-# "warn TEXT" (a path the sandbox keeps read-only, or one that cannot be known here).
-data_paths() {
-  local python=$prefix/venv/bin/python
-  [ -x "$python" ] || python=python3  # --purge after a plain --uninstall: tomllib is 3.11+
-  "$python" - "$config" "$state_root" <<'EOF'
-import os, sys, tomllib
-from pathlib import Path
-
-config, state_root = Path(sys.argv[1]), Path(sys.argv[2])
-try:
-    data = tomllib.loads(config.read_text())
-except (OSError, tomllib.TOMLDecodeError) as exc:
-    print(f"warn {config}: not read ({exc}); no data paths set from it")
-    sys.exit(0)
-named = []
-project = data.get("project") if isinstance(data.get("project"), dict) else {}
-if isinstance(project.get("state_dir"), str):
-    named.append(("[project] state_dir", project["state_dir"]))
-resources = data.get("resources") if isinstance(data.get("resources"), dict) else {}
-for name, res in sorted(resources.items()):
-    if isinstance(res, dict) and res.get("runtime", "process") == "process" and isinstance(res.get("cwd"), str):
-        named.append((f"resources.{name}.cwd", res["cwd"]))
-for key, raw in named:
-    if "$" in raw or raw.startswith("~"):
-        print(f"warn {key} = {raw!r} is resolved at run time; add ReadWritePaths= for it in a drop-in")
-        continue
-    path = Path(os.path.normpath(config.parent / raw))
-    if path == state_root or state_root in path.parents:
-        if path != state_root:
-            print(f"state {path.relative_to(state_root.parent)}")
-    elif path.parts[1:2] in (("tmp",), ("run",)):
-        continue  # private /tmp, or the runtime directory: writable already
-    elif path == config.parent or config.parent in path.parents:
-        print(f"warn {key} = {str(path)!r} is read-only for the service (ProtectSystem=strict); "
-              f"keep data under {state_root}")
-    else:
-        print(f"rw {path}")
-EOF
-}
+# data_paths: the config's data paths as drop-in lines, directories and warnings
+# (scripts/systemd_paths.py says how they are found).
+data_paths() { python3 "$src/scripts/systemd_paths.py" "$config" "$state_root"; }
 
 # The drop-in: what the config and this machine decide, regenerated on every run.
 write_dropin() {
@@ -120,9 +81,8 @@ write_dropin() {
   while IFS= read -r line; do
     kind=${line%% *} value=${line#* }
     case $kind in
-      state) echo "StateDirectory=$value" >>"$tmp" ;;
-      rw)
-        echo "ReadWritePaths=-$value" >>"$tmp"
+      line) echo "$value" >>"$tmp" ;;
+      dir)
         if [ ! -e "$value" ]; then
           install -d -o vrooli -g vrooli -m 0750 "$value"
           echo "install-systemd: created $value (vrooli:vrooli 0750)"
@@ -229,7 +189,7 @@ do_uninstall() {
   fi
   local outside=""
   if [ "$purge" = 1 ] && [ -f "$config" ]; then
-    outside=$(data_paths 2>/dev/null | sed -n 's/^rw //p' || true)
+    outside=$(data_paths 2>/dev/null | sed -n 's/^dir //p' || true)
   fi
   rm -f "$unit" "$dropin"
   rmdir "$dropin_dir" 2>/dev/null || true
