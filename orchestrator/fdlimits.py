@@ -38,7 +38,15 @@ def raise_nofile_limit(target: int = NOFILE_TARGET) -> tuple[int, int]:
     if soft != resource.RLIM_INFINITY and soft < wanted:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-        except (ValueError, OSError):  # a sandbox may deny it: run with what we have
+        except (ValueError, OSError) as exc:
+            # A sandbox may deny it (systemd's SystemCallFilter=~@resources answers EPERM with
+            # SystemCallErrorNumber=EPERM; the unit's LimitNOFILE= sets the limit instead):
+            # run with what we have. The accept loops survive running out regardless.
+            import structlog
+
+            structlog.get_logger("vrooli.fdlimits").info(
+                "nofile limit not raised; running with the limit we were given",
+                soft=soft, hard=hard, error=getattr(exc, "strerror", None) or str(exc))
             return soft, soft
         return soft, wanted
     return soft, soft
