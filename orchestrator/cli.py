@@ -34,6 +34,7 @@ from orchestrator.errors import (
     EXIT_FAILED,
     EXIT_NOT_RUNNING,
     EXIT_OK,
+    ConfigError,
     SupervisorGone,
     SupervisorUnavailable,
     UsageError,
@@ -453,14 +454,16 @@ def daemon(
     from orchestrator import service
     from orchestrator.logging import configure
 
-    configure(log_format, sys.stderr)
+    configure(log_format, sys.stderr, journal=True)
     try:
         project = _load(files)
         registry.remember(project.files[0], project.state_dir, project.name)
         code = service.run(service.Options(files=list(project.files), mode="daemon", names=names or [],
                                            health_listen=health_listen))
     except VrooliError as exc:
-        _fail(exc)
+        for text in exc.lines():  # "<3>": journald files them at priority err (sd-daemon(3))
+            print(f"<3>{text}" if isinstance(exc, ConfigError) else f"<3>vrooli: {text}", file=sys.stderr)
+        raise typer.Exit(exc.exit_code) from None
     raise typer.Exit(code)
 
 

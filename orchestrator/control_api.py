@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import structlog
 
-from orchestrator import config, control, daemons, ops
+from orchestrator import config, control, daemons, ops, privileges
 from orchestrator.endpoint import HealthEndpoint
 from orchestrator.errors import EXIT_FAILED, EXIT_OK, VrooliError, check_names
 from orchestrator.events import ReloadHook
@@ -212,6 +212,8 @@ class Handlers:
         files = [Path(f) for f in request.get("files") or [str(f) for f in self.sup.project.files]]
         environ = request.get("environ")
         new = await anyio.to_thread.run_sync(config.load, files, environ)
+        if self.options.mode == "daemon":  # a reload may add `user =` the daemon cannot honour
+            privileges.check_user_switch(new)
         if new.state_dir != self.sup.project.state_dir:
             raise VrooliError(f"state_dir changed to {new.state_dir}; run `vrooli down` first")
         return new

@@ -24,7 +24,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
-from orchestrator import config, control, daemons, paths
+from orchestrator import config, control, daemons, paths, privileges
 from orchestrator.control_api import Handlers, Options
 from orchestrator.endpoint import HealthEndpoint, open_health_endpoint
 from orchestrator.errors import VrooliError
@@ -79,6 +79,8 @@ class SupervisorLock:
 def run(options: Options) -> int:
     raise_nofile_limit()  # before any listener: a burst of connections must not reach the limit
     project = config.load(options.files, options.environ)
+    if options.mode == "daemon":
+        privileges.check_user_switch(project)  # one clear line now, not EPERM per resource later
     publication = _discoverable(project) if options.mode == "daemon" else None
     paths.ensure_state_dir(project.state_dir)
     lock = SupervisorLock(project.state_dir)
