@@ -109,8 +109,11 @@ class Box:
         return out.strip().rsplit("cursor: ", 1)[-1]
 
     def journal(self, cursor: str, *args: str) -> list[dict[str, Any]]:
-        out = self.ok("journalctl", "-u", "vrooli", "--after-cursor", cursor, "-o", "json", "--no-pager", *args)
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
+        # --cursor and not --after-cursor: with -p, journalctl 252 seeks past the cursor and
+        # then skips one more entry, the first error line after it.
+        out = self.ok("journalctl", "-u", "vrooli", "--cursor", cursor, "-o", "json", "--no-pager", *args)
+        entries = (json.loads(line) for line in out.splitlines() if line.strip())
+        return [entry for entry in entries if entry.get("__CURSOR") != cursor]
 
 
 def wait(what: str, predicate: Callable[[], T], timeout: float = 60) -> T:
@@ -181,8 +184,9 @@ def boot(name: str) -> Box:
     # and the sandbox under test would not be there at all.
     started = subprocess.run(
         ["docker", "run", "-d", "--name", name, "--label", "vrooli.test=systemd", "--network", "none",
-         "--cap-add", "SYS_ADMIN", "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro", "--tmpfs", "/run", "--tmpfs", "/run/lock",
-         "-e", "container=docker", IMAGE], capture_output=True, text=True, timeout=60)
+         "--cap-add", "SYS_ADMIN", "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro",
+         "--tmpfs", "/run", "--tmpfs", "/run/lock", "-e", "container=docker", IMAGE],
+        capture_output=True, text=True, timeout=60)
     if started.returncode != 0:
         unavailable(f"cannot run {IMAGE}: {started.stderr.strip()}")
     box = Box(name)
@@ -357,6 +361,7 @@ def test_stop_in_reverse_order_leaves_nothing(box: Box) -> None:
 
 
 def test_journal_err_shows_the_failing_resource_only(box: Box) -> None:
+    box.ok("systemctl", "stop", "vrooli")  # whatever an earlier test left running
     box.write(CONFIG, BASE_CONFIG + BROKEN)
     cursor = box.cursor()
     box.ok("systemctl", "start", "vrooli")
@@ -373,6 +378,7 @@ def test_journal_err_shows_the_failing_resource_only(box: Box) -> None:
 
 
 def test_user_key_refused_under_the_sandbox(box: Box) -> None:
+    box.ok("systemctl", "stop", "vrooli")
     box.write(CONFIG, BASE_CONFIG.replace(f'cwd = "{WEB_DIR}"', f'cwd = "{WEB_DIR}"\nuser = "nobody"'))
     cursor = box.cursor()
     started = box.run("systemctl", "start", "vrooli")
