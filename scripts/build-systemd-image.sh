@@ -19,10 +19,10 @@ mirror=${VROOLI_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 command -v docker >/dev/null || { echo "build-systemd-image: docker is required" >&2; exit 1; }
 
-# The dependency list, not the whole pyproject: editing the test extras or the version
-# must not cost a rebuild.
-deps=$(python3 -c 'import tomllib,sys; print("\n".join(tomllib.load(open(sys.argv[1],"rb"))["project"]["dependencies"]))' \
-  "$here/pyproject.toml")
+# The dependency list and the build backend, not the whole pyproject: editing the test
+# extras or the version must not cost a rebuild.
+deps=$(python3 -c 'import tomllib,sys; p = tomllib.load(open(sys.argv[1], "rb"))
+print("\n".join(p["project"]["dependencies"] + p["build-system"]["requires"]))' "$here/pyproject.toml")
 inputs=$( (sha256sum "$0" | cut -d' ' -f1; echo "$deps") | sha256sum | cut -c1-16)
 current=$(docker image inspect -f '{{index .Config.Labels "vrooli.inputs"}}' "$tag" 2>/dev/null || true)
 if [ "$current" = "$inputs" ]; then
@@ -75,7 +75,9 @@ mkdir -p "$wheels"
 # out of the image (the test builds the checkout it runs from), its build backend is kept
 # so that build needs no index either.
 python3 -m pip wheel -q --disable-pip-version-check -w "$wheels" "$here"
-python3 -m pip wheel -q --disable-pip-version-check -w "$wheels" 'setuptools>=68' wheel
+python3 -c 'import tomllib,sys; print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["build-system"]["requires"]))' \
+  "$here/pyproject.toml" >"$work/build-requires.txt"
+python3 -m pip wheel -q --disable-pip-version-check -w "$wheels" -r "$work/build-requires.txt" wheel
 rm -f "$wheels"/vrooli_orchestrator-*.whl
 as_root mkdir -p "$root/opt/vrooli-wheels"
 as_root cp "$wheels"/*.whl "$root/opt/vrooli-wheels/"
