@@ -180,10 +180,7 @@ async def _converse(stream: Any, handler: Handler, errors: Any) -> None:
         await stream.send(json.dumps(message, default=str).encode() + b"\n")
 
     refusal = peer_refusal(stream.extra(SocketAttribute.raw_socket))
-    if refusal is not None:
-        await reply({"ok": False, "error": refusal, "errors": [refusal], "exit_code": 1, "kind": DENIED})
-        return
-
+    denied = {"ok": False, "error": refusal, "errors": [refusal], "exit_code": 1, "kind": DENIED}
     reader = BufferedByteReceiveStream(stream)
     with anyio.move_on_after(REQUEST_TIMEOUT) as waited:
         try:
@@ -191,9 +188,12 @@ async def _converse(stream: Any, handler: Handler, errors: Any) -> None:
         except (anyio.EndOfStream, anyio.IncompleteRead):
             return  # connected and left without asking: the CLI's liveness check does this
         except anyio.DelimiterNotFound:
-            await reply(bad_request(f"request line longer than {MAX_LINE} bytes"))
+            await reply(denied if refusal else bad_request(f"request line longer than {MAX_LINE} bytes"))
             await _discard_line(stream)  # closing with unread data would reset, losing the reply
             return
+    if refusal is not None:  # answered only now: its line read, our close cannot reset the reply
+        await reply(denied)
+        return
     if waited.cancelled_caught:
         await reply(bad_request(f"no request line within {REQUEST_TIMEOUT:g}s"))
         return

@@ -100,14 +100,16 @@ def unit_name(environ: Mapping[str, str] | None = None) -> str | None:
 
 
 def publish_dir(environ: Mapping[str, str] | None = None) -> Path | None:
-    """Where `vrooli daemon` serves: $VROOLI_DAEMON_DIR, else systemd's $RUNTIME_DIRECTORY,
-    else /run/vrooli when run by root; None (the state dir's own socket) otherwise."""
+    """Where `vrooli daemon` serves: $VROOLI_DAEMON_DIR, else systemd's $RUNTIME_DIRECTORY
+    (RuntimeDirectory=vrooli: /run/vrooli); None (the state dir's own socket, as a
+    detached supervisor's) when neither is set: a daemon started by hand publishes
+    nothing system-wide unless asked to."""
     env = os.environ if environ is None else environ
     if env.get("VROOLI_DAEMON_DIR"):
         return Path(env["VROOLI_DAEMON_DIR"])
     if env.get("RUNTIME_DIRECTORY"):
         return Path(env["RUNTIME_DIRECTORY"].split(":")[0])
-    return DEFAULT_DIR if os.geteuid() == 0 else None
+    return None
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,10 @@ def share(path: Path, gid: int | None, mode: int) -> bool:
         os.chmod(path, mode & 0o700, follow_symlinks=False)
         return False
     try:
-        os.chown(path, -1, gid, follow_symlinks=False)
+        # Under User=vrooli Group=vrooli what we create already has the group; and the unit's
+        # SystemCallFilter=~@privileged (which holds @chown) denies chown even to our own group.
+        if os.lstat(path).st_gid != gid:
+            os.chown(path, -1, gid, follow_symlinks=False)
     except PermissionError:
         os.chmod(path, mode & 0o700, follow_symlinks=False)
         return False

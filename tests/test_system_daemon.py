@@ -249,10 +249,11 @@ def test_the_daemon_refuses_a_stranger_even_through_an_open_socket(system_daemon
         for path, _ in opened:
             path.chmod(0o777 if path.suffix == ".sock" else 0o755 if path == run_dir else 0o644)
         done = system_daemon.stranger("status", "-f", str(system_daemon.config))
+        listing = subprocess.run(["ls", "-la", str(run_dir)], capture_output=True, text=True).stdout
     finally:
         for path, mode in opened:
             path.chmod(mode)
-    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.returncode == 1, (done.stdout, done.stderr, listing)
     assert f"uid {NOBODY} (nobody) is neither root, the supervisor's user, nor in group " \
            f"{system_daemon.group.gr_name}" in done.stderr, done.stderr
 
