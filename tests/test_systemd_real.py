@@ -105,7 +105,8 @@ class Box:
         return sorted(int(p) for p in result.stdout.split())
 
     def cursor(self) -> str:
-        out = self.ok("journalctl", "-u", "vrooli", "-n", "0", "--show-cursor", "--no-pager")
+        # The whole journal's position: the unit's own may have no entries yet.
+        out = self.ok("journalctl", "-n", "0", "--show-cursor", "--no-pager")
         return out.strip().rsplit("cursor: ", 1)[-1]
 
     def journal(self, cursor: str, *args: str) -> list[dict[str, Any]]:
@@ -244,6 +245,20 @@ def test_install_offline_and_idempotent(box: Box) -> None:
                      "/etc/group /etc/shadow -newer /tmp/before-second-run")
     assert touched.split() == [], f"a second install changed: {touched}"
     box.sh("usermod -aG vrooli alice")
+
+
+def test_install_replaces_a_rebuilt_wheel_of_the_same_version(box: Box) -> None:
+    # Same version, other files: pip alone calls that "already satisfied".
+    box.sh("rm -rf /src2 && cp -a /src /src2 && echo '# rebuilt' >> /src2/orchestrator/__init__.py && "
+           "mkdir -p /wheels2 && cp /opt/vrooli-wheels/*.whl /wheels2/")
+    box.ok("/tmp/build/bin/pip", "wheel", "-q", "--no-index", "--find-links", "/opt/vrooli-wheels",
+           "--no-deps", "-w", "/wheels2", "/src2", timeout=300)
+    installed = "$(/opt/vrooli/venv/bin/python -c 'import orchestrator; print(orchestrator.__file__)')"
+    assert "installed vrooli_orchestrator-" in box.ok("/src/scripts/install-systemd.sh", "--wheels", "/wheels2")
+    assert "# rebuilt" in box.sh(f'cat "{installed}"')
+    assert "installed vrooli_orchestrator-" in box.ok("/src/scripts/install-systemd.sh", "--wheels", "/wheels")
+    assert "# rebuilt" not in box.sh(f'cat "{installed}"')
+    assert "nothing to change" in box.ok("/src/scripts/install-systemd.sh", "--wheels", "/wheels")
 
 
 def test_start_ready_and_sandbox_fits(box: Box) -> None:
@@ -396,6 +411,7 @@ def test_user_key_refused_under_the_sandbox(box: Box) -> None:
 
 def test_uninstall_keeps_config_and_data_unless_purge(box: Box) -> None:
     box.ok("systemctl", "start", "vrooli")
+    assert box.ok("redis-cli", "-p", "6390", "SAVE").strip() == "OK"  # data in /var/lib/vrooli
     box.ok("/src/scripts/install-systemd.sh", "--uninstall")
     assert box.pids() == []
     for gone in ("/etc/systemd/system/vrooli.service", "/etc/systemd/system/vrooli.service.d",
