@@ -261,6 +261,21 @@ def test_install_replaces_a_rebuilt_wheel_of_the_same_version(box: Box) -> None:
     assert "nothing to change" in box.ok("/src/scripts/install-systemd.sh", "--wheels", "/wheels")
 
 
+def test_docker_group_is_given_through_the_dropin(box: Box) -> None:
+    box.sh("groupadd --system docker")
+    box.ok("/src/scripts/install-systemd.sh", "--wheels", "/wheels")
+    assert "SupplementaryGroups=docker" in box.ok("cat", "/etc/systemd/system/vrooli.service.d/10-install.conf")
+    box.ok("systemctl", "start", "vrooli")
+    docker_gid = box.ok("getent", "group", "docker").split(":")[2]
+    daemon = box.ok("cat", f"/proc/{box.show('MainPID')['MainPID']}/status")
+    groups = next(line.split()[1:] for line in daemon.splitlines() if line.startswith("Groups:"))
+    assert docker_gid in groups, groups
+    box.ok("systemctl", "stop", "vrooli")
+    box.sh("groupdel docker")
+    box.ok("/src/scripts/install-systemd.sh", "--wheels", "/wheels")
+    assert "docker" not in box.ok("cat", "/etc/systemd/system/vrooli.service.d/10-install.conf")
+
+
 def test_start_ready_and_sandbox_fits(box: Box) -> None:
     box.ok("systemctl", "start", "vrooli")
     shown = box.show("ActiveState", "StatusText", "MainPID", "LimitNOFILE")
@@ -297,6 +312,23 @@ def test_cli_reaches_the_daemon_for_root_and_group_only(box: Box) -> None:
     assert direct.returncode != 0 and "PermissionError" in direct.stderr, direct
 
 
+def test_group_member_operates_the_daemon(box: Box) -> None:
+    # The state dir is the daemon's alone: the access model is /run/vrooli's.
+    assert box.ok("stat", "-c", "%a %U:%G", "/run/vrooli", "/run/vrooli/vrooli.sock").split("\n")[:2] == [
+        "750 vrooli:vrooli", "660 vrooli:vrooli"]
+    assert box.ok("stat", "-c", "%a", "/var/lib/vrooli").strip() == "700"
+    logs = box.ok("vrooli", "logs", "redis", user="alice", workdir="/home/alice")
+    assert "Ready to accept connections" in logs
+    before = resource_pids(box.status())
+    box.ok("vrooli", "restart", "web", user="alice", workdir="/home/alice")
+    after = resource_pids(box.status(user="alice", workdir="/home/alice"))
+    assert after["web"] != before["web"] and after["redis"] == before["redis"]
+    refused = box.run("vrooli", "restart", "web", "-f", CONFIG, user="nobody", workdir="/tmp")
+    assert refused.returncode == 1 and "group vrooli" in refused.stdout + refused.stderr, refused
+    assert "Traceback" not in refused.stderr
+    assert resource_pids(box.status())["web"] == after["web"]
+
+
 def test_reload_restarts_only_the_changed_resource(box: Box) -> None:
     before = resource_pids(box.status())
     main = box.show("MainPID")["MainPID"]
@@ -327,7 +359,7 @@ def vrooli_processes_in_unit(box: Box) -> tuple[set[int], set[int]]:
 
 def test_stopped_daemon_is_killed_by_the_watchdog_and_restarted_with_its_resources(box: Box) -> None:
     # The mechanism is the shipped one; only the period is shorter than its 30 s.
-    box.write("/etc/systemd/system/vrooli.service.d/50-test-watchdog.conf", "[Service]\nWatchdogSec=8s\n")
+    box.write("/etc/systemd/system/vrooli.service.d/50-test-watchdog.conf", "[Service]\nWatchdogSec=10s\n")
     box.ok("systemctl", "daemon-reload")
     box.ok("systemctl", "restart", "vrooli")
     old_main = int(box.show("MainPID")["MainPID"])
