@@ -69,6 +69,11 @@ as_root mkdir -p "$root/etc/systemd/journald.conf.d"
 printf '[Journal]\nStorage=volatile\nRateLimitBurst=0\n' | as_root tee "$root/etc/systemd/journald.conf.d/vrooli-test.conf" >/dev/null
 
 echo "build-systemd-image: wheels of the dependencies and of the build backend"
+# Built by this machine's python3 for bookworm's: compiled wheels (psutil, regex) must match.
+host_py=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+root_py=$(basename "$(readlink -f "$root/usr/bin/python3")")
+[ "python$host_py" = "$root_py" ] || {
+  echo "build-systemd-image: python3 here is $host_py, the image has $root_py: the wheels would not fit" >&2; exit 1; }
 wheels=$work/wheels
 mkdir -p "$wheels"
 # `pip wheel .` builds the project and every dependency; the project's own wheel is left
