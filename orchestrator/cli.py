@@ -167,9 +167,15 @@ def _has_leftovers(project: ProjectSpec) -> bool:
 
 def _wait_supervisor_gone(state_dir: Path, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
-    pid_file = paths.pid_file(state_dir)
-    while pid_file.exists() and time.monotonic() < deadline:
+    while not _supervisor_left(state_dir) and time.monotonic() < deadline:
         time.sleep(0.01)
+
+
+def _supervisor_left(state_dir: Path) -> bool:
+    try:
+        return not paths.pid_file(state_dir).exists()
+    except PermissionError:  # a system daemon's state dir is not a member's to enter; its socket goes too
+        return not paths.control_socket(state_dir).exists()
 
 
 @app.command()

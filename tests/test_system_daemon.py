@@ -231,6 +231,9 @@ def test_a_group_member_works_the_daemon(system_daemon: SystemDaemon) -> None:
     assert "web" in json.loads(analyze.stdout)["critical_chain"], analyze.stdout
     reload = system_daemon.member("reload", "-f", config)
     assert reload.returncode == 0 and "reloaded" in reload.stderr, reload.stderr
+    up = system_daemon.member("up", "web", "-f", config)
+    assert up.returncode == 0, up.stderr
+    assert web()["pid"] == after["pid"]  # the daemon's own: nothing started twice
 
 
 def test_a_user_outside_the_group_is_refused_in_one_line(system_daemon: SystemDaemon) -> None:
@@ -270,6 +273,16 @@ def test_stderr_lines_carry_their_journal_priority(system_daemon: SystemDaemon) 
     assert by_event["resource ready"] == "<6>" and by_event["resource starting"] == "<6>"
     errors = [json.loads(line[3:])["event"] for line in lines if line.startswith("<3>")]
     assert set(errors) == {"resource failed"}, errors
+
+
+def test_a_member_stops_the_daemon_with_down(system_daemon: SystemDaemon) -> None:
+    """Last of the tests on this daemon: `down` ends it (the unit goes inactive)."""
+    done = system_daemon.member("down", "-f", str(system_daemon.config))
+    assert done.returncode == 0 and "stopped" in done.stderr, done.stderr
+    assert system_daemon.proc.wait(60) == 0
+    assert not list(system_daemon.run_dir.iterdir())  # record and socket withdrawn
+    again = system_daemon.cli("status", "-f", str(system_daemon.config))
+    assert again.returncode == 3, again.stderr
 
 
 # ------------------------------------------------------------------------ the sandbox
