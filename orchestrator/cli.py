@@ -229,11 +229,12 @@ def restart(
 ) -> None:
     """Restart resources (and what depends on them); return when they are ready again."""
     try:
-        project = _load(files)
-        check_names(project.resources, names)
-        client = spawn.client_once_started(project.state_dir, timeout=None)
+        target = target_of(files, "restarting with")  # a file that does not load here: the supervisor's copy
+        if target.project is not None:
+            check_names(target.project.resources, names)
+        client = spawn.client_once_started(target.state_dir, timeout=None)
         if not client.alive():
-            raise SupervisorUnavailable(f"{project.name} is not running; use `vrooli up`")
+            raise target.broken or SupervisorUnavailable(f"{target.name} is not running; use `vrooli up`")
         code = follow_replies(client, {"op": "restart", "names": names}, json_out)
     except VrooliError as exc:
         _fail(exc, json_out)
@@ -477,12 +478,19 @@ def daemon(
 def reload(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
     """Re-read resources.toml and apply only the difference (as SIGHUP does for the daemon)."""
     try:
-        project = _load(files)
-        client = spawn.client_once_started(project.state_dir, timeout=None)
+        found = config.find_files(files)
+        link = paths.daemon_link(found[0])
+        if link is not None:  # the daemon reads its files itself, with its own environment (its secrets)
+            client = spawn.client_once_started(link.state_dir, timeout=None)
+            request: dict[str, Any] = {"op": "reload", "files": [str(f) for f in found]}
+        else:
+            project = _load(files)
+            client = spawn.client_once_started(project.state_dir, timeout=None)
+            request = {"op": "reload", "files": [str(f) for f in project.files],
+                       "environ": config.referenced_environ(project)}
         if not client.alive():
-            raise SupervisorUnavailable(f"{project.name} is not running")
-        reply = client.call({"op": "reload", "files": [str(f) for f in project.files],
-                             "environ": config.referenced_environ(project)})
+            raise SupervisorUnavailable(f"{found[0]}: nothing is running from this file")
+        reply = client.call(request)
         if not reply.get("ok"):
             raise from_reply(reply, "reload failed")
     except VrooliError as exc:

@@ -8,6 +8,7 @@ the test interpreter's own site-packages lie under /root (0700), which `nobody` 
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import importlib
 import json
@@ -149,12 +150,20 @@ def system_daemon(world_readable_site: Path) -> Iterator[SystemDaemon]:
         [resources.broken]
         command = ["/bin/sh", "-c", "echo cannot start >&2; exit 3"]
         """)
+    with launched(base, config, port, group, world_readable_site) as daemon:
+        yield daemon
+
+
+@contextlib.contextmanager
+def launched(base: Path, config: Path, port: int, group: grp.struct_group, site_dir: Path,
+             **environ: str) -> Iterator[SystemDaemon]:
+    """`vrooli daemon` as root, as systemd would start it; stopped and cleaned up after."""
     stderr = base / "daemon.stderr"
     with stderr.open("wb") as sink:
         proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "daemon", "-f", str(config)],
-                                env=daemon_environ(base, group.gr_name), cwd=base, stdout=subprocess.DEVNULL,
-                                stderr=sink, start_new_session=True)
-    daemon = SystemDaemon(base, config, base / "run", base / "state", group, proc, stderr, world_readable_site)
+                                env={**daemon_environ(base, group.gr_name), **environ}, cwd=base,
+                                stdout=subprocess.DEVNULL, stderr=sink, start_new_session=True)
+    daemon = SystemDaemon(base, config, base / "run", base / "state", group, proc, stderr, site_dir)
     try:
         wait_for(lambda: (daemon.run_dir / f"sysd{port}.json").exists() or proc.poll() is not None, 60)
         assert proc.poll() is None, stderr.read_text()
@@ -259,6 +268,42 @@ def test_the_daemon_refuses_a_stranger_even_through_an_open_socket(system_daemon
     assert done.returncode == 1, (done.stdout, done.stderr, listing)
     assert f"uid {NOBODY} (nobody) is neither root, the supervisor's user, nor in group " \
            f"{system_daemon.group.gr_name}" in done.stderr, done.stderr
+
+
+def test_the_daemon_keeps_its_own_environment(world_readable_site: Path) -> None:
+    """Secrets come from the unit (EnvironmentFile=), not from an operator's shell: a member
+    whose shell lacks them still sees, restarts and reloads the stack, and a reload from a
+    shell with other values changes nothing."""
+    base = Path(tempfile.mkdtemp(prefix="vrooli-sysd-env-", dir="/tmp"))
+    base.chmod(0o755)
+    (base / "state").mkdir(mode=0o755)
+    port = free_port()
+    config = write_config(base, port)
+    config.write_text(config.read_text() + 'env = { SECRET = "${VROOLI_TEST_SECRET:?set it in the unit}" }\n')
+    with launched(base, config, port, control_group(), world_readable_site, VROOLI_TEST_SECRET="s3cret") as daemon:
+        status = daemon.member("status", "-f", str(config))
+        assert status.returncode == 0, status.stderr
+        assert "the config does not load" in status.stderr and "VROOLI_TEST_SECRET" in status.stderr
+        assert "supervisor: pid" in status.stdout
+        restart = daemon.member("restart", "web", "-f", str(config))
+        assert restart.returncode == 0, restart.stderr
+        reload = daemon.member("reload", "-f", str(config))
+        assert (reload.returncode, reload.stderr.strip()) == (0, "reloaded: nothing changed")
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "VROOLI_DAEMON_DIR": str(daemon.run_dir),
+               "VROOLI_TEST_SECRET": "not-the-units"}
+
+        def web_pid() -> object:
+            reply = status_of(daemon.cli("status", "--json", "-f", str(config)))
+            return next(r["pid"] for r in reply["resources"] if r["name"] == "web")  # type: ignore[attr-defined]
+
+        before = web_pid()
+        other = subprocess.run([sys.executable, "-m", "orchestrator", "reload", "-f", str(config)], env=env,
+                               capture_output=True, text=True, timeout=60)
+        assert (other.returncode, other.stderr.strip()) == (0, "reloaded: nothing changed")
+        up = subprocess.run([sys.executable, "-m", "orchestrator", "up", "-f", str(config)], env=env,
+                            capture_output=True, text=True, timeout=60)
+        assert up.returncode == 0, up.stderr
+        assert web_pid() == before  # not restarted with the shell's value
 
 
 # ------------------------------------------------------------------------ the journal
