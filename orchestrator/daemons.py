@@ -214,7 +214,7 @@ def discover(files: list[Path], defaulted: bool, environ: Mapping[str, str] | No
 def _resolved(path: Path) -> Path:
     try:
         return path.resolve()
-    except OSError:
+    except (OSError, ValueError):
         return path.absolute()
 
 
@@ -292,6 +292,9 @@ def _read_record(path: Path, owner: int) -> DaemonRecord | None:
         return None
     finally:
         os.close(fd)
+    texts = [record.project, str(record.state_dir), str(record.socket), *(str(f) for f in record.files)]
+    if any("\0" in text for text in texts):
+        return None  # no path can hold one; resolving it would raise
     if record.uid not in (0, owner) or record.socket.parent != path.parent or not _alive(record.pid):
         return None
     return record
@@ -302,7 +305,7 @@ def _alive(pid: int) -> bool:
         return False  # kill(0 or -1, ...) would ask about whole process groups
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
         return True

@@ -426,3 +426,73 @@ def test_a_record_in_a_directory_others_may_write_is_ignored(tmp_path: Path) -> 
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 
+
+
+BAD_RECORDS = {
+    "not JSON": "{",
+    "a list": "[]",
+    "no files": '{"project": "x", "files": [], "state_dir": "/s", "socket": "SOCK", "pid": PID, "uid": 0}',
+    "files not a list": '{"project": "x", "files": 5, "state_dir": "/s", "socket": "SOCK", "pid": PID, "uid": 0}',
+    "pid a string": '{"project": "x", "files": ["FILE"], "state_dir": "/s", "socket": "SOCK", "pid": "me", "uid": 0}',
+    "pid 0 (kill would signal our group)": '{"project": "x", "files": ["FILE"], "state_dir": "/s", "socket": "SOCK", '
+                                           '"pid": 0, "uid": 0}',
+    "pid -1": '{"project": "x", "files": ["FILE"], "state_dir": "/s", "socket": "SOCK", "pid": -1, "uid": 0}',
+    "a dead pid": '{"project": "x", "files": ["FILE"], "state_dir": "/s", "socket": "SOCK", "pid": 999999999, '
+                  '"uid": 0}',
+    "a pid past any int": '{"project": "x", "files": ["FILE"], "state_dir": "/s", "socket": "SOCK", '
+                          '"pid": 99999999999999999999, "uid": 0}',
+    "unit not a string": '{"project": "x", "files": ["FILE"], "state_dir": "/s", "socket": "SOCK", "pid": PID, '
+                         '"uid": 4242, "unit": 5}',
+    "oversized": '{"project": "' + "x" * 70000 + '"}',
+    "socket outside the dir": '{"project": "x", "files": ["FILE"], "state_dir": "/s", "socket": "/tmp/x.sock", '
+                              '"pid": PID, "uid": 0}',
+    "served by another uid": '{"project": "x", "files": ["FILE"], "state_dir": "/s", "socket": "SOCK", "pid": PID, '
+                             '"uid": 4242}',
+    "missing keys": '{"project": "x"}',
+    "NUL in a path": '{"project": "x", "files": ["FILE\\u0000"], "state_dir": "/s", "socket": "SOCK", "pid": PID, '
+                     '"uid": 0}',
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_RECORDS))
+def test_a_malformed_or_stale_record_is_ignored(case: str, tmp_path: Path) -> None:
+    """Whatever lies in the discovery dir, the CLI links only a well-formed, live record of
+    the dir's owner: anything else is as if no daemon ran (never a traceback)."""
+    from orchestrator import daemons, paths
+
+    run_dir = Path(tempfile.mkdtemp(prefix="vrooli-run-", dir="/tmp"))
+    try:
+        config = tmp_path / "resources.toml"
+        config.write_text("")
+        text = BAD_RECORDS[case].replace("FILE", str(config)).replace("SOCK", str(run_dir / "x.sock"))
+        (run_dir / "x.json").write_text(text.replace("PID", str(os.getpid())))
+        assert daemons.discover([config], defaulted=False, environ={"VROOLI_DAEMON_DIR": str(run_dir)}) == [config]
+        assert paths.daemon_link(config) is None
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def test_a_symlinked_record_or_discovery_dir_is_ignored(tmp_path: Path) -> None:
+    from orchestrator import daemons, paths
+
+    run_dir = Path(tempfile.mkdtemp(prefix="vrooli-run-", dir="/tmp"))
+    try:
+        config = tmp_path / "resources.toml"
+        config.write_text("")
+        real = tmp_path / "real.json"
+        real.write_text(json.dumps({"project": "x", "files": [str(config)], "state_dir": "/s", "pid": os.getpid(),
+                                    "socket": str(run_dir / "x.sock"), "uid": 0}))
+        (run_dir / "x.json").symlink_to(real)
+        assert daemons.discover([config], defaulted=False, environ={"VROOLI_DAEMON_DIR": str(run_dir)}) == [config]
+        link = tmp_path / "run-link"
+        link.symlink_to(run_dir)
+        (run_dir / "x.json").unlink()
+        real.rename(run_dir / "x.json")
+        assert daemons.discover([config], defaulted=False, environ={"VROOLI_DAEMON_DIR": str(link)}) == [config]
+        assert paths.daemon_link(config) is None
+        # The same record, in the real directory: linked (the control case).
+        assert daemons.discover([config], defaulted=False, environ={"VROOLI_DAEMON_DIR": str(run_dir)}) == [config]
+        assert paths.daemon_link(config) is not None
+    finally:
+        paths._daemon_links.clear()
+        shutil.rmtree(run_dir, ignore_errors=True)
