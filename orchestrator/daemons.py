@@ -78,18 +78,20 @@ def group_id(name: str) -> int | None:
         return None
 
 
-def unit_name(environ: Mapping[str, str] | None = None) -> str | None:
-    """The systemd unit we run in ("vrooli.service"), from our cgroup; None outside systemd
-    ($INVOCATION_ID is set by systemd for every unit it starts)."""
+def unit_name(environ: Mapping[str, str] | None = None, cgroup: str | None = None) -> str | None:
+    """The systemd unit we run in ("vrooli.service"), from our cgroup (the innermost unit
+    on its path: the daemon may sit in a sub-cgroup of its own, vrooli.supervisor); None
+    outside systemd ($INVOCATION_ID is set by systemd for every unit it starts)."""
     env = os.environ if environ is None else environ
     if not env.get("INVOCATION_ID"):
         return None
-    try:
-        with open("/proc/self/cgroup") as handle:
-            lines = handle.read().splitlines()
-    except OSError:
-        return None
-    for line in lines:
+    if cgroup is None:
+        try:
+            with open("/proc/self/cgroup") as handle:
+                cgroup = handle.read()
+        except OSError:
+            return None
+    for line in cgroup.splitlines():
         for part in reversed(line.rsplit(":", 1)[-1].split("/")):
             if part.endswith((".service", ".scope")):
                 return part

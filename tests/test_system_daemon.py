@@ -496,3 +496,16 @@ def test_a_symlinked_record_or_discovery_dir_is_ignored(tmp_path: Path) -> None:
     finally:
         paths._daemon_links.clear()
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.mark.parametrize(("cgroup", "unit"), [
+    ("0::/system.slice/vrooli.service\n", "vrooli.service"),
+    ("0::/system.slice/vrooli.service/vrooli.supervisor\n", "vrooli.service"),  # moved for memory delegation
+    ("12:pids:/system.slice/vrooli@a.service\n1:name=systemd:/system.slice/vrooli@a.service\n", "vrooli@a.service"),
+    ("0::/\n", None),
+])
+def test_the_unit_is_read_from_the_cgroup(cgroup: str, unit: str | None) -> None:
+    from orchestrator import daemons
+
+    assert daemons.unit_name({"INVOCATION_ID": "x"}, cgroup) == unit
+    assert daemons.unit_name({}, cgroup) is None  # not started by systemd
