@@ -91,7 +91,7 @@ class SystemDaemon:
     stderr: Path
     site: Path
 
-    def cli(self, *args: str, uid: int = 0, groups: list[int] | None = None,
+    def cli(self, *args: str, uid: int = 0, groups: list[int] | None = None, gid: int | None = None,
             cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """`vrooli ARGS` as root (this interpreter) or as `uid` with `groups` (setpriv), with
         nothing of the daemon's environment: only where the daemon's record lies."""
@@ -101,7 +101,7 @@ class SystemDaemon:
             command = [sys.executable, "-m", "orchestrator", *args]
             env["PYTHONPATH"] = str(ROOT)
         else:
-            drop = ["setpriv", f"--reuid={uid}", f"--regid={uid}"]
+            drop = ["setpriv", f"--reuid={uid}", f"--regid={uid if gid is None else gid}"]
             drop += [f"--groups={','.join(map(str, groups))}"] if groups else ["--clear-groups"]
             command = [*drop, str(SYSTEM_PYTHON), "-m", "orchestrator", *args]
             env["PYTHONPATH"] = f"{self.site}:{ROOT}"
@@ -243,6 +243,13 @@ def test_a_group_member_works_the_daemon(system_daemon: SystemDaemon) -> None:
     up = system_daemon.member("up", "web", "-f", config)
     assert up.returncode == 0, up.stderr
     assert web()["pid"] == after["pid"]  # the daemon's own: nothing started twice
+
+
+def test_the_control_group_as_primary_group_is_enough(system_daemon: SystemDaemon) -> None:
+    """SO_PEERCRED's gid counts, not only the supplementary groups (SO_PEERGROUPS)."""
+    done = system_daemon.cli("status", "--json", "-f", str(system_daemon.config), uid=NOBODY,
+                             gid=system_daemon.group.gr_gid)
+    assert status_of(done)["supervisor_pid"] == system_daemon.proc.pid, done.stderr
 
 
 def test_a_user_outside_the_group_is_refused_in_one_line(system_daemon: SystemDaemon) -> None:
