@@ -14,14 +14,17 @@ import importlib
 import json
 import os
 import platform
+import select
 import shutil
 import signal
 import site
+import socket
 import stat
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +93,7 @@ class SystemDaemon:
     proc: subprocess.Popen[bytes]
     stderr: Path
     site: Path
+    port: int
 
     def cli(self, *args: str, uid: int = 0, groups: list[int] | None = None, gid: int | None = None,
             cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -163,7 +167,7 @@ def launched(base: Path, config: Path, port: int, group: grp.struct_group, site_
         proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "daemon", "-f", str(config)],
                                 env={**daemon_environ(base, group.gr_name), **environ}, cwd=base,
                                 stdout=subprocess.DEVNULL, stderr=sink, start_new_session=True)
-    daemon = SystemDaemon(base, config, base / "run", base / "state", group, proc, stderr, site_dir)
+    daemon = SystemDaemon(base, config, base / "run", base / "state", group, proc, stderr, site_dir, port)
     try:
         wait_for(lambda: (daemon.run_dir / f"sysd{port}.json").exists() or proc.poll() is not None, 60)
         assert proc.poll() is None, stderr.read_text()
@@ -243,6 +247,32 @@ def test_a_group_member_works_the_daemon(system_daemon: SystemDaemon) -> None:
     up = system_daemon.member("up", "web", "-f", config)
     assert up.returncode == 0, up.stderr
     assert web()["pid"] == after["pid"]  # the daemon's own: nothing started twice
+
+
+def test_a_member_follows_a_log_through_the_socket(system_daemon: SystemDaemon) -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(system_daemon.base), "VROOLI_DAEMON_DIR": str(system_daemon.run_dir),
+           "PYTHONPATH": f"{system_daemon.site}:{ROOT}"}
+    follower = subprocess.Popen(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", f"--groups={system_daemon.group.gr_gid}",
+         str(SYSTEM_PYTHON), "-m", "orchestrator", "logs", "web", "--file", str(system_daemon.config), "-f",
+         "-n", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert follower.stdout is not None
+        follower.stdout.readline()  # the tail, sent at once
+        marker = f"/followed-{os.getpid()}"
+        with socket.create_connection(("127.0.0.1", system_daemon.port), timeout=10) as conn:
+            conn.sendall(f"GET {marker} HTTP/1.0\r\n\r\n".encode())
+            conn.recv(100)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # select: a line that never comes must not hang the test
+            ready, _, _ = select.select([follower.stdout], [], [], 1.0)
+            if ready and marker in follower.stdout.readline():
+                break
+        else:
+            pytest.fail("the request's log line never arrived")
+    finally:
+        follower.send_signal(signal.SIGINT)
+        assert follower.wait(10) == 0, follower.stderr.read() if follower.stderr else ""
 
 
 def test_the_control_group_as_primary_group_is_enough(system_daemon: SystemDaemon) -> None:
