@@ -249,27 +249,31 @@ def test_a_group_member_works_the_daemon(system_daemon: SystemDaemon) -> None:
     assert web()["pid"] == after["pid"]  # the daemon's own: nothing started twice
 
 
+def read_until(fd: int, needle: bytes, seen: bytes = b"", timeout: float = 30) -> bytes:
+    """Read `fd` until `needle` shows up (select first: a line that never comes cannot hang us)."""
+    deadline = time.monotonic() + timeout
+    while needle not in seen and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.5)[0]:
+            seen += os.read(fd, 65536)
+    assert needle in seen, seen[-500:]
+    return seen
+
+
 def test_a_member_follows_a_log_through_the_socket(system_daemon: SystemDaemon) -> None:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(system_daemon.base), "VROOLI_DAEMON_DIR": str(system_daemon.run_dir),
            "PYTHONPATH": f"{system_daemon.site}:{ROOT}"}
     follower = subprocess.Popen(
         ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", f"--groups={system_daemon.group.gr_gid}",
          str(SYSTEM_PYTHON), "-m", "orchestrator", "logs", "web", "--file", str(system_daemon.config), "-f",
-         "-n", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "-n", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
     try:
         assert follower.stdout is not None
-        follower.stdout.readline()  # the tail, sent at once
-        marker = f"/followed-{os.getpid()}"
+        marker = f"/followed-{os.getpid()}".encode()
+        seen = read_until(follower.stdout.fileno(), b"\n")  # the tail, sent at once
         with socket.create_connection(("127.0.0.1", system_daemon.port), timeout=10) as conn:
-            conn.sendall(f"GET {marker} HTTP/1.0\r\n\r\n".encode())
+            conn.sendall(b"GET " + marker + b" HTTP/1.0\r\n\r\n")
             conn.recv(100)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # select: a line that never comes must not hang the test
-            ready, _, _ = select.select([follower.stdout], [], [], 1.0)
-            if ready and marker in follower.stdout.readline():
-                break
-        else:
-            pytest.fail("the request's log line never arrived")
+        assert marker in read_until(follower.stdout.fileno(), marker, seen)
     finally:
         follower.send_signal(signal.SIGINT)
         assert follower.wait(10) == 0, follower.stderr.read() if follower.stderr else ""
