@@ -9,6 +9,10 @@ RuntimeDirectory=vrooli), and writes there one small record per project:
     /run/vrooli/PROJECT.sock   0660 owner:GROUP  the control socket
     /run/vrooli/               0750 owner:GROUP
 
+$VROOLI_DAEMON_DIR names another discovery dir (for the daemon and its clients alike);
+with neither it nor $RUNTIME_DIRECTORY set, the daemon publishes nothing and keeps its
+socket in its state dir, like any supervisor.
+
 GROUP is $VROOLI_CONTROL_GROUP, `vrooli` by default. A CLI run by root or a member of
 GROUP finds the record whose first file is the one it was given (`-f`, resolved), or, with
 no `-f` and no ./resources.toml, the only daemon running, and talks to that socket.

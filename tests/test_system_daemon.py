@@ -550,3 +550,16 @@ def test_the_unit_is_read_from_the_cgroup(cgroup: str, unit: str | None) -> None
 
     assert daemons.unit_name({"INVOCATION_ID": "x"}, cgroup) == unit
     assert daemons.unit_name({}, cgroup) is None  # not started by systemd
+
+
+def test_journal_stream_prefixes_only_when_stderr_is_that_stream(tmp_path: Path) -> None:
+    """$JOURNAL_STREAM is inherited by children whose stderr is elsewhere: it must match."""
+    from orchestrator.logging import to_journal
+
+    with (tmp_path / "a").open("w") as journal, (tmp_path / "b").open("w") as elsewhere:
+        info = os.fstat(journal.fileno())
+        environ = {"JOURNAL_STREAM": f"{info.st_dev}:{info.st_ino}"}
+        assert to_journal(journal, environ)
+        assert not to_journal(elsewhere, environ)
+        assert not to_journal(journal, {"JOURNAL_STREAM": "garbage"})
+        assert not to_journal(journal, {})
