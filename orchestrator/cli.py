@@ -256,7 +256,7 @@ def logs(
     try:
         project = _load(files)
         check_names(project.resources, [name])
-        if cli_remote.served_by_daemon(project):
+        if cli_remote.served_by_daemon(files):
             cli_remote.logs(project, name, tail, follow, json_out)
             return
         spec = project.resources[name]
@@ -286,11 +286,12 @@ def models(
     if action not in ("list", "pull", "ensure", "unload"):
         _fail(UsageError(f"unknown action '{action}' (list, pull, ensure, unload)"), json_out)
     try:
-        project = _load(files)
-        check_names(project.resources, [resource] if resource else [])
-        client = spawn.client_once_started(project.state_dir, timeout=None)
+        target = target_of(files, "asking")  # a file that does not load here: the supervisor's copy
+        if target.project is not None:
+            check_names(target.project.resources, [resource] if resource else [])
+        client = spawn.client_once_started(target.state_dir, timeout=None)
         if not client.alive():
-            raise SupervisorUnavailable(f"{project.name} is not running; use `vrooli up`")
+            raise target.broken or SupervisorUnavailable(f"{target.name} is not running; use `vrooli up`")
         from orchestrator.progress import display_width, fit
 
         final: dict[str, Any] = {}
@@ -335,11 +336,11 @@ def analyze(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
     """The last start's timeline and critical chain (like systemd-analyze critical-chain)."""
     from orchestrator import analyze as analysis
 
-    project = _project_or_exit(files, json_out)
-    path = paths.last_start_file(project.state_dir)
     try:
+        project = target_of(files, "analyzing") if cli_remote.served_by_daemon(files) else _load(files)
+        path = paths.last_start_file(project.state_dir)
         # A system daemon's state dir may not be ours to read: ask the daemon.
-        record = cli_remote.last_start(project) if cli_remote.served_by_daemon(project) \
+        record = cli_remote.last_start(project.state_dir) if cli_remote.served_by_daemon(files) \
             else json.loads(path.read_text())
         rows = record["resources"]
     except VrooliError as exc:

@@ -328,6 +328,10 @@ def test_the_daemon_keeps_its_own_environment(world_readable_site: Path) -> None
         assert "supervisor: pid" in status.stdout
         restart = daemon.member("restart", "web", "-f", str(config))
         assert restart.returncode == 0, restart.stderr
+        analyze = daemon.member("analyze", "-f", str(config))
+        assert analyze.returncode == 0 and "critical chain" in analyze.stdout, analyze.stderr
+        models = daemon.member("models", "-f", str(config))  # reaches the daemon, which has none
+        assert "no resource declares models" in models.stderr, models.stderr
         reload = daemon.member("reload", "-f", str(config))
         assert (reload.returncode, reload.stderr.strip()) == (0, "reloaded: nothing changed")
         env = {**os.environ, "PYTHONPATH": str(ROOT), "VROOLI_DAEMON_DIR": str(daemon.run_dir),
