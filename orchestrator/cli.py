@@ -167,9 +167,15 @@ def _has_leftovers(project: ProjectSpec) -> bool:
 
 def _wait_supervisor_gone(state_dir: Path, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
-    pid_file = paths.pid_file(state_dir)
-    while pid_file.exists() and time.monotonic() < deadline:
+    while not _supervisor_left(state_dir) and time.monotonic() < deadline:
         time.sleep(0.01)
+
+
+def _supervisor_left(state_dir: Path) -> bool:
+    try:
+        return not paths.pid_file(state_dir).exists()
+    except PermissionError:  # a system daemon's state dir is not a member's to enter; its socket goes too
+        return not paths.control_socket(state_dir).exists()
 
 
 @app.command()
@@ -223,11 +229,12 @@ def restart(
 ) -> None:
     """Restart resources (and what depends on them); return when they are ready again."""
     try:
-        project = _load(files)
-        check_names(project.resources, names)
-        client = spawn.client_once_started(project.state_dir, timeout=None)
+        target = target_of(files, "restarting with")  # a file that does not load here: the supervisor's copy
+        if target.project is not None:
+            check_names(target.project.resources, names)
+        client = spawn.client_once_started(target.state_dir, timeout=None)
         if not client.alive():
-            raise SupervisorUnavailable(f"{project.name} is not running; use `vrooli up`")
+            raise target.broken or SupervisorUnavailable(f"{target.name} is not running; use `vrooli up`")
         code = follow_replies(client, {"op": "restart", "names": names}, json_out)
     except VrooliError as exc:
         _fail(exc, json_out)
@@ -249,7 +256,7 @@ def logs(
     try:
         project = _load(files)
         check_names(project.resources, [name])
-        if cli_remote.served_by_daemon(project):
+        if cli_remote.served_by_daemon(files):
             cli_remote.logs(project, name, tail, follow, json_out)
             return
         spec = project.resources[name]
@@ -279,11 +286,12 @@ def models(
     if action not in ("list", "pull", "ensure", "unload"):
         _fail(UsageError(f"unknown action '{action}' (list, pull, ensure, unload)"), json_out)
     try:
-        project = _load(files)
-        check_names(project.resources, [resource] if resource else [])
-        client = spawn.client_once_started(project.state_dir, timeout=None)
+        target = target_of(files, "asking")  # a file that does not load here: the supervisor's copy
+        if target.project is not None:
+            check_names(target.project.resources, [resource] if resource else [])
+        client = spawn.client_once_started(target.state_dir, timeout=None)
         if not client.alive():
-            raise SupervisorUnavailable(f"{project.name} is not running; use `vrooli up`")
+            raise target.broken or SupervisorUnavailable(f"{target.name} is not running; use `vrooli up`")
         from orchestrator.progress import display_width, fit
 
         final: dict[str, Any] = {}
@@ -328,11 +336,11 @@ def analyze(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
     """The last start's timeline and critical chain (like systemd-analyze critical-chain)."""
     from orchestrator import analyze as analysis
 
-    project = _project_or_exit(files, json_out)
-    path = paths.last_start_file(project.state_dir)
     try:
+        project = target_of(files, "analyzing") if cli_remote.served_by_daemon(files) else _load(files)
+        path = paths.last_start_file(project.state_dir)
         # A system daemon's state dir may not be ours to read: ask the daemon.
-        record = cli_remote.last_start(project) if cli_remote.served_by_daemon(project) \
+        record = cli_remote.last_start(project.state_dir) if cli_remote.served_by_daemon(files) \
             else json.loads(path.read_text())
         rows = record["resources"]
     except VrooliError as exc:
@@ -471,12 +479,19 @@ def daemon(
 def reload(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
     """Re-read resources.toml and apply only the difference (as SIGHUP does for the daemon)."""
     try:
-        project = _load(files)
-        client = spawn.client_once_started(project.state_dir, timeout=None)
+        found = config.find_files(files)
+        link = paths.daemon_link(found[0])
+        if link is not None:  # the daemon reads its files itself, with its own environment (its secrets)
+            client = spawn.client_once_started(link.state_dir, timeout=None)
+            request: dict[str, Any] = {"op": "reload", "files": [str(f) for f in found]}
+        else:
+            project = _load(files)
+            client = spawn.client_once_started(project.state_dir, timeout=None)
+            request = {"op": "reload", "files": [str(f) for f in project.files],
+                       "environ": config.referenced_environ(project)}
         if not client.alive():
-            raise SupervisorUnavailable(f"{project.name} is not running")
-        reply = client.call({"op": "reload", "files": [str(f) for f in project.files],
-                             "environ": config.referenced_environ(project)})
+            raise SupervisorUnavailable(f"{found[0]}: nothing is running from this file")
+        reply = client.call(request)
         if not reply.get("ok"):
             raise from_reply(reply, "reload failed")
     except VrooliError as exc:

@@ -22,8 +22,8 @@ def print_not_running(project: ProjectSpec, names: list[str], json_out: bool) ->
     extra: dict[str, Any] = {"health_endpoint": None, "stack_memory": None}
     if any(spec.models is not None for spec in project.resources.values()):
         extra["models"] = []
-    print(json.dumps({"project": project.name, "running": False, "supervisor_pid": None, "resources": rows,
-                      **extra}, indent=2))
+    print(json.dumps({"project": project.name, "running": False, "supervisor_pid": None, "supervisor": None,
+                      "resources": rows, **extra}, indent=2))
 
 
 def stopped_row(spec: ResourceSpec) -> dict[str, Any]:
@@ -75,8 +75,9 @@ def print_status(rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:
         print(f"health endpoint: http://{endpoint['address']}/")
     elif endpoint.get("error"):
         print(f"health endpoint: not listening: {endpoint['error']}")
-    if extra.get("supervisor"):
-        print(supervisor_line(extra["supervisor"]))
+    supervisor = extra.get("supervisor") or {}
+    if supervisor.get("mode") == "daemon":  # an operator learns which daemon answered (issue 15)
+        print(supervisor_line(supervisor))
 
 
 def supervisor_line(sup: dict[str, Any]) -> str:

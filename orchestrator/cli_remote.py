@@ -5,15 +5,17 @@ enter its state dir (/var/lib/vrooli is the daemon's own, 0700)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
-from orchestrator import paths, spawn
+from orchestrator import config, paths, spawn
 from orchestrator.errors import SupervisorGone, SupervisorUnavailable, from_reply
 from orchestrator.spec import ProjectSpec
 
 
-def served_by_daemon(project: ProjectSpec) -> bool:
-    return paths.daemon_link(project.files[0]) is not None
+def served_by_daemon(files: list[str] | None) -> bool:
+    """Do these files (-f) belong to a system daemon (daemons.py)?"""
+    return paths.daemon_link(config.find_files(files)[0]) is not None
 
 
 def logs(project: ProjectSpec, name: str, tail: int, follow: bool, json_out: bool) -> None:
@@ -39,9 +41,9 @@ def logs(project: ProjectSpec, name: str, tail: int, follow: bool, json_out: boo
         raise SupervisorGone("the system daemon went away (stopped or restarted)")
 
 
-def last_start(project: ProjectSpec) -> dict[str, Any]:
+def last_start(state_dir: Path) -> dict[str, Any]:
     """The daemon's last start record, or {} if it has none yet."""
-    client = spawn.client_once_started(project.state_dir)
+    client = spawn.client_once_started(state_dir)
     reply = client.call({"op": "last_start"})
     if not reply.get("ok"):
         raise from_reply(reply, "analyze failed")

@@ -210,7 +210,10 @@ class Handlers:
 
     async def _load(self, request: dict[str, Any]) -> ProjectSpec:
         files = [Path(f) for f in request.get("files") or [str(f) for f in self.sup.project.files]]
-        environ = request.get("environ")
+        # A system daemon's config takes its variables from the unit (its EnvironmentFile=
+        # secrets), never from an operator's shell: `vrooli up` or `reload` by an operator
+        # must not restart postgres with the default password their shell happens to give.
+        environ = None if self.options.mode == "daemon" else request.get("environ")
         new = await anyio.to_thread.run_sync(config.load, files, environ)
         if self.options.mode == "daemon":  # a reload may add `user =` the daemon cannot honour
             privileges.check_user_switch(new)

@@ -9,6 +9,10 @@ RuntimeDirectory=vrooli), and writes there one small record per project:
     /run/vrooli/PROJECT.sock   0660 owner:GROUP  the control socket
     /run/vrooli/               0750 owner:GROUP
 
+$VROOLI_DAEMON_DIR names another discovery dir (for the daemon and its clients alike);
+with neither it nor $RUNTIME_DIRECTORY set, the daemon publishes nothing and keeps its
+socket in its state dir, like any supervisor.
+
 GROUP is $VROOLI_CONTROL_GROUP, `vrooli` by default. A CLI run by root or a member of
 GROUP finds the record whose first file is the one it was given (`-f`, resolved), or, with
 no `-f` and no ./resources.toml, the only daemon running, and talks to that socket.
@@ -78,18 +82,20 @@ def group_id(name: str) -> int | None:
         return None
 
 
-def unit_name(environ: Mapping[str, str] | None = None) -> str | None:
-    """The systemd unit we run in ("vrooli.service"), from our cgroup; None outside systemd
-    ($INVOCATION_ID is set by systemd for every unit it starts)."""
+def unit_name(environ: Mapping[str, str] | None = None, cgroup: str | None = None) -> str | None:
+    """The systemd unit we run in ("vrooli.service"), from our cgroup (the innermost unit
+    on its path: the daemon may sit in a sub-cgroup of its own, vrooli.supervisor); None
+    outside systemd ($INVOCATION_ID is set by systemd for every unit it starts)."""
     env = os.environ if environ is None else environ
     if not env.get("INVOCATION_ID"):
         return None
-    try:
-        with open("/proc/self/cgroup") as handle:
-            lines = handle.read().splitlines()
-    except OSError:
-        return None
-    for line in lines:
+    if cgroup is None:
+        try:
+            with open("/proc/self/cgroup") as handle:
+                cgroup = handle.read()
+        except OSError:
+            return None
+    for line in cgroup.splitlines():
         for part in reversed(line.rsplit(":", 1)[-1].split("/")):
             if part.endswith((".service", ".scope")):
                 return part
@@ -214,7 +220,7 @@ def discover(files: list[Path], defaulted: bool, environ: Mapping[str, str] | No
 def _resolved(path: Path) -> Path:
     try:
         return path.resolve()
-    except OSError:
+    except (OSError, ValueError):
         return path.absolute()
 
 
@@ -292,6 +298,9 @@ def _read_record(path: Path, owner: int) -> DaemonRecord | None:
         return None
     finally:
         os.close(fd)
+    texts = [record.project, str(record.state_dir), str(record.socket), *(str(f) for f in record.files)]
+    if any("\0" in text for text in texts):
+        return None  # no path can hold one; resolving it would raise
     if record.uid not in (0, owner) or record.socket.parent != path.parent or not _alive(record.pid):
         return None
     return record
@@ -302,7 +311,7 @@ def _alive(pid: int) -> bool:
         return False  # kill(0 or -1, ...) would ask about whole process groups
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
         return True

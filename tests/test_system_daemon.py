@@ -8,19 +8,23 @@ the test interpreter's own site-packages lie under /root (0700), which `nobody` 
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import importlib
 import json
 import os
 import platform
+import select
 import shutil
 import signal
 import site
+import socket
 import stat
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,8 +93,9 @@ class SystemDaemon:
     proc: subprocess.Popen[bytes]
     stderr: Path
     site: Path
+    port: int
 
-    def cli(self, *args: str, uid: int = 0, groups: list[int] | None = None,
+    def cli(self, *args: str, uid: int = 0, groups: list[int] | None = None, gid: int | None = None,
             cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """`vrooli ARGS` as root (this interpreter) or as `uid` with `groups` (setpriv), with
         nothing of the daemon's environment: only where the daemon's record lies."""
@@ -100,7 +105,7 @@ class SystemDaemon:
             command = [sys.executable, "-m", "orchestrator", *args]
             env["PYTHONPATH"] = str(ROOT)
         else:
-            drop = ["setpriv", f"--reuid={uid}", f"--regid={uid}"]
+            drop = ["setpriv", f"--reuid={uid}", f"--regid={uid if gid is None else gid}"]
             drop += [f"--groups={','.join(map(str, groups))}"] if groups else ["--clear-groups"]
             command = [*drop, str(SYSTEM_PYTHON), "-m", "orchestrator", *args]
             env["PYTHONPATH"] = f"{self.site}:{ROOT}"
@@ -149,12 +154,20 @@ def system_daemon(world_readable_site: Path) -> Iterator[SystemDaemon]:
         [resources.broken]
         command = ["/bin/sh", "-c", "echo cannot start >&2; exit 3"]
         """)
+    with launched(base, config, port, group, world_readable_site) as daemon:
+        yield daemon
+
+
+@contextlib.contextmanager
+def launched(base: Path, config: Path, port: int, group: grp.struct_group, site_dir: Path,
+             **environ: str) -> Iterator[SystemDaemon]:
+    """`vrooli daemon` as root, as systemd would start it; stopped and cleaned up after."""
     stderr = base / "daemon.stderr"
     with stderr.open("wb") as sink:
         proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "daemon", "-f", str(config)],
-                                env=daemon_environ(base, group.gr_name), cwd=base, stdout=subprocess.DEVNULL,
-                                stderr=sink, start_new_session=True)
-    daemon = SystemDaemon(base, config, base / "run", base / "state", group, proc, stderr, world_readable_site)
+                                env={**daemon_environ(base, group.gr_name), **environ}, cwd=base,
+                                stdout=subprocess.DEVNULL, stderr=sink, start_new_session=True)
+    daemon = SystemDaemon(base, config, base / "run", base / "state", group, proc, stderr, site_dir, port)
     try:
         wait_for(lambda: (daemon.run_dir / f"sysd{port}.json").exists() or proc.poll() is not None, 60)
         assert proc.poll() is None, stderr.read_text()
@@ -231,6 +244,46 @@ def test_a_group_member_works_the_daemon(system_daemon: SystemDaemon) -> None:
     assert "web" in json.loads(analyze.stdout)["critical_chain"], analyze.stdout
     reload = system_daemon.member("reload", "-f", config)
     assert reload.returncode == 0 and "reloaded" in reload.stderr, reload.stderr
+    up = system_daemon.member("up", "web", "-f", config)
+    assert up.returncode == 0, up.stderr
+    assert web()["pid"] == after["pid"]  # the daemon's own: nothing started twice
+
+
+def read_until(fd: int, needle: bytes, seen: bytes = b"", timeout: float = 30) -> bytes:
+    """Read `fd` until `needle` shows up (select first: a line that never comes cannot hang us)."""
+    deadline = time.monotonic() + timeout
+    while needle not in seen and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.5)[0]:
+            seen += os.read(fd, 65536)
+    assert needle in seen, seen[-500:]
+    return seen
+
+
+def test_a_member_follows_a_log_through_the_socket(system_daemon: SystemDaemon) -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(system_daemon.base), "VROOLI_DAEMON_DIR": str(system_daemon.run_dir),
+           "PYTHONPATH": f"{system_daemon.site}:{ROOT}"}
+    follower = subprocess.Popen(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", f"--groups={system_daemon.group.gr_gid}",
+         str(SYSTEM_PYTHON), "-m", "orchestrator", "logs", "web", "--file", str(system_daemon.config), "-f",
+         "-n", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+    try:
+        assert follower.stdout is not None
+        marker = f"/followed-{os.getpid()}".encode()
+        seen = read_until(follower.stdout.fileno(), b"\n")  # the tail, sent at once
+        with socket.create_connection(("127.0.0.1", system_daemon.port), timeout=10) as conn:
+            conn.sendall(b"GET " + marker + b" HTTP/1.0\r\n\r\n")
+            conn.recv(100)
+        assert marker in read_until(follower.stdout.fileno(), marker, seen)
+    finally:
+        follower.send_signal(signal.SIGINT)
+        assert follower.wait(10) == 0, follower.stderr.read() if follower.stderr else ""
+
+
+def test_the_control_group_as_primary_group_is_enough(system_daemon: SystemDaemon) -> None:
+    """SO_PEERCRED's gid counts, not only the supplementary groups (SO_PEERGROUPS)."""
+    done = system_daemon.cli("status", "--json", "-f", str(system_daemon.config), uid=NOBODY,
+                             gid=system_daemon.group.gr_gid)
+    assert status_of(done)["supervisor_pid"] == system_daemon.proc.pid, done.stderr
 
 
 def test_a_user_outside_the_group_is_refused_in_one_line(system_daemon: SystemDaemon) -> None:
@@ -258,6 +311,46 @@ def test_the_daemon_refuses_a_stranger_even_through_an_open_socket(system_daemon
            f"{system_daemon.group.gr_name}" in done.stderr, done.stderr
 
 
+def test_the_daemon_keeps_its_own_environment(world_readable_site: Path) -> None:
+    """Secrets come from the unit (EnvironmentFile=), not from an operator's shell: a member
+    whose shell lacks them still sees, restarts and reloads the stack, and a reload from a
+    shell with other values changes nothing."""
+    base = Path(tempfile.mkdtemp(prefix="vrooli-sysd-env-", dir="/tmp"))
+    base.chmod(0o755)
+    (base / "state").mkdir(mode=0o755)
+    port = free_port()
+    config = write_config(base, port)
+    config.write_text(config.read_text() + 'env = { SECRET = "${VROOLI_TEST_SECRET:?set it in the unit}" }\n')
+    with launched(base, config, port, control_group(), world_readable_site, VROOLI_TEST_SECRET="s3cret") as daemon:
+        status = daemon.member("status", "-f", str(config))
+        assert status.returncode == 0, status.stderr
+        assert "the config does not load" in status.stderr and "VROOLI_TEST_SECRET" in status.stderr
+        assert "supervisor: pid" in status.stdout
+        restart = daemon.member("restart", "web", "-f", str(config))
+        assert restart.returncode == 0, restart.stderr
+        analyze = daemon.member("analyze", "-f", str(config))
+        assert analyze.returncode == 0 and "critical chain" in analyze.stdout, analyze.stderr
+        models = daemon.member("models", "-f", str(config))  # reaches the daemon, which has none
+        assert "no resource declares models" in models.stderr, models.stderr
+        reload = daemon.member("reload", "-f", str(config))
+        assert (reload.returncode, reload.stderr.strip()) == (0, "reloaded: nothing changed")
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "VROOLI_DAEMON_DIR": str(daemon.run_dir),
+               "VROOLI_TEST_SECRET": "not-the-units"}
+
+        def web_pid() -> object:
+            reply = status_of(daemon.cli("status", "--json", "-f", str(config)))
+            return next(r["pid"] for r in reply["resources"] if r["name"] == "web")  # type: ignore[attr-defined]
+
+        before = web_pid()
+        other = subprocess.run([sys.executable, "-m", "orchestrator", "reload", "-f", str(config)], env=env,
+                               capture_output=True, text=True, timeout=60)
+        assert (other.returncode, other.stderr.strip()) == (0, "reloaded: nothing changed")
+        up = subprocess.run([sys.executable, "-m", "orchestrator", "up", "-f", str(config)], env=env,
+                            capture_output=True, text=True, timeout=60)
+        assert up.returncode == 0, up.stderr
+        assert web_pid() == before  # not restarted with the shell's value
+
+
 # ------------------------------------------------------------------------ the journal
 
 
@@ -270,6 +363,16 @@ def test_stderr_lines_carry_their_journal_priority(system_daemon: SystemDaemon) 
     assert by_event["resource ready"] == "<6>" and by_event["resource starting"] == "<6>"
     errors = [json.loads(line[3:])["event"] for line in lines if line.startswith("<3>")]
     assert set(errors) == {"resource failed"}, errors
+
+
+def test_a_member_stops_the_daemon_with_down(system_daemon: SystemDaemon) -> None:
+    """Last of the tests on this daemon: `down` ends it (the unit goes inactive)."""
+    done = system_daemon.member("down", "-f", str(system_daemon.config))
+    assert done.returncode == 0 and "stopped" in done.stderr, done.stderr
+    assert system_daemon.proc.wait(60) == 0
+    assert not list(system_daemon.run_dir.iterdir())  # record and socket withdrawn
+    again = system_daemon.cli("status", "-f", str(system_daemon.config))
+    assert again.returncode == 3, again.stderr
 
 
 # ------------------------------------------------------------------------ the sandbox
@@ -368,3 +471,99 @@ def test_a_record_in_a_directory_others_may_write_is_ignored(tmp_path: Path) -> 
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 
+
+
+BAD_RECORDS = {
+    "not JSON": "{",
+    "a list": "[]",
+    "no files": '{"project": "x", "files": [], "state_dir": "/s", "socket": "SOCK", "pid": PID, "uid": 0}',
+    "files not a list": '{"project": "x", "files": 5, "state_dir": "/s", "socket": "SOCK", "pid": PID, "uid": 0}',
+    "pid a string": '{"project": "x", "files": ["FILE"], "state_dir": "/s", "socket": "SOCK", "pid": "me", "uid": 0}',
+    "pid 0 (kill would signal our group)": '{"project": "x", "files": ["FILE"], "state_dir": "/s", "socket": "SOCK", '
+                                           '"pid": 0, "uid": 0}',
+    "pid -1": '{"project": "x", "files": ["FILE"], "state_dir": "/s", "socket": "SOCK", "pid": -1, "uid": 0}',
+    "a dead pid": '{"project": "x", "files": ["FILE"], "state_dir": "/s", "socket": "SOCK", "pid": 999999999, '
+                  '"uid": 0}',
+    "a pid past any int": '{"project": "x", "files": ["FILE"], "state_dir": "/s", "socket": "SOCK", '
+                          '"pid": 99999999999999999999, "uid": 0}',
+    "unit not a string": '{"project": "x", "files": ["FILE"], "state_dir": "/s", "socket": "SOCK", "pid": PID, '
+                         '"uid": 4242, "unit": 5}',
+    "oversized": '{"project": "' + "x" * 70000 + '"}',
+    "socket outside the dir": '{"project": "x", "files": ["FILE"], "state_dir": "/s", "socket": "/tmp/x.sock", '
+                              '"pid": PID, "uid": 0}',
+    "served by another uid": '{"project": "x", "files": ["FILE"], "state_dir": "/s", "socket": "SOCK", "pid": PID, '
+                             '"uid": 4242}',
+    "missing keys": '{"project": "x"}',
+    "NUL in a path": '{"project": "x", "files": ["FILE\\u0000"], "state_dir": "/s", "socket": "SOCK", "pid": PID, '
+                     '"uid": 0}',
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_RECORDS))
+def test_a_malformed_or_stale_record_is_ignored(case: str, tmp_path: Path) -> None:
+    """Whatever lies in the discovery dir, the CLI links only a well-formed, live record of
+    the dir's owner: anything else is as if no daemon ran (never a traceback)."""
+    from orchestrator import daemons, paths
+
+    run_dir = Path(tempfile.mkdtemp(prefix="vrooli-run-", dir="/tmp"))
+    try:
+        config = tmp_path / "resources.toml"
+        config.write_text("")
+        text = BAD_RECORDS[case].replace("FILE", str(config)).replace("SOCK", str(run_dir / "x.sock"))
+        (run_dir / "x.json").write_text(text.replace("PID", str(os.getpid())))
+        assert daemons.discover([config], defaulted=False, environ={"VROOLI_DAEMON_DIR": str(run_dir)}) == [config]
+        assert paths.daemon_link(config) is None
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def test_a_symlinked_record_or_discovery_dir_is_ignored(tmp_path: Path) -> None:
+    from orchestrator import daemons, paths
+
+    run_dir = Path(tempfile.mkdtemp(prefix="vrooli-run-", dir="/tmp"))
+    try:
+        config = tmp_path / "resources.toml"
+        config.write_text("")
+        real = tmp_path / "real.json"
+        real.write_text(json.dumps({"project": "x", "files": [str(config)], "state_dir": "/s", "pid": os.getpid(),
+                                    "socket": str(run_dir / "x.sock"), "uid": 0}))
+        (run_dir / "x.json").symlink_to(real)
+        assert daemons.discover([config], defaulted=False, environ={"VROOLI_DAEMON_DIR": str(run_dir)}) == [config]
+        link = tmp_path / "run-link"
+        link.symlink_to(run_dir)
+        (run_dir / "x.json").unlink()
+        real.rename(run_dir / "x.json")
+        assert daemons.discover([config], defaulted=False, environ={"VROOLI_DAEMON_DIR": str(link)}) == [config]
+        assert paths.daemon_link(config) is None
+        # The same record, in the real directory: linked (the control case).
+        assert daemons.discover([config], defaulted=False, environ={"VROOLI_DAEMON_DIR": str(run_dir)}) == [config]
+        assert paths.daemon_link(config) is not None
+    finally:
+        paths._daemon_links.clear()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.mark.parametrize(("cgroup", "unit"), [
+    ("0::/system.slice/vrooli.service\n", "vrooli.service"),
+    ("0::/system.slice/vrooli.service/vrooli.supervisor\n", "vrooli.service"),  # moved for memory delegation
+    ("12:pids:/system.slice/vrooli@a.service\n1:name=systemd:/system.slice/vrooli@a.service\n", "vrooli@a.service"),
+    ("0::/\n", None),
+])
+def test_the_unit_is_read_from_the_cgroup(cgroup: str, unit: str | None) -> None:
+    from orchestrator import daemons
+
+    assert daemons.unit_name({"INVOCATION_ID": "x"}, cgroup) == unit
+    assert daemons.unit_name({}, cgroup) is None  # not started by systemd
+
+
+def test_journal_stream_prefixes_only_when_stderr_is_that_stream(tmp_path: Path) -> None:
+    """$JOURNAL_STREAM is inherited by children whose stderr is elsewhere: it must match."""
+    from orchestrator.logging import to_journal
+
+    with (tmp_path / "a").open("w") as journal, (tmp_path / "b").open("w") as elsewhere:
+        info = os.fstat(journal.fileno())
+        environ = {"JOURNAL_STREAM": f"{info.st_dev}:{info.st_ino}"}
+        assert to_journal(journal, environ)
+        assert not to_journal(elsewhere, environ)
+        assert not to_journal(journal, {"JOURNAL_STREAM": "garbage"})
+        assert not to_journal(journal, {})
