@@ -31,6 +31,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 IMAGE = os.environ.get("VROOLI_SYSTEMD_IMAGE", "vrooli-test/systemd:bookworm")
 CONFIG = "/etc/vrooli/resources.toml"
 WEB_DIR = "/srv/vrooli-web"
+USERS_DROPIN = "/etc/systemd/system/vrooli.service.d/users.conf"
 T = TypeVar("T")
 
 # redis-server on its own port with its data in a StateDirectory= subdirectory; an HTTP
@@ -437,8 +438,24 @@ def test_user_key_refused_under_the_sandbox(box: Box) -> None:
     text = "\n".join(str(e.get("MESSAGE")) for e in box.journal(cursor, "-p", "err"))
     assert "web" in text and "user" in text, text
     assert box.pids() == []
-    box.write(CONFIG, BASE_CONFIG)
     box.ok("systemctl", "reset-failed", "vrooli")
+
+    # The supported way, as the unit file describes it: both capabilities and the setuid calls.
+    who = ('[resources.who]\ncommand = ["python3", "-m", "http.server", "8089", "--bind", "127.0.0.1"]\n'
+           'cwd = "/usr"\nuser = "nobody"\nhealth = { probe = "http", url = "http://127.0.0.1:8089/" }\n')
+    box.write(CONFIG, '[project]\nname = "vrooli"\n' + who)
+    box.write(USERS_DROPIN, "[Service]\nAmbientCapabilities=CAP_SETUID CAP_SETGID\n"
+              "CapabilityBoundingSet=CAP_SETUID CAP_SETGID\nSystemCallFilter=@setuid\n")
+    box.ok("systemctl", "daemon-reload")
+    try:
+        box.ok("systemctl", "start", "vrooli")
+        assert box.show("StatusText")["StatusText"] == "1/1 ready"
+        assert box.ok("ps", "-o", "user=", "-p", str(resource_pids(box.status())["who"])).strip() == "nobody"
+        box.ok("systemctl", "stop", "vrooli")
+    finally:
+        box.ok("rm", "-f", USERS_DROPIN)
+        box.ok("systemctl", "daemon-reload")
+        box.write(CONFIG, BASE_CONFIG)
 
 
 def test_uninstall_keeps_config_and_data_unless_purge(box: Box) -> None:
