@@ -27,9 +27,11 @@ if "rich" not in sys.modules:
 
 import typer
 
-from orchestrator import __version__, client_commands, config, paths, registry, spawn
+from orchestrator import __version__, cli_remote, client_commands, config, paths, registry, spawn
 from orchestrator.cli_output import model_line
+from orchestrator.cli_target import target_of
 from orchestrator.errors import (
+    ConfigError,
     SupervisorGone,
     SupervisorUnavailable,
     UsageError,
@@ -173,7 +175,17 @@ def logs(
     from orchestrator.logs_view import LogsRequest, run_logs
 
     try:
-        code = run_logs(_load(files), LogsRequest(names or [], follow, tail, since, timestamps, json_out))
+        project = _load(files)
+        request = LogsRequest(names or [], follow, tail, since, timestamps, json_out)
+        if cli_remote.served_by_daemon(files) and not os.access(project.state_dir, os.R_OK | os.X_OK):
+            # A member of the control group may not enter the daemon's state dir: its socket serves one log.
+            check_names(project.resources, names or [])
+            if len(names or []) != 1 or since or timestamps:
+                raise UsageError("through the system daemon's socket, logs takes one resource name "
+                                 "(without --since or --timestamps); root reads them all")
+            cli_remote.logs(project, (names or [])[0], tail, follow, json_out)
+            return
+        code = run_logs(project, request)
     except VrooliError as exc:
         _fail(exc, json_out)
     raise typer.Exit(code)
@@ -192,11 +204,12 @@ def models(
     if action not in ("list", "pull", "ensure", "unload"):
         _fail(UsageError(f"unknown action '{action}' (list, pull, ensure, unload)"), json_out)
     try:
-        project = _load(files)
-        check_names(project.resources, [resource] if resource else [])
-        client = spawn.client_once_started(project.state_dir, timeout=None)
+        target = target_of(files, "asking")  # a file that does not load here: the supervisor's copy
+        if target.project is not None:
+            check_names(target.project.resources, [resource] if resource else [])
+        client = spawn.client_once_started(target.state_dir, timeout=None)
         if not client.alive():
-            raise SupervisorUnavailable(f"{project.name} is not running; use `vrooli up`")
+            raise target.broken or SupervisorUnavailable(f"{target.name} is not running; use `vrooli up`")
         from orchestrator.progress import display_width, fit
 
         final: dict[str, Any] = {}
@@ -246,11 +259,15 @@ def analyze(
     """The last start's timeline and critical chain (like systemd-analyze critical-chain / plot)."""
     from orchestrator import analyze as analysis
 
-    project = _project_or_exit(files, json_out)
-    path = paths.last_start_file(project.state_dir)
     try:
-        record = json.loads(path.read_text())
+        project = target_of(files, "analyzing") if cli_remote.served_by_daemon(files) else _load(files)
+        path = paths.last_start_file(project.state_dir)
+        # A system daemon's state dir may not be ours to read: ask the daemon.
+        record = cli_remote.last_start(project.state_dir) if cli_remote.served_by_daemon(files) \
+            else json.loads(path.read_text())
         rows = record["resources"]
+    except VrooliError as exc:
+        _fail(exc, json_out)
     except (OSError, ValueError, KeyError, TypeError):
         _fail(SupervisorUnavailable(f"no start recorded yet for {project.name} (run `vrooli up`)"), json_out)
     marks = record.get("cold_start")
@@ -418,7 +435,7 @@ def daemon(
     from orchestrator.logging import configure
     from orchestrator.profiles import active_profiles
 
-    configure(log_format, sys.stderr)
+    configure(log_format, sys.stderr, journal=True)
     try:
         project = _load(files)
         registry.remember(project.files[0], project.state_dir, project.name)
@@ -426,7 +443,9 @@ def daemon(
                                            health_listen=health_listen,
                                            profiles=active_profiles(project, profile or [])))
     except VrooliError as exc:
-        _fail(exc)
+        for text in exc.lines():  # "<3>": journald files them at priority err (sd-daemon(3))
+            print(f"<3>{text}" if isinstance(exc, ConfigError) else f"<3>vrooli: {text}", file=sys.stderr)
+        raise typer.Exit(exc.exit_code) from None
     raise typer.Exit(code)
 
 
@@ -434,12 +453,19 @@ def daemon(
 def reload(files: FilesOpt = None, json_out: JsonOpt = False) -> None:
     """Re-read resources.toml and apply only the difference (as SIGHUP does for the daemon)."""
     try:
-        project = _load(files)
-        client = spawn.client_once_started(project.state_dir, timeout=None)
+        found = config.find_files(files)
+        link = paths.daemon_link(found[0])
+        if link is not None:  # the daemon reads its files itself, with its own environment (its secrets)
+            client = spawn.client_once_started(link.state_dir, timeout=None)
+            request: dict[str, Any] = {"op": "reload", "files": [str(f) for f in found]}
+        else:
+            project = _load(files)
+            client = spawn.client_once_started(project.state_dir, timeout=None)
+            request = {"op": "reload", "files": [str(f) for f in project.files],
+                       "environ": config.referenced_environ(project)}
         if not client.alive():
-            raise SupervisorUnavailable(f"{project.name} is not running")
-        reply = client.call({"op": "reload", "files": [str(f) for f in project.files],
-                             "environ": config.referenced_environ(project)})
+            raise SupervisorUnavailable(f"{found[0]}: nothing is running from this file")
+        reply = client.call(request)
         if not reply.get("ok"):
             raise from_reply(reply, "reload failed")
     except VrooliError as exc:

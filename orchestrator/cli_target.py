@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator import config, spawn
+from orchestrator import config, paths, spawn
 from orchestrator.errors import ConfigError, SupervisorUnavailable
 from orchestrator.spec import ProjectSpec
 
@@ -44,9 +44,13 @@ def target_of(files: list[str] | None, purpose: str) -> Target:
 
 
 def running_despite(error: ConfigError, first: Path) -> Target | None:
+    """The supervisor started from `first`: a system daemon serving it (daemons.py; its
+    file may not load here for want of the unit's environment), or one of this user's."""
     from orchestrator import registry
 
-    entry = registry.lookup(first)
+    link = paths.daemon_link(first)
+    entry = registry.lookup(first) if link is None else \
+        registry.Entry(link.first_file, link.state_dir, "the system daemon's project")
     if entry is None:
         return None
     try:

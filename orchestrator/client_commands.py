@@ -99,9 +99,15 @@ def _has_leftovers(project: ProjectSpec) -> bool:
 
 def _wait_supervisor_gone(state_dir: Path, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
-    pid_file = paths.pid_file(state_dir)
-    while pid_file.exists() and time.monotonic() < deadline:
+    while not _supervisor_left(state_dir) and time.monotonic() < deadline:
         time.sleep(0.01)
+
+
+def _supervisor_left(state_dir: Path) -> bool:
+    try:
+        return not paths.pid_file(state_dir).exists()
+    except PermissionError:  # a system daemon's state dir is not a member's to enter; its socket goes too
+        return not paths.control_socket(state_dir).exists()
 
 
 def run_status(names: list[str], files: list[str], json_out: bool) -> int:
@@ -174,14 +180,13 @@ def _status_code(rows: list[dict[str, Any]], names: list[str]) -> int:
 
 def run_restart(names: list[str], files: list[str], json_out: bool) -> int:
     """Restart NAMES and what depends on them; return when they are ready again."""
-    from orchestrator import config
-
     try:
-        project = config.load(config.find_files(files or None))
-        check_names(project.resources, names)
-        client = spawn.client_once_started(project.state_dir, timeout=None)
+        target = target_of(files or None, "restarting with")  # a file that does not load here: the supervisor's copy
+        if target.project is not None:
+            check_names(target.project.resources, names)
+        client = spawn.client_once_started(target.state_dir, timeout=None)
         if not client.alive():
-            raise SupervisorUnavailable(f"{project.name} is not running; use `vrooli up`")
+            raise target.broken or SupervisorUnavailable(f"{target.name} is not running; use `vrooli up`")
         return follow(client, {"op": "restart", "names": names}, json_out)
     except VrooliError as exc:
         report_error(exc, json_out)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from orchestrator import paths
 from orchestrator.configfile.checks import check_dependencies, check_on_host, check_port_conflicts
 from orchestrator.configfile.project import PROJECT_KEYS, default_state_dir, parse_project
 from orchestrator.configfile.read import MAX_DEPTH, Origins, dotenv, merge, read_all, read_toml
@@ -61,10 +62,14 @@ def expand(value: Any, variables: Mapping[str, str], problems: list[str],
 
 
 def find_files(explicit: list[str] | None, cwd: Path | None = None) -> list[Path]:
-    """The files to load: those given with -f, or ./resources.toml."""
+    """The files to load: those given with -f, or ./resources.toml; or, with neither, the
+    files of the one system daemon running. Files a system daemon serves are linked to it
+    (daemons.py): the project's state dir and control socket are then the daemon's."""
+    from orchestrator import daemons
+
     if explicit:
-        return [home(f).absolute() for f in explicit]
-    return [((cwd or Path.cwd()) / DEFAULT_FILE).absolute()]
+        return daemons.discover([home(f).absolute() for f in explicit], defaulted=False)
+    return daemons.discover([((cwd or Path.cwd()) / DEFAULT_FILE).absolute()], defaulted=True)
 
 
 def load(files: list[Path], environ: Mapping[str, str] | None = None, *,
@@ -90,8 +95,10 @@ def load(files: list[Path], environ: Mapping[str, str] | None = None, *,
             check_on_host(spec, project_dir, environ, check)
     if check.problems:
         raise ConfigError(_dedupe(check.problems))
+    link = paths.daemon_link(files[0])  # a system daemon's project: its state dir, not ours
     return ProjectSpec(
-        name=settings.name, state_dir=settings.state_dir, project_dir=project_dir,
+        name=settings.name, state_dir=link.state_dir if link is not None else settings.state_dir,
+        project_dir=project_dir,
         files=tuple(files), resources=resources,
         health_listen=settings.health_listen, health_enabled=settings.health_enabled,
         environ_names=frozenset(environ.looked_up | variables.looked_up),

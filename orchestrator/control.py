@@ -1,4 +1,5 @@
-"""The control API: JSON lines over a unix socket the user owns (mode 0600).
+"""The control API: JSON lines over a unix socket the user owns (mode 0600; a system
+daemon's: 0660 for its control group, see daemons.py).
 
 The server side runs inside the supervisor; the client side is plain blocking sockets so
 the CLI starts fast and never imports the event loop for a one-shot question.
@@ -6,6 +7,7 @@ the CLI starts fast and never imports the event loop for a one-shot question.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -33,6 +35,73 @@ def peer_uid(sock: socket.socket) -> int:
     """The uid of the process at the other end of a unix socket, as the kernel saw it."""
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     return int(struct.unpack("3i", creds)[1])
+
+
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13 (asm-generic); Python 3.11 lacks the name
+MAX_PEER_GROUPS = 256  # getsockopt's buffer is at most 1024 bytes in CPython
+DENIED = "denied"  # the kind of a refusal reply: the client raises AccessDenied
+
+
+class AccessDenied(VrooliError):
+    """The supervisor refuses us, or its socket's mode does: not a member of its control group."""
+
+
+def control_gid() -> int | None:
+    """The group whose members may use this supervisor's socket besides root and its own
+    user: set by `vrooli daemon` (daemons.py), None for a user's own supervisor."""
+    return _control_gid[0]
+
+
+_control_gid: list[int | None] = [None]
+
+
+def admit_group(gid: int | None) -> None:
+    _control_gid[0] = gid
+
+
+def peer_groups(sock: socket.socket, pid: int) -> set[int] | None:
+    """The peer's supplementary groups, as the kernel recorded them when it connected
+    (SO_PEERGROUPS: no race with a process that exits and whose pid is reused, unlike
+    reading /proc/PID/status). /proc only on a kernel without it (before 4.13)."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * MAX_PEER_GROUPS)
+        return set(struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4]))
+    except OSError as exc:
+        if exc.errno == errno.ERANGE:
+            return None  # more groups than we ask for: refused, with the reason logged by the caller
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("Groups:"):
+                    return {int(g) for g in line.split()[1:]}
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def peer_refusal(sock: socket.socket) -> str | None:
+    """Why the peer may not use this socket, or None: root, our own user, and (for the
+    system daemon) members of its control group, by primary or supplementary group."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", creds)
+    if uid in (0, os.getuid()):
+        return None
+    group = control_gid()
+    if group is not None and (gid == group or group in (peer_groups(sock, pid) or set())):
+        return None
+    who = f"uid {uid} ({_user_name(uid)})"
+    if group is None:
+        return f"permission denied: {who} is neither root nor the supervisor's user"
+    return f"permission denied: {who} is neither root, the supervisor's user, nor in group {_group_name(group)}"
+
+
+def _group_name(gid: int) -> str:
+    import grp
+
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
 
 
 def _user_name(uid: int) -> str:
@@ -107,15 +176,11 @@ async def _converse(stream: Any, handler: Handler, errors: Any) -> None:
 
     from orchestrator.fdlimits import where_raised
 
-    raw = stream.extra(SocketAttribute.raw_socket)
-    creds = raw.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _, uid, _ = struct.unpack("3i", creds)
-    if uid not in (0, os.getuid()):
-        return
-
     async def reply(message: dict[str, Any]) -> None:
         await stream.send(json.dumps(message, default=str).encode() + b"\n")
 
+    refusal = peer_refusal(stream.extra(SocketAttribute.raw_socket))
+    denied = {"ok": False, "error": refusal, "errors": [refusal], "exit_code": 1, "kind": DENIED}
     reader = BufferedByteReceiveStream(stream)
     with anyio.move_on_after(REQUEST_TIMEOUT) as waited:
         try:
@@ -123,9 +188,12 @@ async def _converse(stream: Any, handler: Handler, errors: Any) -> None:
         except (anyio.EndOfStream, anyio.IncompleteRead):
             return  # connected and left without asking: the CLI's liveness check does this
         except anyio.DelimiterNotFound:
-            await reply(bad_request(f"request line longer than {MAX_LINE} bytes"))
+            await reply(denied if refusal else bad_request(f"request line longer than {MAX_LINE} bytes"))
             await _discard_line(stream)  # closing with unread data would reset, losing the reply
             return
+    if refusal is not None:  # answered only now: its line read, our close cannot reset the reply
+        await reply(denied)
+        return
     if waited.cancelled_caught:
         await reply(bad_request(f"no request line within {REQUEST_TIMEOUT:g}s"))
         return
@@ -184,9 +252,10 @@ def bad_request(problem: str) -> dict[str, Any]:
 
 
 class Client:
-    def __init__(self, path: Path, timeout: float | None = 5.0) -> None:
+    def __init__(self, path: Path, timeout: float | None = 5.0, daemon_uid: int | None = None) -> None:
         self.path = path
         self.timeout = timeout
+        self.daemon_uid = daemon_uid  # a system daemon's user (daemons.py), trusted as its server
 
     def stream(self, request: dict[str, Any], timeout: float | None = None) -> Iterator[dict[str, Any]]:
         """Send one request; yield reply lines until the server closes."""
@@ -197,6 +266,9 @@ class Client:
                 sock.connect(str(self.path))
             except (FileNotFoundError, ConnectionRefusedError) as exc:
                 raise ControlError(f"no supervisor is listening on {self.path}") from exc
+            except PermissionError as exc:
+                raise AccessDenied(f"permission denied: {self.path} is for root and the members of its group "
+                                   f"only (you are uid {os.getuid()}); nothing was sent") from exc
             except OSError as exc:
                 raise ControlError(f"cannot reach the supervisor at {self.path}: {exc.strerror}") from exc
             self._check_peer(sock)
@@ -226,9 +298,12 @@ class Client:
                 line, buffer = buffer.split(b"\n", 1)
                 if line:
                     try:
-                        yield json.loads(line)
+                        message = json.loads(line)
                     except ValueError as exc:
                         raise ControlError(f"the supervisor at {self.path} sent a reply that is not JSON") from exc
+                    if isinstance(message, dict) and message.get("kind") == DENIED:
+                        raise AccessDenied(str(message.get("error") or "permission denied"))
+                    yield message
 
     def _gone(self, exc: OSError | None = None) -> SupervisorGone:
         how = f" ({exc.strerror or type(exc).__name__})" if exc is not None else ""
@@ -239,7 +314,7 @@ class Client:
         else would otherwise receive our requests (the files we use, the variables they
         reference) and could answer anything."""
         uid = peer_uid(sock)
-        if uid not in (0, os.getuid()):
+        if uid not in (0, os.getuid(), self.daemon_uid):
             raise UntrustedSocket(
                 f"refusing the control socket {self.path}: it is served by uid {uid} ({_user_name(uid)}), "
                 f"not by you or root; nothing was sent (remove it if it is not yours)")

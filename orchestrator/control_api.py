@@ -6,6 +6,7 @@ a request meets is answered with its kind and exit code (errors.VrooliError.repl
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import structlog
 
-from orchestrator import config, control, ops
+from orchestrator import config, control, daemons, ops, privileges
 from orchestrator.endpoint import HealthEndpoint
 from orchestrator.errors import EXIT_FAILED, EXIT_OK, VrooliError, check_names
 from orchestrator.events import ReloadHook
@@ -42,6 +43,32 @@ class Options:
 
 
 Reply = Callable[[dict[str, Any]], Awaitable[None]]
+FOLLOW_POLL = 0.2  # seconds between looks at a followed log
+FOLLOW_ALIVE = 10.0  # seconds between keep-alives: a client that left is noticed on the next send
+
+
+async def follow_output(path: Path, reply: Reply) -> None:
+    """Send what is appended to `path` as {"event": "lines"} until sending fails."""
+    position = path.stat().st_size if path.exists() else 0
+    pending, quiet = b"", 0.0
+    while True:
+        size = path.stat().st_size if path.exists() else 0
+        if size < position:  # rotated: the kept part moved to NAME.log.1
+            position = 0
+        if size > position:
+            with path.open("rb") as handle:
+                handle.seek(position)
+                pending += handle.read(min(size - position, control.MAX_LINE // 2))
+                position = handle.tell()
+            *complete, pending = pending.split(b"\n")
+            if complete:
+                await reply({"event": "lines", "lines": [c.decode(errors="replace") for c in complete]})
+                quiet = 0.0
+        elif quiet >= FOLLOW_ALIVE:
+            await reply({"event": "alive"})
+            quiet = 0.0
+        await anyio.sleep(FOLLOW_POLL)
+        quiet += FOLLOW_POLL
 
 
 class Handlers:
@@ -52,6 +79,8 @@ class Handlers:
         self.options = options
         self.endpoint = endpoint or HealthEndpoint(None, None, None, None)
         self.on_reload: list[ReloadHook] = []
+        # The systemd unit we run in ("vrooli.service"), shown by `vrooli status`.
+        self.unit = daemons.unit_name() if options.mode == "daemon" else None
         # What a detached supervisor started for the `up` that forked it, before that `up`
         # connected: the first `up` request owns it (and undoes it if it fails at start).
         self._started_unasked: set[str] = set()
@@ -90,14 +119,13 @@ class Handlers:
         self._check_names(names)
         extra = await self._extra_status()  # first: it samples the memory the rows show
         await reply({"ok": True, "project": self.sup.project.name, "supervisor_pid": os.getpid(),
-                     "mode": self.options.mode, "supervisor": self._supervisor_status(),
+                     "mode": self.options.mode, "supervisor": self.supervisor_status(),
                      "resources": self.sup.snapshot(names), "extra": extra})
 
-    def _supervisor_status(self) -> dict[str, Any]:
-        """This supervisor as `status` shows it (CONTRACT.md: the warm and systemd steps fill
-        in `idle`, `exits_in_seconds` and `unit`)."""
-        return {"pid": os.getpid(), "mode": self.options.mode, "unit": None, "idle": False,
-                "exits_in_seconds": None}
+    def supervisor_status(self) -> dict[str, Any]:
+        """The status reply's `supervisor` object (CONTRACT.md): who answers, and how it runs."""
+        return {"pid": os.getpid(), "mode": self.options.mode, "unit": self.unit,
+                "idle": False, "exits_in_seconds": None}
 
     async def op_usage(self, request: dict[str, Any], reply: Reply) -> None:
         """Memory now and CPU over a second, per resource (`vrooli report`)."""
@@ -163,13 +191,41 @@ class Handlers:
         summary = manager.summary()
         await reply({"ok": not errors, "errors": errors, "exit_code": EXIT_FAILED if errors else EXIT_OK, **summary})
 
+    async def op_logs(self, request: dict[str, Any], reply: Reply) -> None:
+        """A resource's output, for a client that may not read the state dir (a member of a
+        system daemon's control group); with `follow`, new lines until the client leaves."""
+        name = request.get("name") or ""
+        self._check_names([name])
+        output = self.sup.output(name)
+        tail = request.get("tail", 100)
+        lines = await anyio.to_thread.run_sync(lambda: output.tail(tail) if tail else output.read_all())
+        follow = bool(request.get("follow"))
+        await reply({"ok": True, "exit_code": EXIT_OK, "resource": name, "lines": lines, "follow": follow})
+        if follow:
+            await follow_output(output.path, reply)
+
+    async def op_last_start(self, request: dict[str, Any], reply: Reply) -> None:
+        """The last start's record (`vrooli analyze`), for a client that may not read it."""
+        from orchestrator import paths
+
+        try:
+            record = json.loads(paths.last_start_file(self.sup.state_dir).read_text())
+        except (OSError, ValueError):
+            record = None
+        await reply({"ok": True, "exit_code": EXIT_OK, "record": record})
+
     def _check_names(self, names: list[str] | None) -> None:
         check_names(self.sup.records, names or [])
 
     async def _load(self, request: dict[str, Any]) -> ProjectSpec:
         files = [Path(f) for f in request.get("files") or [str(f) for f in self.sup.project.files]]
-        environ = request.get("environ")
+        # A system daemon's config takes its variables from the unit (its EnvironmentFile=
+        # secrets), never from an operator's shell: `vrooli up` or `reload` by an operator
+        # must not restart postgres with the default password their shell happens to give.
+        environ = None if self.options.mode == "daemon" else request.get("environ")
         new = await anyio.to_thread.run_sync(config.load, files, environ)
+        if self.options.mode == "daemon":  # a reload may add `user =` the daemon cannot honour
+            privileges.check_user_switch(new)
         if new.state_dir != self.sup.project.state_dir:
             raise VrooliError(f"state_dir changed to {new.state_dir}; run `vrooli down` first")
         return new

@@ -32,16 +32,32 @@ def raise_nofile_limit(target: int = NOFILE_TARGET) -> tuple[int, int]:
 
     Resources inherit the raised soft limit, as they would under systemd's LimitNOFILE=;
     the servers they run use poll/epoll, not select(), so a higher limit only helps them.
+    A sandbox may deny it: systemd's SystemCallFilter=~@resources answers EPERM (with
+    SystemCallErrorNumber=EPERM) to setrlimit and to prlimit64, which glibc uses for
+    getrlimit too. Then the unit's LimitNOFILE= is the limit, and we run with it.
     """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except OSError as exc:
+        _not_raised(None, None, exc)
+        return -1, -1
     wanted = target if hard == resource.RLIM_INFINITY else min(hard, target)
     if soft != resource.RLIM_INFINITY and soft < wanted:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-        except (ValueError, OSError):  # a sandbox may deny it: run with what we have
+        except (ValueError, OSError) as exc:
+            _not_raised(soft, hard, exc)
             return soft, soft
         return soft, wanted
     return soft, soft
+
+
+def _not_raised(soft: int | None, hard: int | None, exc: Exception) -> None:
+    import structlog  # only here: importing it costs the CLI's fast paths nothing
+
+    structlog.get_logger("vrooli.fdlimits").info(
+        "nofile limit not raised; running with the limit we were given (set LimitNOFILE= in the unit)",
+        soft=soft, hard=hard, error=getattr(exc, "strerror", None) or str(exc))
 
 
 def os_error_of(exc: BaseException) -> OSError | None:

@@ -46,6 +46,12 @@ def _boolean(value: Any) -> str | None:
     return None if isinstance(value, bool) else f"expected true or false, got {_kind(value)}"
 
 
+def _count(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10_000_000:
+        return f"expected a whole number from 0 to 10000000, got {_kind(value)}"
+    return None
+
+
 def _environ(value: Any) -> str | None:
     if not isinstance(value, dict):
         return f"expected an object of string -> string, got {_kind(value)}"
@@ -81,6 +87,9 @@ SCHEMAS: dict[str, dict[str, Check]] = {
     "usage": {"names": _strings},
     "models": {"action": _one_of("list", "pull", "ensure", "unload"), "names": _strings,
                "resource": _string},
+    # For clients that may not read the state dir (a system daemon's control group).
+    "logs": {"name": _string, "tail": _count, "follow": _boolean},
+    "last_start": {},
 }
 
 

@@ -16,6 +16,7 @@ import hashlib
 import itertools
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.errors import VrooliError
@@ -26,6 +27,37 @@ PRIVATE_FILE_MODE = 0o600
 STATE_FILES = ("control.sock", "supervisor.lock", "supervisor.pid", "supervisor.log", "spawn.lock",
                "running.json", "health.addr", "last_start.json")
 _temp_names = itertools.count()
+
+
+@dataclass(frozen=True)
+class DaemonLink:
+    """A project served by a system daemon (daemons.py): its state dir and control socket
+    are the daemon's, not those this user's environment would name."""
+
+    first_file: Path  # resolved
+    state_dir: Path
+    socket: Path
+    uid: int  # who serves the socket: trusted by the client besides itself and root
+
+
+# first file (resolved) -> link. Filled once per process: by the CLI when a daemon's record
+# names its files, by `vrooli daemon` for its own project.
+_daemon_links: dict[Path, DaemonLink] = {}
+
+
+def link_daemon(link: DaemonLink) -> None:
+    _daemon_links[link.first_file] = link
+
+
+def daemon_link(first_file: Path) -> DaemonLink | None:
+    try:
+        return _daemon_links.get(first_file.resolve())
+    except OSError:
+        return None
+
+
+def daemon_link_of(state_dir: Path) -> DaemonLink | None:
+    return next((link for link in _daemon_links.values() if link.state_dir == state_dir), None)
 
 
 class UnsafePath(VrooliError):
@@ -103,7 +135,11 @@ def ensure_state_dir(state_dir: Path) -> Path:
 
 
 def check_state_dir(state_dir: Path) -> None:
-    """For clients: an existing state dir must be safe before we talk to a socket in it."""
+    """For clients: an existing state dir must be safe before we talk to a socket in it.
+    A system daemon's is not ours to check (nor, for a group member, to enter): its socket
+    lies in the discovery dir, checked when its record was read (daemons.py)."""
+    if daemon_link_of(state_dir) is not None:
+        return
     if ensure_private_dir(state_dir, "state dir", create=False, tighten=False):
         _refuse_symlinks(state_dir, ("control.sock",), "state file")
 
@@ -123,6 +159,9 @@ def socket_dir() -> Path:
 
 
 def control_socket(state_dir: Path) -> Path:
+    link = daemon_link_of(state_dir)
+    if link is not None:
+        return link.socket
     path = state_dir / "control.sock"
     if len(os.fsencode(path)) <= SUN_PATH_MAX:
         return path

@@ -24,7 +24,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
-from orchestrator import config, control, paths
+from orchestrator import config, control, daemons, paths, privileges
 from orchestrator.control_api import Handlers, Options
 from orchestrator.endpoint import HealthEndpoint, open_health_endpoint
 from orchestrator.errors import VrooliError
@@ -79,6 +79,9 @@ class SupervisorLock:
 def run(options: Options) -> int:
     raise_nofile_limit()  # before any listener: a burst of connections must not reach the limit
     project = config.load(options.files, options.environ)
+    if options.mode == "daemon":
+        privileges.check_user_switch(project)  # one clear line now, not EPERM per resource later
+    publication = _discoverable(project) if options.mode == "daemon" else None
     paths.ensure_state_dir(project.state_dir)
     lock = SupervisorLock(project.state_dir)
     lock.acquire()
@@ -86,9 +89,11 @@ def run(options: Options) -> int:
     try:
         paths.write_private(paths.pid_file(project.state_dir), str(os.getpid()))
         endpoint = open_health_endpoint(project, options.health_listen, options.mode)
-        return anyio.run(_main, project, options, endpoint, lock)
+        return anyio.run(_main, project, options, endpoint, lock, publication)
     finally:
         endpoint.close()
+        if publication is not None and lock.still_ours():
+            daemons.withdraw(publication)
         if lock.still_ours():  # never remove what a supervisor that replaced us made
             for leftover in (paths.control_socket(project.state_dir), project.state_dir / "health.addr",
                              paths.pid_file(project.state_dir)):
@@ -97,6 +102,15 @@ def run(options: Options) -> int:
                 except FileNotFoundError:
                     pass
         lock.release()
+
+
+def _discoverable(project: ProjectSpec) -> daemons.Publication | None:
+    """`vrooli daemon` serves its control socket in the discovery dir (daemons.py), for root
+    and the control group; the group is admitted by the peer check too."""
+    publication = daemons.prepare(project.name, project.files, project.state_dir)
+    if publication is not None:
+        control.admit_group(publication.gid)
+    return publication
 
 
 class ControlEndpoint:
@@ -141,7 +155,7 @@ def _state_rebuilder(sup: Supervisor, lock: SupervisorLock, endpoint: ControlEnd
 
 
 async def _main(project: ProjectSpec, options: Options, endpoint: HealthEndpoint,
-                lock: SupervisorLock | None = None) -> int:
+                lock: SupervisorLock | None = None, publication: daemons.Publication | None = None) -> int:
     sup = Supervisor(project)
     if options.invoked_at is not None:
         sup.cold_start = {"invoked_at": options.invoked_at, "supervisor_at": time.time()}
@@ -162,6 +176,8 @@ async def _main(project: ProjectSpec, options: Options, endpoint: HealthEndpoint
             await handler.start_unasked()
         control_endpoint = ControlEndpoint(tg, paths.control_socket(project.state_dir), handler.handle)
         await control_endpoint.start()
+        if publication is not None:
+            _publish(publication)
         if lock is not None:
             sup.sentinels[lock.path] = paths.identity(lock.path)
             sup.sentinels[control_endpoint.path] = paths.identity(control_endpoint.path)
@@ -186,6 +202,17 @@ async def _main(project: ProjectSpec, options: Options, endpoint: HealthEndpoint
         exit_code = 1 if failed else 0
     log.info("supervisor stopped", project=project.name)
     return exit_code
+
+
+def _publish(publication: daemons.Publication) -> None:
+    shared = daemons.publish(publication)
+    record = publication.record
+    if shared:
+        log.info("control socket open to group", socket=str(record.socket), group=publication.group)
+    else:
+        log.warning("control socket for root and our own user only: cannot give it to group "
+                    f"{publication.group} (no such group, or we are neither root nor a member)",
+                    socket=str(record.socket))
 
 
 async def _health(sup: Supervisor, sock: socket.socket) -> None:

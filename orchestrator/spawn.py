@@ -62,7 +62,8 @@ def client_at(state_dir: Path, timeout: float | None = 5.0) -> Client:
     from orchestrator.control import Client
 
     paths.check_state_dir(state_dir)
-    return Client(paths.control_socket(state_dir), timeout=timeout)
+    link = paths.daemon_link_of(state_dir)
+    return Client(paths.control_socket(state_dir), timeout=timeout, daemon_uid=link.uid if link else None)
 
 
 def client_once_started(state_dir: Path, timeout: float | None = 5.0) -> Client:

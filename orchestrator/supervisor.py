@@ -158,7 +158,9 @@ class Supervisor:
         for key, value in fields.items():
             setattr(rec, key, value)
         if previous != state:
-            event_log = log.warning if state in (State.FAILED, State.BLOCKED, State.UNHEALTHY) else log.info
+            # A failure is an error (journalctl -p err shows it); blocked or unhealthy may pass.
+            event_log = log.error if state is State.FAILED else \
+                log.warning if state in (State.BLOCKED, State.UNHEALTHY) else log.info
             extra: dict[str, Any] = {}
             if state is State.READY and rec.startup_seconds is not None:
                 extra["startup_seconds"] = round(rec.startup_seconds, 4)

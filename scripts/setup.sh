@@ -41,3 +41,6 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { echo "setup: dockerd did not start; see /var/log/vrooli-dockerd.log" >&2; exit 1; }
 fi
 scripts/build-test-images.sh
+# A Debian root with systemd as PID 1, for tests/test_systemd_real.py (debootstrap from the
+# Debian mirror, the dependencies' wheels from PyPI: only here, never at test time).
+scripts/build-systemd-image.sh
