@@ -125,9 +125,11 @@ def down(
     names: NamesArg = None,
     files: FilesOpt = None,
     volumes: Annotated[bool, typer.Option("--volumes", "-v", help="Also remove named volumes.")] = False,
+    exit_now: Annotated[bool, typer.Option(
+        "--exit", help="Also end the supervisor at once, instead of keeping it warm for keep_warm.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Stop resources in reverse dependency order; with no names, also end the supervisor."""
+    """Stop resources in reverse dependency order; with no names, the supervisor idles for keep_warm."""
     try:
         target = target_of(files, "stopping the stack with")
         if target.project is not None:
@@ -144,10 +146,11 @@ def down(
                     print("nothing is running", file=sys.stderr)
                 raise typer.Exit(0)
             client = spawn.ensure_supervisor(target.project)  # it adopts what was left, then stops it
-        reply = client.call({"op": "down", "names": names or [], "volumes": volumes})
+            exit_now = True  # started only to clean up: not kept warm
+        reply = client.call({"op": "down", "names": names or [], "volumes": volumes, "exit": exit_now})
         if not reply.get("ok"):
             raise from_reply(reply, "down failed")
-        if not names:
+        if not names and reply.get("supervisor") != "idle":  # an idle warm one stays, and findable
             _wait_supervisor_gone(target.state_dir)
             registry.forget(target.first_file)
     except VrooliError as exc:
@@ -196,6 +199,9 @@ def status(
         assert target.project is not None
         print_not_running(target.project, names or [], json_out)
         raise typer.Exit(EXIT_NOT_RUNNING)
+    if (reply.get("supervisor") or {}).get("idle"):
+        _print_idle(reply, target.project, names or [], json_out)
+        raise typer.Exit(EXIT_NOT_RUNNING)  # nothing runs: a warm supervisor is not a running stack
     rows = reply["resources"]
     considered = [r for r in rows if r["wanted"] or names]
     running = [r for r in considered if r["state"] not in ("stopped", "pending")]
@@ -207,11 +213,31 @@ def status(
         code = EXIT_FAILED
     if json_out:
         print(json.dumps({"project": reply["project"], "running": True,
-                          "supervisor_pid": reply["supervisor_pid"], "resources": rows,
+                          "supervisor_pid": reply["supervisor_pid"], "supervisor": reply.get("supervisor"),
+                          "resources": rows,
                           **reply.get("extra", {})}, indent=2))
     else:
         print_status(rows, reply.get("extra", {}))
     raise typer.Exit(code)
+
+
+def _print_idle(reply: dict[str, Any], project: ProjectSpec | None, names: list[str], json_out: bool) -> None:
+    """A warm supervisor with nothing running: "not running", and when it will exit."""
+    info = reply["supervisor"]
+    left = info.get("exits_in_seconds") or 0.0
+    if not json_out:
+        print(f"{reply['project']}: not running", file=sys.stderr)
+        when = f"{left / 60:.0f}m" if left >= 90 else f"{left:.0f}s"
+        print(f"supervisor: idle, exits in {when} (pid {info['pid']})", file=sys.stderr)
+        return
+    from orchestrator.cli_output import stopped_row
+
+    # The rows of the files as they are now (the supervisor reads them again on `up`).
+    rows = [stopped_row(spec) for n, spec in project.resources.items() if not names or n in names] \
+        if project is not None else reply["resources"]
+    print(json.dumps({"project": reply["project"], "running": False, "supervisor_pid": info["pid"],
+                      "supervisor": info, "resources": rows, "health_endpoint": None, "stack_memory": None},
+                     indent=2))
 
 
 @app.command()

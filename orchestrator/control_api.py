@@ -24,6 +24,7 @@ from orchestrator.scheduler import SETTLED_OK, State
 if TYPE_CHECKING:
     from orchestrator.spec import ProjectSpec
     from orchestrator.supervisor import Supervisor
+    from orchestrator.warm import Host
 
 log = structlog.get_logger("vrooli.service")
 
@@ -54,6 +55,14 @@ class Handlers:
         # What a detached supervisor started for the `up` that forked it, before that `up`
         # connected: the first `up` request owns it (and undoes it if it fails at start).
         self._started_unasked: set[str] = set()
+        self.host: Host | None = None  # the process around this session (warm.py); None in tests
+
+    def supervisor_info(self) -> dict[str, Any]:
+        """The status reply's `supervisor` object (CONTRACT.md)."""
+        if self.host is not None:
+            return self.host.info()
+        return {"pid": os.getpid(), "mode": self.options.mode, "unit": None, "idle": False,
+                "exits_in_seconds": None}
 
     async def start_unasked(self) -> None:
         """Start what the forking `up` asks for without waiting for it to connect (a round
@@ -82,14 +91,16 @@ class Handlers:
     async def op_ping(self, request: dict[str, Any], reply: Reply) -> None:
         # The files let a client whose own copy is broken check that this is its project.
         await reply({"ok": True, "pid": os.getpid(), "project": self.sup.project.name,
-                     "mode": self.options.mode, "files": [str(f) for f in self.sup.project.files]})
+                     "mode": self.options.mode, "files": [str(f) for f in self.sup.project.files],
+                     "idle": False, "code": self.host.code if self.host is not None else None})
 
     async def op_status(self, request: dict[str, Any], reply: Reply) -> None:
         names = request.get("names") or None
         self._check_names(names)
         extra = await self._extra_status()  # first: it samples the memory the rows show
         await reply({"ok": True, "project": self.sup.project.name, "supervisor_pid": os.getpid(),
-                     "mode": self.options.mode, "resources": self.sup.snapshot(names), "extra": extra})
+                     "mode": self.options.mode, "supervisor": self.supervisor_info(),
+                     "resources": self.sup.snapshot(names), "extra": extra})
 
     async def _extra_status(self) -> dict[str, Any]:
         extra: dict[str, Any] = {"health_endpoint": self.endpoint.status(),
@@ -207,6 +218,8 @@ class Handlers:
             return
         if not any(r.running_task or r.instance is not None for r in self.sup.records.values()):
             log.info("nothing runs after a failed up; the supervisor ends")
+            if self.host is not None:
+                self.host.request_exit()  # not warm either: as documented, nothing is left behind
             self.sup.shutdown_requested.set()
 
     async def _preflight(self, names: list[str] | None, no_deps: bool) -> None:
@@ -255,10 +268,19 @@ class Handlers:
                     await self.sup.runtime(kind).cleanup(self.sup.project, bool(request.get("volumes")))
                 except VrooliError as exc:
                     log.warning("cleanup failed", runtime=kind, error=str(exc))
+        after = "running"
+        if not names:
+            # Decided before the reply: the client waits for an exiting supervisor to be gone.
+            after = self.host.after_down(bool(request.get("exit"))) if self.host is not None else "exiting"
         await reply({"ok": True, "stopped": stopped, "exit_code": EXIT_OK,
-                     "resources": self.sup.snapshot(stopped)})
+                     "resources": self.sup.snapshot(stopped), "supervisor": after})
         if not names:
             self.sup.shutdown_requested.set()
+
+    async def op_retire(self, request: dict[str, Any], reply: Reply) -> None:
+        """End an idle supervisor whose code is older than the client's (warm.py answers it
+        while idle); a session that holds resources keeps them."""
+        await reply({"ok": True, "retired": False, "exit_code": EXIT_OK})
 
     async def op_restart(self, request: dict[str, Any], reply: Reply) -> None:
         names = request.get("names") or []

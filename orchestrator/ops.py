@@ -73,8 +73,10 @@ def _one_of(*choices: str) -> Check:
 SCHEMAS: dict[str, dict[str, Check]] = {
     "ping": {},
     "status": {"names": _strings},
-    "up": {"names": _strings, "no_deps": _boolean, "files": _strings, "environ": _environ},
-    "down": {"names": _strings, "volumes": _boolean},
+    "up": {"names": _strings, "no_deps": _boolean, "files": _strings, "environ": _environ,
+           "process_environ": _environ},
+    "down": {"names": _strings, "volumes": _boolean, "exit": _boolean},
+    "retire": {},
     "restart": {"names": _strings},
     "reload": {"files": _strings, "environ": _environ},
     "models": {"action": _one_of("list", "pull", "ensure", "unload"), "names": _strings,

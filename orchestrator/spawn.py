@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orchestrator import paths, registry
 from orchestrator.errors import VrooliError
@@ -44,10 +44,39 @@ def ensure_supervisor(project: ProjectSpec, up: list[str] | None = None, no_deps
     """
     registry.remember(project.files[0], project.state_dir, project.name)
     existing = client(project)
-    if existing.alive():
+    answer = _ping(existing)
+    if answer is not None and not _retired_for_older_code(existing, answer, project.state_dir):
         return existing
     started = _spawn(project, up, no_deps)
     return existing if started is None else _wait_answering(project, started)
+
+
+def _ping(answering: Client) -> dict[str, Any] | None:
+    try:
+        reply = answering.call({"op": "ping"})
+    except (VrooliError, OSError, ValueError):
+        return None
+    return reply if reply.get("ok") else None
+
+
+def _retired_for_older_code(answering: Client, ping: dict[str, Any], state_dir: Path) -> bool:
+    """An idle warm supervisor whose modules differ from ours (a `pip install -U`, an edit
+    of an editable install since it started) is ended, so a fresh one serves this `up`;
+    one that holds resources is kept (ending it would stop them). True if it was ended."""
+    from orchestrator.codeid import fingerprint
+
+    if not ping.get("idle") or ping.get("code") == fingerprint():
+        return False
+    try:
+        retired = answering.call({"op": "retire"}).get("retired")
+    except (VrooliError, OSError, ValueError):
+        retired = True  # it went away meanwhile
+    if not retired:
+        return False  # an `up` woke it meanwhile: it serves that stack now
+    deadline = time.monotonic() + SPAWN_TIMEOUT
+    while _supervisor_running(state_dir) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return True
 
 
 def client(project: ProjectSpec, timeout: float | None = 5.0) -> Client:

@@ -8,6 +8,7 @@ stack's own processes start on the same cores.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -43,7 +44,10 @@ def run_up(names: list[str], files: list[str], no_deps: bool, json_out: bool) ->
         client = spawn.ensure_supervisor(project, up=names, no_deps=no_deps)
         return follow(client, {"op": "up", "names": names, "no_deps": no_deps,
                                "files": [str(f) for f in project.files],
-                               "environ": config.referenced_environ(project)}, json_out)
+                               "environ": config.referenced_environ(project),
+                               # An idle warm supervisor's new processes inherit it, as a
+                               # supervisor forked by this command would (warm.py).
+                               "process_environ": dict(os.environ)}, json_out)
     except VrooliError as exc:
         report_error(exc, json_out)
         return exc.exit_code

@@ -11,7 +11,11 @@ from typing import Any
 
 from orchestrator.configfile.values import Checker, home, optional_size, show, type_name
 
-PROJECT_KEYS = {"name", "state_dir", "health_listen", "health_enabled", "memory_budget", "memory_budget_peak"}
+PROJECT_KEYS = {"name", "state_dir", "health_listen", "health_enabled", "memory_budget", "memory_budget_peak",
+                "keep_warm"}
+# How long a detached supervisor stays after `vrooli down`, idle, so the next `vrooli up`
+# skips Python's start-up: ten minutes covers a developer's down-edit-up cycle.
+DEFAULT_KEEP_WARM = 600.0
 
 PROJECT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
 
@@ -24,6 +28,7 @@ class ProjectSettings:
     health_enabled: bool
     memory_budget: int | None
     memory_budget_peak: int | None
+    keep_warm: float = DEFAULT_KEEP_WARM  # seconds; 0: the supervisor ends with `down`
 
 
 def parse_project(raw: object, project_dir: Path, environ: Mapping[str, str], check: Checker) -> ProjectSettings:
@@ -51,7 +56,8 @@ def parse_project(raw: object, project_dir: Path, environ: Mapping[str, str], ch
         check.fail(("project", "memory_budget_peak"),
                    f"must be at least memory_budget ({raw['memory_budget']!r}), "
                    f"got {raw['memory_budget_peak']!r}")
-    return ProjectSettings(name, state_dir, health_listen, health_enabled, budget, budget_peak)
+    keep_warm = check.duration(raw, "keep_warm", ("project",), DEFAULT_KEEP_WARM)
+    return ProjectSettings(name, state_dir, health_listen, health_enabled, budget, budget_peak, keep_warm)
 
 
 def default_state_dir(project: str, environ: Mapping[str, str]) -> Path:
