@@ -22,7 +22,8 @@ def print_not_running(project: ProjectSpec, names: list[str], json_out: bool) ->
     extra: dict[str, Any] = {"health_endpoint": None, "stack_memory": None}
     if any(spec.models is not None for spec in project.resources.values()):
         extra["models"] = []
-    print(json.dumps({"project": project.name, "running": False, "supervisor_pid": None, "resources": rows,
+    print(json.dumps({"project": project.name, "running": False, "supervisor_pid": None, "supervisor": None,
+                      "resources": rows,
                       **extra}, indent=2))
 
 

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import structlog
 
 from orchestrator import config, control, ops
 from orchestrator.endpoint import HealthEndpoint
 from orchestrator.errors import EXIT_FAILED, EXIT_OK, VrooliError, check_names
 from orchestrator.events import ReloadHook
+from orchestrator.logging import get_logger
 from orchestrator.scheduler import SETTLED_OK, State
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from orchestrator.supervisor import Supervisor
     from orchestrator.warm import Host
 
-log = structlog.get_logger("vrooli.service")
+log = get_logger("vrooli.service")
 
 
 @dataclass

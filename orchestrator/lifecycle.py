@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.to_thread
-import structlog
 from anyio.abc import TaskGroup
 
 from orchestrator.errors import VrooliError
+from orchestrator.logging import get_logger
 from orchestrator.policy import Backoff, liveness_step, should_restart, within_burst
 from orchestrator.probes import Probe, ProbeContext, ProbeResult, make_probe, run_once, until_ready
 from orchestrator.runtimes import EXIT_UNKNOWN
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from orchestrator.runtimes import Instance, Runtime
     from orchestrator.state_store import Record
 
-log = structlog.get_logger("vrooli.supervisor")
+log = get_logger("vrooli.supervisor")
 
 # A ready gate: awaited after the probe passes and before READY (eager model loading is
 # one). It reports what it waits for through the callback, and returns None once passed,

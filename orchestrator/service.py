@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import structlog
 from anyio.abc import TaskGroup
 
 from orchestrator import config, control, paths
@@ -29,13 +28,14 @@ from orchestrator.control_api import Handlers, Options
 from orchestrator.endpoint import HealthEndpoint, open_health_endpoint
 from orchestrator.errors import VrooliError
 from orchestrator.fdlimits import raise_nofile_limit, where_raised
+from orchestrator.logging import get_logger
 from orchestrator.spec import ProjectSpec
 from orchestrator.supervisor import Supervisor
 from orchestrator.warm import Host
 
 __all__ = ["Handlers", "Options", "run"]  # Options is how callers (cli, detached) describe a run
 
-log = structlog.get_logger("vrooli.service")
+log = get_logger("vrooli.service")
 HEALTH_DEFER_MAX = 1.0  # seconds the health endpoint may hold requests while the stack starts
 
 

@@ -46,6 +46,7 @@ def ensure_supervisor(project: ProjectSpec, up: list[str] | None = None, no_deps
     existing = client(project)
     answer = _ping(existing)
     if answer is not None and not _retired_for_older_code(existing, answer, project.state_dir):
+        existing.warm_idle = bool(answer.get("idle"))
         return existing
     started = _spawn(project, up, no_deps)
     return existing if started is None else _wait_answering(project, started)
@@ -294,13 +295,12 @@ def _fork_supervisor(args: list[str], log: int, cwd: Path, lock_fd: int) -> int:
 
 
 def _set_process_name(name: bytes) -> None:
-    """Name the forked supervisor in ps/top (it would otherwise look like `vrooli up`)."""
+    """Name the forked supervisor in ps/top (it would otherwise look like `vrooli up`);
+    through /proc rather than prctl, which would need ctypes (a few ms of imports)."""
     try:
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        libc.prctl(15, ctypes.c_char_p(name), 0, 0, 0)  # PR_SET_NAME
-    except (OSError, AttributeError):
+        with open("/proc/self/comm", "wb") as handle:
+            handle.write(name)
+    except OSError:
         pass
 
 

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 import anyio.from_thread
 import anyio.to_thread
-import structlog
 
 from orchestrator import paths, records
 from orchestrator.errors import VrooliError
+from orchestrator.logging import get_logger
 from orchestrator.logs import LogKeeper, OutputLog
 from orchestrator.runtimes import Adoptable
 from orchestrator.scheduler import State
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from orchestrator.runtimes import Instance, Runtime
     from orchestrator.spec import ProjectSpec, ResourceSpec
 
-log = structlog.get_logger("vrooli.supervisor")
+log = get_logger("vrooli.supervisor")
 
 NOT_RUNNING = (State.STOPPED, State.FAILED, State.COMPLETED)
 STATE_EVENT_SETTLE = 0.1  # after a deletion is noticed, let an `rm -rf` finish before rebuilding

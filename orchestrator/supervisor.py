@@ -20,13 +20,13 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-import structlog
 from anyio.abc import TaskGroup
 
 from orchestrator import graph, paths, scheduler
 from orchestrator.errors import VrooliError
 from orchestrator.exposure import public_rows
 from orchestrator.lifecycle import Lifecycle, ReadyGate
+from orchestrator.logging import get_logger
 from orchestrator.logs import OutputLog
 from orchestrator.memory import MemoryMonitor
 from orchestrator.models import ModelManager, managers_for
@@ -36,7 +36,7 @@ from orchestrator.scheduler import State, View
 from orchestrator.spec import ProjectSpec
 from orchestrator.state_store import Adoption, Record, RunningFile, StateDirGuard, write_last_start
 
-log = structlog.get_logger("vrooli.supervisor")
+log = get_logger("vrooli.supervisor")
 
 RuntimeFactory = Callable[[str, ProjectSpec], Runtime]
 HOUSEKEEPING_PERIOD = 0.5  # heartbeat, and how often the state dir is checked to be intact

@@ -42,12 +42,13 @@ def run_up(names: list[str], files: list[str], no_deps: bool, json_out: bool) ->
         project = config.load(config.find_files(files or None))
         check_names(project.resources, names)
         client = spawn.ensure_supervisor(project, up=names, no_deps=no_deps)
-        return follow(client, {"op": "up", "names": names, "no_deps": no_deps,
-                               "files": [str(f) for f in project.files],
-                               "environ": config.referenced_environ(project),
-                               # An idle warm supervisor's new processes inherit it, as a
-                               # supervisor forked by this command would (warm.py).
-                               "process_environ": dict(os.environ)}, json_out)
+        request = {"op": "up", "names": names, "no_deps": no_deps, "files": [str(f) for f in project.files],
+                   "environ": config.referenced_environ(project)}
+        if client.warm_idle:
+            # Only to an idle supervisor of ours (the socket's peer is checked): its new
+            # processes inherit this environment, as those of one forked by this command would.
+            request["process_environ"] = dict(os.environ)
+        return follow(client, request, json_out)
     except VrooliError as exc:
         report_error(exc, json_out)
         return exc.exit_code

@@ -25,17 +25,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import structlog
 
 from orchestrator import codeid, config, control, ops
 from orchestrator.errors import EXIT_OK, SupervisorUnavailable, VrooliError
+from orchestrator.logging import get_logger
 
 if TYPE_CHECKING:
     from orchestrator.control_api import Handlers, Options
     from orchestrator.endpoint import HealthEndpoint
     from orchestrator.spec import ProjectSpec
 
-log = structlog.get_logger("vrooli.service")
+log = get_logger("vrooli.service")
 
 Reply = Callable[[dict[str, Any]], Awaitable[None]]
 # Never inherited from the `up` that woke us: the fork that starts a supervisor drops them too.

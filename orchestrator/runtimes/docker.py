@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.from_thread
 import anyio.to_thread
-import structlog
 
 from orchestrator.errors import RuntimeUnavailable, StartFailed
+from orchestrator.logging import get_logger
 from orchestrator.runtimes import EXIT_UNKNOWN, Adoptable, Usage
 
 # The SDK's requests imports a character-set detector (charset_normalizer, ~18 ms: a third
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from orchestrator.logs import OutputLog
     from orchestrator.spec import ProjectSpec, ResourceSpec
 
-log = structlog.get_logger("vrooli.docker")
+log = get_logger("vrooli.docker")
 
 LABEL_PROJECT = "dev.vrooli.project"
 LABEL_RESOURCE = "dev.vrooli.resource"
