@@ -189,6 +189,7 @@ class Host:
                 f"{self.project.name} is not running (its supervisor is idle); use `vrooli up`").reply())
 
     async def _wake_for(self, request: dict[str, Any], reply: Reply) -> None:
+        log.info("supervisor waking")  # its timestamp: where the `up` reached us (scripts/bench.py)
         files = [Path(f) for f in request.get("files") or [str(f) for f in self.project.files]]
         try:
             project = await anyio.to_thread.run_sync(config.load, files, request.get("environ"))
