@@ -60,13 +60,23 @@ def _ping(answering: Client) -> dict[str, Any] | None:
     return reply if reply.get("ok") else None
 
 
-def _retired_for_older_code(answering: Client, ping: dict[str, Any], state_dir: Path) -> bool:
+def retire_idle(state_dir: Path) -> None:
+    """End the project's supervisor if it idles, warm: `up --foreground` and `vrooli daemon`
+    become the project's supervisor themselves, and it would hold the lock they need."""
+    answering = client_at(state_dir)
+    ping = _ping(answering)
+    if ping is not None and ping.get("idle"):
+        _retired_for_older_code(answering, ping, state_dir, whatever_code=True)
+
+
+def _retired_for_older_code(answering: Client, ping: dict[str, Any], state_dir: Path,
+                            whatever_code: bool = False) -> bool:
     """An idle warm supervisor whose modules differ from ours (a `pip install -U`, an edit
     of an editable install since it started) is ended, so a fresh one serves this `up`;
     one that holds resources is kept (ending it would stop them). True if it was ended."""
     from orchestrator.codeid import fingerprint
 
-    if not ping.get("idle") or ping.get("code") == fingerprint():
+    if not ping.get("idle") or (ping.get("code") == fingerprint() and not whatever_code):
         return False
     try:
         retired = answering.call({"op": "retire"}).get("retired")

@@ -270,6 +270,14 @@ class Supervisor:
         self._running_file.forget()
         self._write_running()
 
+    def release_runtimes(self) -> None:
+        """Let go of the runtimes' connections (the Docker engine's) once nothing runs."""
+        for rt in self._runtimes.values():
+            close = getattr(rt, "close", None)
+            if close is not None:
+                close()
+        self._runtimes.clear()
+
     async def _cleanup_runtimes(self, remove_volumes: bool) -> None:
         for rt in self._runtimes.values():
             try:

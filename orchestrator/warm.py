@@ -121,10 +121,11 @@ class Host:
             (self.project.state_dir / "health.addr").unlink()
         except OSError:
             pass
-        if self.last is not None:
+        if self.last is not None:  # kept for `status`: its records, all stopped
             from orchestrator.endpoint import HealthEndpoint
 
             self.last.endpoint = HealthEndpoint(None, None, None, None)
+            self.last.sup.release_runtimes()
         self._woken = anyio.Event()
         self._idle_until = time.monotonic() + self.project.keep_warm
         self._changed()

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import ROOT, Project, wait_for
+from tests.conftest import ROOT, Project, free_port, wait_for
 
 
 def warm_project(project: Project, body: str, keep_warm: str = "5m") -> None:
@@ -229,3 +229,61 @@ def test_a_daemon_is_never_kept_warm(project: Project, monkeypatch: pytest.Monke
         if daemon.poll() is None:
             daemon.kill()
             daemon.wait()
+
+
+def test_up_foreground_after_down_takes_over_from_the_idle_supervisor(project: Project) -> None:
+    warm_project(project, SLEEPER)
+    project.run("up", check=True)
+    idle = supervisor_pid(project)
+    project.run("down", check=True)
+    foreground = subprocess.Popen([sys.executable, "-m", "orchestrator", "up", "--foreground"], cwd=project.dir,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: project.run("status").returncode == 0 or foreground.poll() is not None, timeout=60)
+        assert foreground.poll() is None, foreground.stderr.read() if foreground.stderr else ""
+        assert gone(idle)
+    finally:
+        foreground.send_signal(signal.SIGTERM)
+        foreground.wait(timeout=60)
+
+
+def docker_ready() -> bool:
+    done = subprocess.run(["docker", "image", "inspect", "vrooli-test/redis:7"], capture_output=True)
+    return done.returncode == 0
+
+
+@pytest.mark.skipif(not shutil.which("docker") or not docker_ready(), reason="needs dockerd and vrooli-test/redis:7")
+def test_an_idle_supervisor_holds_no_container_network_or_engine_connection(project: Project) -> None:
+    name = f"warmd{os.getpid()}"
+    port = free_port()
+    project.write(f"""
+        [project]
+        name = "{name}"
+        state_dir = ".state"
+        health_listen = "127.0.0.1:0"
+        keep_warm = "5m"
+        [resources.cache]
+        runtime = "docker"
+        image = "vrooli-test/redis:7"
+        ports = ["127.0.0.1:{port}:6379"]
+        health = {{ probe = "redis" }}
+    """)
+    try:
+        project.run("up", check=True)
+        pid = supervisor_pid(project)
+        project.run("down", check=True)
+        assert not gone(pid)
+        for kind in ("container", "network"):
+            listed = subprocess.run(["docker", kind, "ls", "-q", *(["-a"] if kind == "container" else []),
+                                     "--filter", f"label=dev.vrooli.project={name}"],
+                                    capture_output=True, text=True, check=True).stdout.split()
+            assert listed == [], kind
+        # Sockets left: the control socket's listener and the event loop's own pair, no more.
+        sockets = [fd for fd in os.listdir(f"/proc/{pid}/fd")
+                   if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")]
+        assert len(sockets) <= 3, sockets
+        project.run("up", check=True)  # and it serves a docker stack again
+        assert supervisor_pid(project) == pid
+        assert project.rows()["cache"]["state"] == "ready"
+    finally:
+        project.run("down", "--exit")

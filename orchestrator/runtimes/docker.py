@@ -172,6 +172,13 @@ class DockerRuntime:
                 self._client = client
             return self._client
 
+    def close(self) -> None:
+        """Close the engine connections (a warm supervisor holds none while idle)."""
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
     async def preflight(self) -> None:
         """Is the engine there? A raw /_ping on its unix socket answers in a millisecond;
         the SDK (~110 ms of imports) then loads in the worker thread of the first start,
