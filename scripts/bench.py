@@ -757,6 +757,7 @@ def warm_stack(workdir: Path, files: list[str], rounds: int, fresh_rounds: int, 
     own = measure_alone_after(workdir, files)
     crit, chain = critical_path(workdir, files, own)
     print(f"   critical path {crit:.3f}s via {' -> '.join(chain)}", flush=True)
+    timed_up(workdir, files)  # a supervisor again (measuring alone ended it): the first `down` leaves it warm
     kinds: dict[str, dict[str, list[float]]] = {"after_down": {"up": [], "first_start": [], "supervisor": []},
                                                 "fresh_boot": {"up": [], "first_start": [], "supervisor": []}}
     log = workdir / state_dir_of(workdir, files) / "supervisor.log"
