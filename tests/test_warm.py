@@ -287,3 +287,30 @@ def test_an_idle_supervisor_holds_no_container_network_or_engine_connection(proj
         assert project.rows()["cache"]["state"] == "ready"
     finally:
         project.run("down", "--exit")
+
+
+@pytest.mark.parametrize("value", ['"soon"', '"-1m"', "-5", "true", "[1]", '"10x"', '""', '"9000h"', "{}", '"1m 30"'])
+def test_a_bad_keep_warm_is_one_line_naming_file_and_key(project: Project, value: str) -> None:
+    project.write(f"[project]\nstate_dir = '.state'\nkeep_warm = {value}\n{SLEEPER}")
+    done = project.run("validate")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "resources.toml: project.keep_warm:" in lines[0], lines
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("request_line", [
+    {"op": "down", "exit": "yes"}, {"op": "down", "exit": 1}, {"op": "up", "process_environ": "PATH=/bin"},
+    {"op": "up", "process_environ": {"A=B": "c"}}, {"op": "up", "process_environ": {"A": 5}},
+])
+def test_malformed_warm_requests_are_refused_idle_or_not(project: Project, request_line: dict[str, object]) -> None:
+    from orchestrator.control import Client
+
+    warm_project(project, SLEEPER)
+    project.run("up", check=True)
+    client = Client(project.state_dir / "control.sock")
+    for _ in range(2):  # running, then idle
+        reply = client.call(request_line)
+        assert reply["ok"] is False and reply["exit_code"] == 2 and "bad request" in reply["error"], reply
+        project.run("down", check=True)
+    assert project.run("status").returncode == 3  # still there, idle, and nothing started
