@@ -196,9 +196,11 @@ class Adoption:
         """Processes of ours that no valid record names: each leads its session and writes
         to `logs/NAME.log`. One whose command line is still the declared one is adopted;
         any other (or a second copy) is stopped, so nothing runs twice."""
+        writers = await anyio.to_thread.run_sync(records.log_writers, self.owner.state_dir / "logs")
+        if not writers:
+            return  # the usual case: a project's first start must not wait for psutil's import
         import psutil
 
-        writers = await anyio.to_thread.run_sync(records.log_writers, self.owner.state_dir / "logs")
         for name, pids in writers.items():
             if name in recorded:
                 continue

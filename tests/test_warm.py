@@ -314,3 +314,36 @@ def test_malformed_warm_requests_are_refused_idle_or_not(project: Project, reque
         assert reply["ok"] is False and reply["exit_code"] == 2 and "bad request" in reply["error"], reply
         project.run("down", check=True)
     assert project.run("status").returncode == 3  # still there, idle, and nothing started
+
+
+PROBE = """
+import json, sys
+seen = []
+def hook(event, args):
+    if event == "subprocess.Popen" and not seen:
+        seen.append(1)
+        with open(sys.argv[1], "w") as out:
+            json.dump(sorted(sys.modules), out)
+sys.addaudithook(hook)
+from orchestrator.detached import main
+sys.exit(main(["-f", sys.argv[2], "--up", ""]))
+"""
+
+
+def test_a_cold_supervisor_spawns_its_first_resource_before_heavy_imports(project: Project, tmp_path: Path) -> None:
+    """Issue 14.3: nothing the first spawn does not need is imported before it."""
+    warm_project(project, SLEEPER, keep_warm="0")
+    seen = tmp_path / "modules.json"
+    supervisor = subprocess.Popen([sys.executable, "-c", PROBE, str(seen), str(project.file)], cwd=project.dir,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(seen.exists, timeout=60)
+        wait_for(lambda: project.run("status").returncode == 0, timeout=60)
+    finally:
+        project.run("down", "--exit")
+        supervisor.wait(timeout=60)
+    import json
+
+    modules = set(json.loads(seen.read_text()))
+    heavy = {"structlog", "psutil", "argparse", "docker", "httpx", "h11", "typer", "orchestrator.health"}
+    assert not heavy & modules, sorted(heavy & modules)
