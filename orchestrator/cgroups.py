@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import structlog
+from orchestrator.logging import get_logger
 
 if TYPE_CHECKING:
     from orchestrator.spec import ProjectSpec, ResourceSpec
 
-log = structlog.get_logger("vrooli.memory")
+log = get_logger("vrooli.memory")
 
 CGROUPS_ENV = "VROOLI_MEMORY_CGROUPS"  # "off": never use cgroups; the watchdog enforces every limit
 PREFIX = "vrooli."  # a resource's cgroup: vrooli.<resource>.<pid>, in the supervisor's own cgroup

@@ -114,6 +114,7 @@ def up(
 
         configure(log_format, sys.stderr)
         registry.remember(project.files[0], project.state_dir, project.name)
+        spawn.retire_idle(project.state_dir)  # a warm supervisor left by `down` gives way
         code = service.run(service.Options(files=list(project.files), mode="foreground",
                                            names=names or [], no_deps=no_deps,
                                            profiles=active_profiles(project, profile or [])))
@@ -439,6 +440,7 @@ def daemon(
     try:
         project = _load(files)
         registry.remember(project.files[0], project.state_dir, project.name)
+        spawn.retire_idle(project.state_dir)  # a warm supervisor left by `down` gives way
         code = service.run(service.Options(files=list(project.files), mode="daemon", names=names or [],
                                            health_listen=health_listen,
                                            profiles=active_profiles(project, profile or [])))

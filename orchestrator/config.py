@@ -103,6 +103,7 @@ def load(files: list[Path], environ: Mapping[str, str] | None = None, *,
         health_listen=settings.health_listen, health_enabled=settings.health_enabled,
         environ_names=frozenset(environ.looked_up | variables.looked_up),
         memory_budget=settings.memory_budget, memory_budget_peak=settings.memory_budget_peak,
+        keep_warm=settings.keep_warm,
     )
 
 

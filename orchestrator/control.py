@@ -127,11 +127,11 @@ async def serve(path: Path, handler: Handler, *, task_status: Any) -> None:
     in accept() a back-off (fdlimits.py) instead of a crash that would stop every resource.
     """
     import anyio
-    import structlog
 
     from orchestrator.fdlimits import CLIENT_GONE, OUT_OF_FDS, AcceptPressure, LogOnce, os_error_of, where_raised
+    from orchestrator.logging import get_logger
 
-    log = structlog.get_logger("vrooli.control")
+    log = get_logger("vrooli.control")
     if path.exists() or path.is_symlink():
         path.unlink()  # stale: we hold the supervisor lock, so no one else serves here
     old_umask = os.umask(0o177)
@@ -256,6 +256,8 @@ class Client:
         self.path = path
         self.timeout = timeout
         self.daemon_uid = daemon_uid  # a system daemon's user (daemons.py), trusted as its server
+        # Set by spawn.ensure_supervisor: the supervisor answered that it idles, warm (warm.py).
+        self.warm_idle = False
 
     def stream(self, request: dict[str, Any], timeout: float | None = None) -> Iterator[dict[str, Any]]:
         """Send one request; yield reply lines until the server closes."""

@@ -14,19 +14,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import structlog
 
 from orchestrator import config, control, daemons, ops, privileges
 from orchestrator.endpoint import HealthEndpoint
 from orchestrator.errors import EXIT_FAILED, EXIT_OK, VrooliError, check_names
 from orchestrator.events import ReloadHook
+from orchestrator.logging import get_logger
 from orchestrator.scheduler import SETTLED_OK, State
 
 if TYPE_CHECKING:
     from orchestrator.spec import ProjectSpec
     from orchestrator.supervisor import Supervisor
+    from orchestrator.warm import Host
 
-log = structlog.get_logger("vrooli.service")
+log = get_logger("vrooli.service")
 
 
 @dataclass
@@ -84,6 +85,7 @@ class Handlers:
         # What a detached supervisor started for the `up` that forked it, before that `up`
         # connected: the first `up` request owns it (and undoes it if it fails at start).
         self._started_unasked: set[str] = set()
+        self.host: Host | None = None  # the process around this session (warm.py); None in tests
 
     async def start_unasked(self) -> None:
         """Start what the forking `up` asks for without waiting for it to connect (a round
@@ -112,7 +114,8 @@ class Handlers:
     async def op_ping(self, request: dict[str, Any], reply: Reply) -> None:
         # The files let a client whose own copy is broken check that this is its project.
         await reply({"ok": True, "pid": os.getpid(), "project": self.sup.project.name,
-                     "mode": self.options.mode, "files": [str(f) for f in self.sup.project.files]})
+                     "mode": self.options.mode, "files": [str(f) for f in self.sup.project.files],
+                     "idle": False, "code": self.host.code if self.host is not None else None})
 
     async def op_status(self, request: dict[str, Any], reply: Reply) -> None:
         names = request.get("names") or None
@@ -124,8 +127,12 @@ class Handlers:
 
     def supervisor_status(self) -> dict[str, Any]:
         """The status reply's `supervisor` object (CONTRACT.md): who answers, and how it runs."""
-        return {"pid": os.getpid(), "mode": self.options.mode, "unit": self.unit,
-                "idle": False, "exits_in_seconds": None}
+        status = {"pid": os.getpid(), "mode": self.options.mode, "unit": self.unit,
+                  "idle": False, "exits_in_seconds": None}
+        if self.host is not None:  # warm.py: idle between sessions, and until when
+            idle = self.host.info()
+            status.update(idle=idle["idle"], exits_in_seconds=idle["exits_in_seconds"])
+        return status
 
     async def op_usage(self, request: dict[str, Any], reply: Reply) -> None:
         """Memory now and CPU over a second, per resource (`vrooli report`)."""
@@ -280,6 +287,8 @@ class Handlers:
             return
         if not any(r.running_task or r.instance is not None for r in self.sup.records.values()):
             log.info("nothing runs after a failed up; the supervisor ends")
+            if self.host is not None:
+                self.host.request_exit()  # not warm either: as documented, nothing is left behind
             self.sup.shutdown_requested.set()
 
     async def _preflight(self, names: list[str] | None, no_deps: bool, profiles: list[str]) -> None:
@@ -329,10 +338,19 @@ class Handlers:
                     await self.sup.runtime(kind).cleanup(self.sup.project, bool(request.get("volumes")))
                 except VrooliError as exc:
                     log.warning("cleanup failed", runtime=kind, error=str(exc))
+        after = "running"
+        if not names:
+            # Decided before the reply: the client waits for an exiting supervisor to be gone.
+            after = self.host.after_down(bool(request.get("exit"))) if self.host is not None else "exiting"
         await reply({"ok": True, "stopped": stopped, "exit_code": EXIT_OK,
-                     "resources": self.sup.snapshot(stopped)})
+                     "resources": self.sup.snapshot(stopped), "supervisor": after})
         if not names:
             self.sup.shutdown_requested.set()
+
+    async def op_retire(self, request: dict[str, Any], reply: Reply) -> None:
+        """End an idle supervisor whose code is older than the client's (warm.py answers it
+        while idle); a session that holds resources keeps them."""
+        await reply({"ok": True, "retired": False, "exit_code": EXIT_OK})
 
     async def op_restart(self, request: dict[str, Any], reply: Reply) -> None:
         names = request.get("names") or []

@@ -1,7 +1,7 @@
 """Entry point of the detached supervisor: `python -m orchestrator.detached -f FILE ...`.
 
-Deliberately not the typer CLI: typer (with pydantic) costs ~100 ms of imports, and a cold
-`vrooli up` waits for this process before anything starts.
+Deliberately not the typer CLI (nor argparse): typer (with pydantic) costs ~100 ms of
+imports, and a cold `vrooli up` waits for this process before anything starts.
 """
 
 from __future__ import annotations
@@ -14,30 +14,45 @@ if "rich" not in sys.modules:  # see cli.py: structlog would import it, for noth
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
+    """`-f FILE`... `[--log-format F] [--up NAMES [--no-deps] [--profile P]... [--invoked-at T]]`, as spawn.py
+    writes them. Parsed by hand: argparse costs a few ms on the path to the first start."""
     from pathlib import Path
 
-    parser = argparse.ArgumentParser(prog="vrooli-detached")
-    parser.add_argument("-f", "--file", action="append", default=[])
-    parser.add_argument("--log-format", default="json")
-    parser.add_argument("--up", dest="up_names", default=None)
-    parser.add_argument("--no-deps", action="store_true")
-    parser.add_argument("--profile", dest="profiles", action="append", default=[])
-    parser.add_argument("--invoked-at", type=float, default=None)
-    args = parser.parse_args(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    files: list[str] = []
+    profiles: list[str] = []
+    log_format, up_names, no_deps, invoked_at = "json", None, False, None
+    while args:
+        arg = args.pop(0)
+        if arg == "--no-deps":
+            no_deps = True
+        elif arg in ("-f", "--file", "--log-format", "--up", "--profile", "--invoked-at") and args:
+            value = args.pop(0)
+            if arg in ("-f", "--file"):
+                files.append(value)
+            elif arg == "--profile":
+                profiles.append(value)
+            elif arg == "--log-format":
+                log_format = value
+            elif arg == "--up":
+                up_names = value
+            else:
+                invoked_at = float(value)
+        else:
+            print(f"vrooli-detached: unexpected argument {arg!r}", file=sys.stderr)
+            return 2
 
     from orchestrator import config, service
     from orchestrator.errors import VrooliError
     from orchestrator.logging import configure
 
-    configure(args.log_format, sys.stderr)
-    names = [n for n in (args.up_names or "").split(",") if n]
+    configure(log_format, sys.stderr)
+    names = [n for n in (up_names or "").split(",") if n]
     try:
         return service.run(service.Options(
-            files=config.find_files(args.file) if args.file else [Path(os.getcwd()) / config.DEFAULT_FILE],
-            mode="detached", names=names, no_deps=args.no_deps, profiles=args.profiles,
-            up_at_start=args.up_names is not None,
-            invoked_at=args.invoked_at))
+            files=config.find_files(files) if files else [Path(os.getcwd()) / config.DEFAULT_FILE],
+            mode="detached", names=names, no_deps=no_deps, profiles=profiles, up_at_start=up_names is not None,
+            invoked_at=invoked_at))
     except VrooliError as exc:
         for line in exc.lines():
             print(f"vrooli: {line}", file=sys.stderr)

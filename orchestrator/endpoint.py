@@ -13,15 +13,14 @@ import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from orchestrator.errors import UsageError, VrooliError
+from orchestrator.logging import get_logger
 from orchestrator.paths import write_private
 
 if TYPE_CHECKING:
     from orchestrator.spec import ProjectSpec
 
-log = structlog.get_logger("vrooli.service")
+log = get_logger("vrooli.service")
 DAEMON_HEALTH_LISTEN = "127.0.0.1:9500"
 ANY_FREE_PORT = "127.0.0.1:0"
 LISTEN_FORM = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$")

@@ -53,9 +53,9 @@ def raise_nofile_limit(target: int = NOFILE_TARGET) -> tuple[int, int]:
 
 
 def _not_raised(soft: int | None, hard: int | None, exc: Exception) -> None:
-    import structlog  # only here: importing it costs the CLI's fast paths nothing
+    from orchestrator.logging import get_logger  # only here: the CLI's fast paths need none of it
 
-    structlog.get_logger("vrooli.fdlimits").info(
+    get_logger("vrooli.fdlimits").info(
         "nofile limit not raised; running with the limit we were given (set LimitNOFILE= in the unit)",
         soft=soft, hard=hard, error=getattr(exc, "strerror", None) or str(exc))
 

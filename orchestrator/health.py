@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import anyio
-import structlog
 
 from orchestrator import __version__
 from orchestrator.exposure import public_text
 from orchestrator.fdlimits import LogOnce, where_raised
 from orchestrator.httpserver import Request, Response
+from orchestrator.logging import get_logger
 from orchestrator.memory import health_check as memory_check
 from orchestrator.memory import metric_families as memory_families
 from orchestrator.scheduler import SETTLED_OK, State
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from orchestrator.events import RecordView, StackView
     from orchestrator.runtimes import Usage
 
-log = structlog.get_logger("vrooli.health")
+log = get_logger("vrooli.health")
 STARTUP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 10, 15, 20, 30, 45, 60, 90, 120)
 LIVENESS_STALE = 5.0  # seconds without a housekeeping beat before /livez fails
 USAGE_FRESH = 1.0  # seconds a /metrics scrape may reuse the previous scrape's usage figures

@@ -27,12 +27,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import anyio
-import psutil
-import structlog
 from anyio.abc import ByteReceiveStream
 
 from orchestrator.errors import VrooliError
 from orchestrator.exposure import mask_secrets
+from orchestrator.logging import get_logger
 from orchestrator.runtimes import EXIT_UNKNOWN, killed_by
 from orchestrator.runtimes.process import (
     INSTANCE_ENV,
@@ -47,7 +46,7 @@ if TYPE_CHECKING:
     from orchestrator.runtimes import Instance
     from orchestrator.spec import ResourceSpec
 
-log = structlog.get_logger("vrooli.hooks")
+log = get_logger("vrooli.hooks")
 
 POST_START = "post_start"
 PRE_STOP = "pre_stop"
@@ -227,6 +226,8 @@ async def _run_on_host(spec: ResourceSpec, argv: tuple[str, ...], timeout: float
 
 async def _end_all(members: ProcessInstance) -> None:
     """SIGKILL the hook and everything it started (group, descendants, its token)."""
+    import psutil  # here: the supervisor imports this module before its first spawn
+
     try:
         await members.stop("SIGKILL", 0.0)
     except psutil.Error as exc:  # a process table read that raced an exit: nothing left to end

@@ -31,11 +31,11 @@ from http import HTTPStatus
 
 import anyio
 import h11
-import structlog
 
 from orchestrator.fdlimits import CLIENT_GONE, OUT_OF_FDS, AcceptPressure, LogOnce, where_raised
+from orchestrator.logging import get_logger
 
-log = structlog.get_logger("vrooli.http")
+log = get_logger("vrooli.http")
 RECV_SIZE = 65536
 
 

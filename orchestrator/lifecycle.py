@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.to_thread
-import structlog
 from anyio.abc import TaskGroup
 
 from orchestrator.errors import VrooliError
 from orchestrator.hooks import POST_START, PRE_STOP, is_hook_line, run_hook
+from orchestrator.logging import get_logger
 from orchestrator.policy import Backoff, liveness_step, should_restart, within_burst
 from orchestrator.probes import Probe, ProbeContext, ProbeResult, make_probe, run_once, until_ready
 from orchestrator.runtimes import EXIT_UNKNOWN, killed_by
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from orchestrator.runtimes import Instance, Runtime
     from orchestrator.state_store import Record
 
-log = structlog.get_logger("vrooli.supervisor")
+log = get_logger("vrooli.supervisor")
 
 # What a stop signal gets at least when a pre_stop hook used up stop_timeout (as Kubernetes
 # gives a one-time 2 s after an overrunning preStop): a hung hook never turns a stop into an

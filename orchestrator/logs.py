@@ -32,12 +32,11 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-import structlog
-
 from orchestrator import logtimes, paths
+from orchestrator.logging import get_logger
 from orchestrator.spec import DEFAULT_LOG_MAX_FILES, DEFAULT_LOG_MAX_SIZE
 
-log = structlog.get_logger("vrooli.logs")
+log = get_logger("vrooli.logs")
 
 DEFAULT_MAX_BYTES = DEFAULT_LOG_MAX_SIZE
 CATCH_UP_ROUNDS = 8  # without collapse: copies of what the writer added meanwhile, at most

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
-import structlog
 
 from orchestrator.cgroups import Cgroup, enforced_by, format_size, held_cgroup, process_stat, process_table
+from orchestrator.logging import get_logger
 from orchestrator.scheduler import State
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from orchestrator.spec import ProjectSpec
     from orchestrator.state_store import Record
 
-log = structlog.get_logger("vrooli.memory")
+log = get_logger("vrooli.memory")
 
 SAMPLE_PERIOD = 1.0  # seconds between samples of process trees
 CONTAINER_PERIOD = 5.0  # container stats cost the engine real work: sampled less often

@@ -26,9 +26,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import structlog
 
 from orchestrator.errors import VrooliError
+from orchestrator.logging import get_logger
 from orchestrator.policy import Backoff
 from orchestrator.scheduler import SETTLED_BAD, SETTLED_OK, State
 from orchestrator.spec import ModelLoad, ModelsSpec, ResourceSpec
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
     from orchestrator.events import StackView
 
-log = structlog.get_logger("vrooli.models")
+log = get_logger("vrooli.models")
 
 PULL_ATTEMPTS = 4  # of one ensure
 PULL_BACKOFF = Backoff(1.0, 4.0)  # 1, 2, 4 s between them, plus jitter: pulls that failed together spread

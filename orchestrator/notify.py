@@ -12,15 +12,15 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import structlog
 
 from orchestrator.exposure import public_text
+from orchestrator.logging import get_logger
 from orchestrator.scheduler import SETTLED_OK, State
 
 if TYPE_CHECKING:
     from orchestrator.events import ReloadEvents, StackView
 
-log = structlog.get_logger("vrooli.notify")
+log = get_logger("vrooli.notify")
 EXTEND_STEP_USEC = 15_000_000  # ask for 15 s more each time a slow start makes progress
 
 

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import structlog
 from anyio.abc import TaskGroup
 
 from orchestrator import config, control, daemons, paths, privileges
@@ -29,12 +28,14 @@ from orchestrator.control_api import Handlers, Options
 from orchestrator.endpoint import HealthEndpoint, open_health_endpoint
 from orchestrator.errors import VrooliError
 from orchestrator.fdlimits import raise_nofile_limit, where_raised
+from orchestrator.logging import get_logger
 from orchestrator.spec import ProjectSpec
 from orchestrator.supervisor import Supervisor
+from orchestrator.warm import Host
 
 __all__ = ["Handlers", "Options", "run"]  # Options is how callers (cli, detached) describe a run
 
-log = structlog.get_logger("vrooli.service")
+log = get_logger("vrooli.service")
 HEALTH_DEFER_MAX = 1.0  # seconds the health endpoint may hold requests while the stack starts
 
 
@@ -156,10 +157,36 @@ def _state_rebuilder(sup: Supervisor, lock: SupervisorLock, endpoint: ControlEnd
 
 async def _main(project: ProjectSpec, options: Options, endpoint: HealthEndpoint,
                 lock: SupervisorLock | None = None, publication: daemons.Publication | None = None) -> int:
-    sup = Supervisor(project)
-    if options.invoked_at is not None:
-        sup.cold_start = {"invoked_at": options.invoked_at, "supervisor_at": time.time()}
+    """Sessions (a Supervisor each) until the process ends; a detached supervisor waits
+    idle between them (warm.py). The control socket and the signals span them all."""
+    host = Host(project, options, endpoint)
     exit_code = 0
+    try:
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(_signals, host)
+            while True:
+                exit_code, lost = await _session(host, lock, outer, publication)
+                if lost or not host.keeps_warm():
+                    break
+                wake = await host.idle_period()
+                if wake is None:
+                    break
+                host.take_over(wake)
+                host.endpoint = open_health_endpoint(host.project, options.health_listen, options.mode)
+            outer.cancel_scope.cancel()
+    finally:
+        host.endpoint.close()
+    return exit_code
+
+
+async def _session(host: Host, lock: SupervisorLock | None, outer: TaskGroup,
+                   publication: daemons.Publication | None = None) -> tuple[int, bool]:
+    """One supervisor's run, from its start to the end of its `down`: (exit code, state dir lost)."""
+    project, options = host.project, host.options
+    sup = Supervisor(project)
+    first = host.sessions == 0
+    if options.invoked_at is not None and first:
+        sup.cold_start = {"invoked_at": options.invoked_at, "supervisor_at": time.time()}
     extras: list[Callable[[Supervisor, Handlers], Coroutine[Any, Any, None]]] = []
     if options.mode == "daemon":
         from orchestrator.notify import systemd_reporter
@@ -171,37 +198,43 @@ async def _main(project: ProjectSpec, options: Options, endpoint: HealthEndpoint
             tg.cancel_scope.cancel()
 
         await tg.start(run_supervisor)
-        handler = Handlers(sup, options, endpoint)
-        if options.up_at_start:
+        handler = Handlers(sup, options, host.endpoint)
+        handler.host = host
+        if options.up_at_start and first:
             await handler.start_unasked()
-        control_endpoint = ControlEndpoint(tg, paths.control_socket(project.state_dir), handler.handle)
-        await control_endpoint.start()
-        if publication is not None:
-            _publish(publication)
+        host.serving(handler)
+        if first:
+            host.control = ControlEndpoint(outer, paths.control_socket(project.state_dir), host.handle)
+            await host.control.start()
+            if publication is not None:
+                _publish(publication)
         if lock is not None:
             sup.sentinels[lock.path] = paths.identity(lock.path)
-            sup.sentinels[control_endpoint.path] = paths.identity(control_endpoint.path)
-            sup.on_state_lost.append(_state_rebuilder(sup, lock, control_endpoint, options))
+            sup.sentinels[host.control.path] = paths.identity(host.control.path)
+            sup.on_state_lost.append(_state_rebuilder(sup, lock, host.control, options))
+        endpoint = host.endpoint
         if endpoint.address is not None:
             sup.kept_files["health.addr"] = endpoint.address  # written again if the state dir is rebuilt
         if endpoint.sock is not None:
             # Not awaited: resources and the control socket must not wait for its imports.
             tg.start_soon(_health, sup, endpoint.sock)
-        tg.start_soon(_signals, sup, handler)
         for extra in extras:
             tg.start_soon(extra, sup, handler)
-        log.info("supervisor started", project=project.name, pid=os.getpid(), mode=options.mode)
+        log.info("supervisor started", project=project.name, pid=os.getpid(), mode=options.mode,
+                 session=host.sessions)
         if options.mode in ("foreground", "daemon"):
             selected = sup.request_up(options.names or None, options.no_deps, options.profiles)
             if options.mode == "foreground":
                 tg.start_soon(_foreground_progress, sup, selected)
             else:
                 tg.start_soon(_record_when_settled, sup, selected)
+    host.session_ended()
+    exit_code = 0
     if options.mode == "foreground":
         failed = [r for r in sup.records.values() if r.state.value in ("failed", "blocked")]
         exit_code = 1 if failed else 0
     log.info("supervisor stopped", project=project.name)
-    return exit_code
+    return exit_code, sup.state_dir_lost
 
 
 def _publish(publication: daemons.Publication) -> None:
@@ -269,15 +302,20 @@ async def _record_when_settled(sup: Supervisor, selected: frozenset[str]) -> Non
     sup.record_start(selected)
 
 
-async def _signals(sup: Supervisor, handler: Handlers) -> None:
+async def _signals(host: Host) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
+            handler = host.handler
             if signum == signal.SIGHUP:
+                if handler is None:
+                    log.info("SIGHUP while idle: nothing to reload (the next up reads the files)")
+                    continue
                 log.info("reloading on SIGHUP")
                 try:
                     await handler.reload({})
                 except VrooliError:
                     pass  # logged by reload; the running stack is unchanged
             else:
+                # At once, also when idle: SIGTERM (systemd, `kill`) never leaves a warm period.
                 log.info("shutting down", signal=signal.Signals(signum).name)
-                sup.shutdown_requested.set()
+                host.request_exit()

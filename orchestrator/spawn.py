@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orchestrator import paths, registry
 from orchestrator.errors import VrooliError
@@ -45,10 +45,50 @@ def ensure_supervisor(project: ProjectSpec, up: list[str] | None = None, no_deps
     """
     registry.remember(project.files[0], project.state_dir, project.name)
     existing = client(project)
-    if existing.alive():
+    answer = _ping(existing)
+    if answer is not None and not _retired_for_older_code(existing, answer, project.state_dir):
+        existing.warm_idle = bool(answer.get("idle"))
         return existing
     started = _spawn(project, up, no_deps, profiles or [])
     return existing if started is None else _wait_answering(project, started)
+
+
+def _ping(answering: Client) -> dict[str, Any] | None:
+    try:
+        reply = answering.call({"op": "ping"})
+    except (VrooliError, OSError, ValueError):
+        return None
+    return reply if reply.get("ok") else None
+
+
+def retire_idle(state_dir: Path) -> None:
+    """End the project's supervisor if it idles, warm: `up --foreground` and `vrooli daemon`
+    become the project's supervisor themselves, and it would hold the lock they need."""
+    answering = client_at(state_dir)
+    ping = _ping(answering)
+    if ping is not None and ping.get("idle"):
+        _retired_for_older_code(answering, ping, state_dir, whatever_code=True)
+
+
+def _retired_for_older_code(answering: Client, ping: dict[str, Any], state_dir: Path,
+                            whatever_code: bool = False) -> bool:
+    """An idle warm supervisor whose modules differ from ours (a `pip install -U`, an edit
+    of an editable install since it started) is ended, so a fresh one serves this `up`;
+    one that holds resources is kept (ending it would stop them). True if it was ended."""
+    from orchestrator.codeid import fingerprint
+
+    if not ping.get("idle") or (ping.get("code") == fingerprint() and not whatever_code):
+        return False
+    try:
+        retired = answering.call({"op": "retire"}).get("retired")
+    except (VrooliError, OSError, ValueError):
+        retired = True  # it went away meanwhile
+    if not retired:
+        return False  # an `up` woke it meanwhile: it serves that stack now
+    deadline = time.monotonic() + SPAWN_TIMEOUT
+    while _supervisor_running(state_dir) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return True
 
 
 def client(project: ProjectSpec, timeout: float | None = 5.0) -> Client:
@@ -268,13 +308,12 @@ def _fork_supervisor(args: list[str], log: int, cwd: Path, lock_fd: int) -> int:
 
 
 def _set_process_name(name: bytes) -> None:
-    """Name the forked supervisor in ps/top (it would otherwise look like `vrooli up`)."""
+    """Name the forked supervisor in ps/top (it would otherwise look like `vrooli up`);
+    through /proc rather than prctl, which would need ctypes (a few ms of imports)."""
     try:
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        libc.prctl(15, ctypes.c_char_p(name), 0, 0, 0)  # PR_SET_NAME
-    except (OSError, AttributeError):
+        with open("/proc/self/comm", "wb") as handle:
+            handle.write(name)
+    except OSError:
         pass
 
 

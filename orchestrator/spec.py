@@ -229,6 +229,7 @@ class ProjectSpec:
     # model loads wait while they would take it over `memory_budget_peak`.
     memory_budget: int | None = None
     memory_budget_peak: int | None = None
+    keep_warm: float = 600.0  # seconds a detached supervisor stays idle after `down`; 0: none
 
     @property
     def enabled_names(self) -> list[str]:

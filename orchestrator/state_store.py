@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 import anyio.from_thread
 import anyio.to_thread
-import structlog
 
 from orchestrator import paths, records
 from orchestrator.errors import VrooliError
+from orchestrator.logging import get_logger
 from orchestrator.logs import LogKeeper, OutputLog
 from orchestrator.runtimes import Adoptable
 from orchestrator.scheduler import State
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from orchestrator.runtimes import Instance, Runtime
     from orchestrator.spec import ProjectSpec, ResourceSpec
 
-log = structlog.get_logger("vrooli.supervisor")
+log = get_logger("vrooli.supervisor")
 
 NOT_RUNNING = (State.STOPPED, State.FAILED, State.COMPLETED)
 MAX_RECORD = 16 << 20  # last_start.json read back to add a warm-up: ours, but bounded all the same
@@ -234,9 +234,11 @@ class Adoption:
         """Processes of ours that no valid record names: each leads its session and writes
         to `logs/NAME.log`. One whose command line is still the declared one is adopted;
         any other (or a second copy) is stopped, so nothing runs twice."""
+        writers = await anyio.to_thread.run_sync(records.log_writers, self.owner.state_dir / "logs")
+        if not writers:
+            return  # the usual case: a project's first start must not wait for psutil's import
         import psutil
 
-        writers = await anyio.to_thread.run_sync(records.log_writers, self.owner.state_dir / "logs")
         for name, pids in writers.items():
             if name in recorded:
                 continue

@@ -20,13 +20,13 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-import structlog
 from anyio.abc import TaskGroup
 
 from orchestrator import graph, paths, scheduler, state_store
 from orchestrator.errors import VrooliError
 from orchestrator.exposure import public_rows
 from orchestrator.lifecycle import Lifecycle, ReadyGate
+from orchestrator.logging import get_logger
 from orchestrator.logs import OutputLog
 from orchestrator.memory import MemoryMonitor
 from orchestrator.models import ModelManager, managers_for
@@ -36,7 +36,7 @@ from orchestrator.scheduler import State, View
 from orchestrator.spec import ProjectSpec
 from orchestrator.state_store import Adoption, Record, RunningFile, StateDirGuard, write_last_start
 
-log = structlog.get_logger("vrooli.supervisor")
+log = get_logger("vrooli.supervisor")
 
 RuntimeFactory = Callable[[str, ProjectSpec], Runtime]
 HOUSEKEEPING_PERIOD = 0.5  # heartbeat, and how often the state dir is checked to be intact
@@ -282,6 +282,14 @@ class Supervisor:
     def _state_dir_rebuilt(self) -> None:
         self._running_file.forget()
         self._write_running()
+
+    def release_runtimes(self) -> None:
+        """Let go of the runtimes' connections (the Docker engine's) once nothing runs."""
+        for rt in self._runtimes.values():
+            close = getattr(rt, "close", None)
+            if close is not None:
+                close()
+        self._runtimes.clear()
 
     async def _cleanup_runtimes(self, remove_volumes: bool) -> None:
         for rt in self._runtimes.values():

@@ -8,6 +8,7 @@ stack's own processes start on the same cores.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -50,9 +51,13 @@ def run_up(names: list[str], files: list[str], no_deps: bool, json_out: bool,
             print(f"vrooli: nothing to start: every resource is disabled or in an inactive profile "
                   f"({', '.join(project.declared_profiles)}); use --profile or name one", file=sys.stderr)
         client = spawn.ensure_supervisor(project, up=names, no_deps=no_deps, profiles=active)
-        return follow(client, {"op": "up", "names": names, "no_deps": no_deps, "profiles": active,
-                               "files": [str(f) for f in project.files],
-                               "environ": config.referenced_environ(project)}, json_out)
+        request = {"op": "up", "names": names, "no_deps": no_deps, "profiles": active,
+                   "files": [str(f) for f in project.files], "environ": config.referenced_environ(project)}
+        if client.warm_idle:
+            # Only to an idle supervisor of ours (the socket's peer is checked): its new
+            # processes inherit this environment, as those of one forked by this command would.
+            request["process_environ"] = dict(os.environ)
+        return follow(client, request, json_out)
     except VrooliError as exc:
         report_error(exc, json_out)
         return exc.exit_code

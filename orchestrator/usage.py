@@ -12,13 +12,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import structlog
+
+from orchestrator.logging import get_logger
 
 if TYPE_CHECKING:
     from orchestrator.runtimes import Instance
     from orchestrator.supervisor import Supervisor
 
-log = structlog.get_logger("vrooli.usage")
+log = get_logger("vrooli.usage")
 
 WINDOW = 1.0  # seconds between the two CPU readings
 READ_TIMEOUT = 5.0  # one reading of a container's stats may be slow; never longer than this

@@ -8,6 +8,8 @@ Run on demand (never as a timed test):
     python3 scripts/bench.py --profile n8n --rounds 5       # real n8n (npm, see N8N_INSTALL)
     python3 scripts/bench.py --profile wide --rounds 5
     python3 scripts/bench.py --profile cli                  # CLI latency, daemon idle RSS/CPU
+    python3 scripts/bench.py --profile warm --rounds 5      # issue 14's targets (see bench_warm)
+    python3 scripts/bench.py --profile warm --code /other/checkout   # the same, another checkout's vrooli
 
 Each runner, per round:
 - vrooli:     `vrooli up` from cold (no supervisor) until it returns ready (wall clock).
@@ -233,6 +235,20 @@ def real_files(workdir: Path) -> list[str]:
 
 def file_args(files: list[str]) -> list[str]:
     return [a for f in files for a in ("-f", f)]
+
+
+def chain_profile(workdir: Path, delay: float = 0.7) -> str:
+    """Four stand-ins in a row (three hops), each ready `delay` s after it starts and only
+    after the one before it is healthy: the chain of issue 14's measurements."""
+    ports = [free_port() for _ in range(4)]
+    timed = STANDINS / "timed.py"
+    lines = ['[project]\nname = "bench-chain"\nstate_dir = "state-chain"\nhealth_listen = "127.0.0.1:0"\n']
+    for index, port in enumerate(ports):
+        deps = f'depends_on = {{ c{index - 1} = "healthy" }}\n' if index else ""
+        lines.append(f'[resources.c{index}]\ncommand = ["{PY}", "{timed}", "--name", "c{index}", "--port", "{port}", '
+                     f'"--delay", "{delay}"]\nports = [{port}]\n{deps}'
+                     f'health = {{ probe = "http", url = "http://127.0.0.1:{port}/" }}\n')
+    return "\n".join(lines)
 
 
 def run_vrooli(workdir: Path, files: list[str]) -> tuple[float, list[dict[str, Any]]]:
@@ -675,6 +691,176 @@ def bench_cli(workdir: Path, idle_seconds: float) -> dict[str, Any]:
     return out
 
 
+# ------------------------------------------------------------------ issue 14: warm supervisor
+
+
+def end_supervisor(workdir: Path, files: list[str]) -> None:
+    """Stop the stack and end its supervisor, warm or not (`down --exit`; a checkout without
+    it (exit 2, unknown option) ends the supervisor with a plain `down`)."""
+    if vrooli("down", "--exit", *file_args(files), cwd=workdir, check=False).returncode == 2:
+        down(workdir, files)
+
+
+def drop_caches() -> bool:
+    """A fresh boot's cold page cache, as far as a running machine can have one (root only)."""
+    if os.geteuid() != 0:
+        return False
+    subprocess.run(["sync"], check=False)
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        return False
+    return True
+
+
+def supervisor_share(log: Path, began: float) -> float | None:
+    """In a warm supervisor: from the `up` request's arrival ("supervisor waking") to the
+    first "resource starting" (seconds); None if no warm supervisor served this `up`."""
+    waking = None
+    try:
+        lines = log.read_text(errors="replace").splitlines()[-400:]
+    except OSError:
+        return None
+    for line in lines:
+        if not line.startswith("{"):
+            continue
+        event = json.loads(line)
+        at = ts(event.get("timestamp", "1970-01-01T00:00:00Z"))
+        if event.get("event") == "supervisor waking" and at >= began:
+            waking = at
+        elif event.get("event") == "resource starting" and waking is not None:
+            return at - waking
+    return None
+
+
+def timed_up(workdir: Path, files: list[str]) -> tuple[float, float]:
+    """(`vrooli up` to ready, `vrooli up` began to the first resource started), seconds.
+
+    "Started" is the supervisor's `started_at`, taken just before it spawns the process."""
+    began = time.time()
+    done = subprocess.run([PY, "-m", "orchestrator", "up", *file_args(files)], cwd=workdir, env=ENV,
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+    took = time.time() - began
+    if done.returncode != 0:
+        raise RuntimeError(f"vrooli up failed: {done.stderr[-3000:]}")
+    rows = json.loads(vrooli("status", "--json", *file_args(files), cwd=workdir, check=False).stdout)["resources"]
+    first = min(ts(r["started_at"]) for r in rows if r.get("started_at"))
+    return took, first - began
+
+
+def warm_stack(workdir: Path, files: list[str], rounds: int, fresh_rounds: int, label: str) -> dict[str, Any]:
+    """`up` of a stopped stack, right after `down` (a warm supervisor, where there is one) and
+    after a fresh boot (no supervisor, page cache dropped), against the bare critical path."""
+    print(f"== {label}", flush=True)
+    end_supervisor(workdir, files)
+    timed_up(workdir, files)  # warm-up round: caches, .pyc files; not counted
+    own = measure_alone_after(workdir, files)
+    crit, chain = critical_path(workdir, files, own)
+    print(f"   critical path {crit:.3f}s via {' -> '.join(chain)}", flush=True)
+    timed_up(workdir, files)  # a supervisor again (measuring alone ended it): the first `down` leaves it warm
+    kinds: dict[str, dict[str, list[float]]] = {"after_down": {"up": [], "first_start": [], "supervisor": []},
+                                                "fresh_boot": {"up": [], "first_start": [], "supervisor": []}}
+    log = workdir / state_dir_of(workdir, files) / "supervisor.log"
+    dropped = False
+    for index in range(rounds + fresh_rounds):
+        kind = "after_down" if index < rounds else "fresh_boot"
+        if kind == "after_down":
+            down(workdir, files)  # the supervisor stays warm if the code has that
+        else:
+            end_supervisor(workdir, files)
+            dropped = drop_caches()
+        began = time.time()
+        took, first = timed_up(workdir, files)
+        kinds[kind]["up"].append(took)
+        kinds[kind]["first_start"].append(first)
+        inside = supervisor_share(log, began)
+        if inside is not None:
+            kinds[kind]["supervisor"].append(inside)
+        print(f"   {kind}: up {took:.3f}s, first start after {first * 1000:.0f} ms"
+              + (f" ({inside * 1000:.1f} ms of it in the warm supervisor)" if inside is not None else ""), flush=True)
+    end_supervisor(workdir, files)
+    out: dict[str, Any] = {"critical_path_seconds": round(crit, 4), "critical_chain": chain,
+                           "own_seconds": {k: round(v, 4) for k, v in own.items()}, "page_cache_dropped": dropped}
+    for kind, values in kinds.items():
+        up = summary(values["up"])
+        out[kind] = {"up": up, "first_start_ms": summary([v * 1000 for v in values["first_start"]]),
+                     "request_to_first_start_in_warm_supervisor_ms": summary([v * 1000 for v in values["supervisor"]]),
+                     "ratio_to_critical": round(up["median"] / crit, 4) if up["median"] else None,
+                     "over_critical_seconds": round(up["median"] - crit, 4) if up["median"] else None}
+    out["target_after_down_seconds"] = round(1.02 * crit + 0.1, 4)
+    out["target_fresh_boot_seconds"] = round(1.02 * crit + 0.2, 4)
+    return out
+
+
+def state_dir_of(workdir: Path, files: list[str]) -> str:
+    match = re.search(r'state_dir = "([^"]+)"', (workdir / files[0]).read_text())
+    return match.group(1) if match else ".state"
+
+
+def measure_alone_after(workdir: Path, files: list[str]) -> dict[str, float]:
+    end_supervisor(workdir, files)  # the bare launcher must not compete with a running stack
+    return measure_alone(workdir, files)
+
+
+def idle_cost(pid: int, seconds: float) -> dict[str, Any]:
+    """An idle process's cost from /proc: CPU (utime + stime) and voluntary context switches
+    (its wake-ups) over `seconds`, and its resident memory."""
+    def sample() -> tuple[float, int, int]:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+        status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+        return cpu, int(status["voluntary_ctxt_switches"]), int(status["VmRSS"].split()[0]) * 1024
+
+    cpu0, switches0, _ = sample()
+    rss = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(1)
+        rss.append(sample()[2])
+    cpu1, switches1, _ = sample()
+    return {"seconds": seconds, "rss_mb": round(max(rss) / 1e6, 2),
+            "cpu_percent": round((cpu1 - cpu0) / seconds * 100, 4),
+            "wakeups_per_minute": round((switches1 - switches0) / seconds * 60, 1)}
+
+
+def bench_warm(workdir: Path, rounds: int, idle_seconds: float, with_seed: bool) -> dict[str, Any]:
+    """Issue 14's targets: the first start after `up` began (after `down`, and after a fresh
+    boot); `up` against 1.02 x the bare critical path + 0.1 s (+ 0.2 s after a fresh boot) on
+    the chain and seed profiles; `status`, `up` on a running stack, `--help`; an idle warm
+    supervisor's RSS and CPU. Each CLI latency is a whole command, interpreter included."""
+    out: dict[str, Any] = {"code": ENV["PYTHONPATH"]}
+    (workdir / "chain.toml").write_text(chain_profile(workdir))
+    out["chain"] = warm_stack(workdir, ["chain.toml"], rounds, max(2, rounds // 2), "chain of four (three hops)")
+    if with_seed:
+        (workdir / "seed.toml").write_text(seed_profile(workdir, "healthy").replace("state-healthy", "state-seed"))
+        out["seed"] = warm_stack(workdir, ["seed.toml"], max(2, rounds // 2), 1, "seed, n8n edges 'healthy'")
+    files = ["chain.toml"]
+
+    def timed(args: list[str], n: int = 15) -> dict[str, Any]:
+        values = []
+        for _ in range(n):
+            started = time.monotonic()
+            subprocess.run(args, cwd=workdir, env=ENV, capture_output=True, stdin=subprocess.DEVNULL)
+            values.append(time.monotonic() - started)
+        return summary(values)
+
+    cmd = [PY, "-m", "orchestrator"]
+    out["python_startup_seconds"] = timed([PY, "-c", "pass"])  # the interpreter alone, for scale
+    out["help_seconds"] = timed([*cmd, "--help"])
+    vrooli("up", *file_args(files), cwd=workdir)
+    out["status_running_seconds"] = timed([*cmd, "status", *file_args(files)])
+    out["up_running_seconds"] = timed([*cmd, "up", *file_args(files)])
+    down(workdir, files)
+    pid_file = workdir / "state-chain" / "supervisor.pid"
+    if pid_file.exists():
+        time.sleep(2)  # let the last session's tasks finish
+        out["idle_supervisor"] = idle_cost(int(pid_file.read_text()), idle_seconds)
+    else:
+        out["idle_supervisor"] = None  # this code keeps no supervisor after `down`
+    end_supervisor(workdir, files)
+    return out
+
+
 def machine() -> dict[str, Any]:
     import psutil
 
@@ -695,13 +881,18 @@ def quiet_logs() -> None:
 def main() -> None:
     quiet_logs()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", choices=["seed", "real", "n8n", "wide", "cli"], required=True)
+    parser.add_argument("--profile", choices=["seed", "real", "n8n", "wide", "cli", "warm"], required=True)
     parser.add_argument("--n8n-dir", type=Path, default=Path("/opt/n8n-bench"),
                         help="where real n8n is installed (profile n8n)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--code", type=Path, default=None,
+                        help="the checkout whose `vrooli` the commands run (default: this one)")
+    parser.add_argument("--no-seed", action="store_true", help="profile warm: the chain only")
     args = parser.parse_args()
+    if args.code is not None:
+        ENV["PYTHONPATH"] = str(args.code.resolve())
     workdir = Path(tempfile.mkdtemp(prefix="vrooli-bench-"))
     result: dict[str, Any] = {"profile": args.profile, "machine": machine(), "rounds": args.rounds,
                               "command": " ".join(["python3", "scripts/bench.py", *sys.argv[1:]])}
@@ -729,6 +920,8 @@ def main() -> None:
                 vrooli("down", "-f", "n8n.toml", cwd=workdir, check=False)
         elif args.profile == "wide":
             result["wide"] = bench_wide(workdir, args.rounds)
+        elif args.profile == "warm":
+            result["warm"] = bench_warm(workdir, args.rounds, args.idle_seconds, not args.no_seed)
         else:
             result["cli"] = bench_cli(workdir, args.idle_seconds)
     finally:

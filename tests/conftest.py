@@ -68,10 +68,19 @@ def processes_with_token(token: str) -> list[psutil.Process]:
     return found
 
 
+# Every token this session handed out: at its end, no process may carry one (a supervisor
+# kept warm past its test, say). Only ours: other checkouts' tests may run meanwhile.
+SESSION_TOKENS: set[str] = set()
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_processes(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     token = uuid.uuid4().hex
+    SESSION_TOKENS.add(token)
     monkeypatch.setenv("VROOLI_TEST_TOKEN", token)
+    # A supervisor idles for ten minutes after `down` by default; where warmth is not the
+    # point a test's supervisor ends with its `down`, as before (tests of warmth unset it).
+    monkeypatch.setenv("VROOLI_KEEP_WARM", "0")
     # Subprocesses (`python -m orchestrator`) must run this checkout, whatever is installed.
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     yield token
@@ -128,6 +137,17 @@ def postgres_template() -> Path:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if "path" in _PG_TEMPLATE:
         shutil.rmtree(_PG_TEMPLATE["path"].parent, ignore_errors=True)
+    left = [proc for token in SESSION_TOKENS for proc in processes_with_token(token)]
+    if left:
+        names = []
+        for proc in left:
+            try:
+                names.append(f"{proc.pid} {proc.name()}")
+                proc.kill()
+            except psutil.Error:
+                pass
+        print(f"\nthe test session left processes running (killed): {names}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def postgres_data_dir(target: Path) -> Path:
@@ -192,7 +212,7 @@ def project(shared_tmp: Path) -> Iterator[Project]:
     proj = Project(shared_tmp)
     yield proj
     if (proj.state_dir / "supervisor.pid").exists() or (proj.state_dir / "running.json").exists():
-        proj.run("down", timeout=120)
+        proj.run("down", "--exit", timeout=120)  # a warm supervisor too: nothing outlives its test
 
 
 def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> Any:

@@ -170,7 +170,9 @@ def test_up_and_reload_send_only_the_variables_the_files_reference(project: Proj
         sent = requests[op]["environ"]
         assert sent["APP_TOKEN"] == "wanted-token"
         assert "SECRET_X" not in sent and "PATH" not in sent and "VROOLI_TEST_TOKEN" not in sent
-        assert set(sent) <= {"APP_TOKEN", "SLEEP_SECONDS", "HOME", "XDG_STATE_HOME", "STATE_DIRECTORY"}
+        # VROOLI_KEEP_WARM: the default of keep_warm, which the file leaves unset (conftest sets it).
+        assert set(sent) <= {"APP_TOKEN", "SLEEP_SECONDS", "HOME", "XDG_STATE_HOME", "STATE_DIRECTORY",
+                             "VROOLI_KEEP_WARM"}
 
 
 # ------------------------------------------------------------ status and down

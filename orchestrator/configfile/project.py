@@ -9,9 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.configfile.values import Checker, home, optional_size, show, type_name
+from orchestrator.configfile.values import Checker, home, optional_size, parse_duration, show, type_name
 
-PROJECT_KEYS = {"name", "state_dir", "health_listen", "health_enabled", "memory_budget", "memory_budget_peak"}
+PROJECT_KEYS = {"name", "state_dir", "health_listen", "health_enabled", "memory_budget", "memory_budget_peak",
+                "keep_warm"}
+# How long a detached supervisor stays after `vrooli down`, idle, so the next `vrooli up`
+# skips Python's start-up: ten minutes covers a developer's down-edit-up cycle.
+DEFAULT_KEEP_WARM = 600.0
+# The default when the file sets none, for machines that want no idle supervisor (CI, tests).
+KEEP_WARM_ENV = "VROOLI_KEEP_WARM"
 
 PROJECT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
 
@@ -24,6 +30,7 @@ class ProjectSettings:
     health_enabled: bool
     memory_budget: int | None
     memory_budget_peak: int | None
+    keep_warm: float = DEFAULT_KEEP_WARM  # seconds; 0: the supervisor ends with `down`
 
 
 def parse_project(raw: object, project_dir: Path, environ: Mapping[str, str], check: Checker) -> ProjectSettings:
@@ -51,7 +58,20 @@ def parse_project(raw: object, project_dir: Path, environ: Mapping[str, str], ch
         check.fail(("project", "memory_budget_peak"),
                    f"must be at least memory_budget ({raw['memory_budget']!r}), "
                    f"got {raw['memory_budget_peak']!r}")
-    return ProjectSettings(name, state_dir, health_listen, health_enabled, budget, budget_peak)
+    keep_warm = _keep_warm(raw, environ, check)
+    return ProjectSettings(name, state_dir, health_listen, health_enabled, budget, budget_peak, keep_warm)
+
+
+def _keep_warm(raw: Mapping[str, Any], environ: Mapping[str, str], check: Checker) -> float:
+    """[project] keep_warm, else $VROOLI_KEEP_WARM, else ten minutes."""
+    from_env = None if "keep_warm" in raw else environ.get(KEEP_WARM_ENV)
+    if from_env is None:
+        return check.duration(raw, "keep_warm", ("project",), DEFAULT_KEEP_WARM)
+    try:
+        return parse_duration(from_env)
+    except ValueError as exc:
+        check.fail(("project", "keep_warm"), f"from ${KEEP_WARM_ENV}: {exc}")
+        return DEFAULT_KEEP_WARM
 
 
 def default_state_dir(project: str, environ: Mapping[str, str]) -> Path:

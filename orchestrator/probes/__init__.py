@@ -149,9 +149,9 @@ def unexpected(spec: ProbeSpec | None, exc: Exception, what: str, log_key: int |
         if len(_logged) >= _LOGGED_MAX:
             _logged.clear()
         _logged.add(key)
-        import structlog
+        from orchestrator.logging import get_logger
 
-        structlog.get_logger("vrooli.probes").error("probe error contained", probe=kind, reason=message)
+        get_logger("vrooli.probes").error("probe error contained", probe=kind, reason=message)
     return message
 
 

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.from_thread
 import anyio.to_thread
-import structlog
 
 from orchestrator.errors import RuntimeUnavailable, StartFailed
+from orchestrator.logging import get_logger
 from orchestrator.runtimes import EXIT_UNKNOWN, Adoptable, Usage
 
 # The SDK's requests imports a character-set detector (charset_normalizer, ~18 ms: a third
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from orchestrator.logs import OutputLog
     from orchestrator.spec import ProjectSpec, ResourceSpec
 
-log = structlog.get_logger("vrooli.docker")
+log = get_logger("vrooli.docker")
 
 LABEL_PROJECT = "dev.vrooli.project"
 LABEL_RESOURCE = "dev.vrooli.resource"
@@ -191,6 +191,13 @@ class DockerRuntime:
                     raise
                 self._client = client
             return self._client
+
+    def close(self) -> None:
+        """Close the engine connections (a warm supervisor holds none while idle)."""
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
 
     async def preflight(self) -> None:
         """Is the engine there? A raw /_ping on its unix socket answers in a millisecond;

@@ -25,15 +25,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import anyio
-import psutil
-import structlog
 from anyio.abc import Process
 
 from orchestrator import cgroups
 from orchestrator.errors import StartFailed
+from orchestrator.logging import get_logger
 from orchestrator.runtimes import EXIT_UNKNOWN, Adoptable, Usage
 
 if TYPE_CHECKING:
+    import psutil
     from anyio.abc import TaskGroup
 
     from orchestrator.logs import OutputLog
@@ -49,7 +49,7 @@ INSTANCE_ENV = "VROOLI_INSTANCE"  # inherited by every descendant: finds daemons
 # still there after this long is taken for a daemon.
 DAEMON_GRACE = 0.25
 
-log = structlog.get_logger("vrooli.process")
+log = get_logger("vrooli.process")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +97,7 @@ def _switch_user(identity: Identity | None) -> tuple[int | None, int | None, lis
 
 
 def port_owner(port: int) -> str:
+    import psutil  # in each function: a start must not wait for its import (~10 ms)
     try:
         for conn in psutil.net_connections("inet"):
             if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
@@ -157,6 +158,7 @@ def _members(pid: int, groups: frozenset[int], token: str | None, born: float = 
     members of its process groups and sessions, processes carrying its token, and all
     their descendants (a process that left the group is still found by its ancestry).
     Only processes started since `born` can carry the token: older ones are not read."""
+    import psutil
     me = os.getpid()
     marker = f"\0{INSTANCE_ENV}={token}\0".encode() if token else None
     procs: dict[int, psutil.Process] = {}
@@ -186,6 +188,7 @@ def _members(pid: int, groups: frozenset[int], token: str | None, born: float = 
 
 def _eldest(procs: list[psutil.Process]) -> psutil.Process | None:
     """The first-started process whose parent is not among `procs`: a daemon's root."""
+    import psutil
     pids = {p.pid for p in procs}
     candidates = []
     for proc in procs:
@@ -199,6 +202,7 @@ def _eldest(procs: list[psutil.Process]) -> psutil.Process | None:
 
 def _token_of(pid: int) -> str | None:
     """The instance token of an adopted process (None if it has rewritten its environment)."""
+    import psutil
     try:
         return psutil.Process(pid).environ().get(INSTANCE_ENV)
     except (psutil.Error, OSError):
@@ -206,6 +210,7 @@ def _token_of(pid: int) -> str | None:
 
 
 def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    import psutil
     alive = []
     for proc in procs:
         try:
@@ -217,6 +222,7 @@ def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
 
 
 def _signal_all(groups: frozenset[int], procs: list[psutil.Process], signum: int) -> None:
+    import psutil
     # A group is signalled only while a process we found still leads or belongs to it
     # (so its id cannot have been reused), which also reaches a child forked meanwhile.
     live_groups = set()
@@ -279,6 +285,7 @@ class ProcessInstance:
     async def _follow_daemon(self) -> bool:
         """The main process exited 0: if it left processes running it has daemonized
         (double fork), and the eldest of them becomes the process this instance tracks."""
+        import psutil
         deadline = time.monotonic() + DAEMON_GRACE
         empty_scans = 0
         while True:
@@ -319,6 +326,7 @@ class ProcessInstance:
             await anyio.sleep(0.2)
 
     def _same_process_alive(self) -> bool:
+        import psutil
         try:
             proc = psutil.Process(self._pid)
             return proc.create_time() == self._create_time and proc.status() != psutil.STATUS_ZOMBIE
@@ -361,6 +369,7 @@ class ProcessInstance:
         return await anyio.to_thread.run_sync(self._usage)
 
     def _usage(self) -> Usage | None:
+        import psutil
         rss, cpu = 0, 0.0
         procs = _members(self._pid, self._groups, None)  # no environment scan on every scrape
         if not procs:
@@ -421,6 +430,8 @@ class ProcessRuntime:
         finally:
             os.close(fd)
         cgroup = cgroups.confine(spec, process.pid)  # at once: what it forks from now on starts inside
+        import psutil  # only now: the first spawn does not wait for it
+
         try:
             create_time = psutil.Process(process.pid).create_time()
         except psutil.NoSuchProcess:
