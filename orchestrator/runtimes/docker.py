@@ -112,19 +112,21 @@ def sdk_error_kind(exc: BaseException) -> str | None:
 _ENGINE_TIME = re.compile(rb"(?:^|(?<=\n))(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d) ")
 
 
-def engine_time(chunk: bytes) -> tuple[bytes, float | None]:
-    """A chunk of `logs(timestamps=True)` without the engine's time prefix on each entry,
-    and the last of those times (for the log's time checkpoint; None: none found)."""
-    last: float | None = None
-
-    def strip(match: re.Match[bytes]) -> bytes:
-        nonlocal last
+def engine_entries(chunk: bytes) -> list[tuple[bytes, float | None]]:
+    """A chunk of `logs(timestamps=True)` as (entry, the engine's time of it), the prefix
+    stripped. One chunk can hold several entries (a container that wrote several lines at
+    once): each keeps its own time, so a line is never stamped with a later line's time.
+    Bytes before the first prefix (the rest of an entry cut by the stream) have no time."""
+    found = list(_ENGINE_TIME.finditer(chunk))
+    if not found:
+        return [(chunk, None)]
+    entries: list[tuple[bytes, float | None]] = [(chunk[:found[0].start()], None)] if found[0].start() else []
+    for match, after in zip(found, [*found[1:], None], strict=True):
         fraction = (match[2] or b".0")[:7].decode()  # nanoseconds: Python keeps microseconds
         zone = match[3].decode().replace("Z", "+00:00")
-        last = datetime.fromisoformat(match[1].decode() + fraction + zone).timestamp()
-        return b""
-
-    return _ENGINE_TIME.sub(strip, chunk), last
+        when = datetime.fromisoformat(match[1].decode() + fraction + zone).timestamp()
+        entries.append((chunk[match.end():after.start() if after else len(chunk)], when))
+    return entries
 
 
 def _is_sdk_error(exc: BaseException) -> bool:
@@ -542,7 +544,8 @@ class DockerInstance:
                 if since is not None:
                     kwargs["since"] = since
                 for chunk in self.container.logs(**kwargs):
-                    output.write(*engine_time(chunk))
+                    for entry, when in engine_entries(chunk):
+                        output.write(entry, when)
             except Exception as exc:
                 if not _is_sdk_error(exc):
                     raise
