@@ -12,7 +12,6 @@ symlinks and replaced by rename, never rewritten in place.
 from __future__ import annotations
 
 import errno
-import hashlib
 import itertools
 import os
 import stat
@@ -166,6 +165,7 @@ def control_socket(state_dir: Path) -> Path:
     if len(os.fsencode(path)) <= SUN_PATH_MAX:
         return path
     # A deep state dir cannot hold a unix socket; use a per-user directory instead.
+    import hashlib  # here, not at the top: a client that never hashes skips its ~2.5 ms import
     digest = hashlib.sha256(os.fsencode(state_dir.resolve())).hexdigest()[:20]
     return socket_dir() / f"{digest}.sock"
 

@@ -13,7 +13,6 @@ A registry entry is a hint, never trusted alone; failures to write it are ignore
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
@@ -38,6 +37,7 @@ def directory(environ: Mapping[str, str] | None = None) -> Path:
 
 
 def key(first_file: Path) -> str:
+    import hashlib  # here, not at the top: a client that never hashes skips its ~2.5 ms import
     return hashlib.sha256(os.fsencode(_canonical(first_file))).hexdigest()[:32]
 
 

@@ -53,6 +53,9 @@ STANDINS = ROOT / "tests" / "standins"
 # The interpreter itself, not a version manager's shim: a shim's own start-up varies by caller.
 PY = os.path.realpath(sys.executable)
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+# How the benchmark runs `vrooli`: this checkout's code by default; --vrooli names an
+# installed console script instead (a regular, non-editable install, as users have it).
+CLIENT = [PY, "-m", "orchestrator"]
 
 
 # ------------------------------------------------------------------ helpers
@@ -74,7 +77,7 @@ def summary(values: list[float]) -> dict[str, Any]:
 
 
 def vrooli(*args: str, cwd: Path, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([PY, "-m", "orchestrator", *args], cwd=cwd, env=ENV, capture_output=True, text=True,
+    done = subprocess.run([*CLIENT, *args], cwd=cwd, env=ENV, capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)
     if check and done.returncode not in (0,):
         raise RuntimeError(f"vrooli {' '.join(args)} exited {done.returncode}: {done.stderr[-2000:]}")
@@ -666,7 +669,7 @@ def bench_cli(workdir: Path, idle_seconds: float) -> dict[str, Any]:
             values.append(time.monotonic() - started)
         return summary(values)
 
-    vrooli_bin = [PY, "-m", "orchestrator"]
+    vrooli_bin = CLIENT
     out: dict[str, Any] = {"help": timed([*vrooli_bin, "--help"])}
     vrooli("up", *file_args(files), cwd=workdir)
     out["status"] = timed([*vrooli_bin, "status", *file_args(files)])
@@ -738,7 +741,7 @@ def timed_up(workdir: Path, files: list[str]) -> tuple[float, float]:
 
     "Started" is the supervisor's `started_at`, taken just before it spawns the process."""
     began = time.time()
-    done = subprocess.run([PY, "-m", "orchestrator", "up", *file_args(files)], cwd=workdir, env=ENV,
+    done = subprocess.run([*CLIENT, "up", *file_args(files)], cwd=workdir, env=ENV,
                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
     took = time.time() - began
     if done.returncode != 0:
@@ -828,7 +831,7 @@ def bench_warm(workdir: Path, rounds: int, idle_seconds: float, with_seed: bool)
     boot); `up` against 1.02 x the bare critical path + 0.1 s (+ 0.2 s after a fresh boot) on
     the chain and seed profiles; `status`, `up` on a running stack, `--help`; an idle warm
     supervisor's RSS and CPU. Each CLI latency is a whole command, interpreter included."""
-    out: dict[str, Any] = {"code": ENV["PYTHONPATH"]}
+    out: dict[str, Any] = {"code": ENV.get("PYTHONPATH", "installed"), "client": " ".join(CLIENT)}
     (workdir / "chain.toml").write_text(chain_profile(workdir))
     out["chain"] = warm_stack(workdir, ["chain.toml"], rounds, max(2, rounds // 2), "chain of four (three hops)")
     if with_seed:
@@ -844,8 +847,9 @@ def bench_warm(workdir: Path, rounds: int, idle_seconds: float, with_seed: bool)
             values.append(time.monotonic() - started)
         return summary(values)
 
-    cmd = [PY, "-m", "orchestrator"]
-    out["python_startup_seconds"] = timed([PY, "-c", "pass"])  # the interpreter alone, for scale
+    cmd = CLIENT
+    python = Path(CLIENT[0]).parent / "python3" if len(CLIENT) == 1 else Path(PY)
+    out["python_startup_seconds"] = timed([str(python), "-c", "pass"])  # the interpreter alone, for scale
     out["help_seconds"] = timed([*cmd, "--help"])
     vrooli("up", *file_args(files), cwd=workdir)
     out["status_running_seconds"] = timed([*cmd, "status", *file_args(files)])
@@ -890,7 +894,12 @@ def main() -> None:
     parser.add_argument("--code", type=Path, default=None,
                         help="the checkout whose `vrooli` the commands run (default: this one)")
     parser.add_argument("--no-seed", action="store_true", help="profile warm: the chain only")
+    parser.add_argument("--vrooli", type=Path, default=None,
+                        help="an installed `vrooli` console script to run instead of this checkout's code")
     args = parser.parse_args()
+    if args.vrooli is not None:
+        CLIENT[:] = [str(args.vrooli)]
+        ENV.pop("PYTHONPATH")  # the installed package, not this checkout's files
     if args.code is not None:
         ENV["PYTHONPATH"] = str(args.code.resolve())
     workdir = Path(tempfile.mkdtemp(prefix="vrooli-bench-"))
