@@ -661,19 +661,11 @@ def bench_cli(workdir: Path, idle_seconds: float) -> dict[str, Any]:
     """))
     files = ["cli.toml"]
 
-    def timed(args: list[str], n: int = 15) -> dict[str, Any]:
-        values = []
-        for _ in range(n):
-            started = time.monotonic()
-            subprocess.run(args, cwd=workdir, env=ENV, capture_output=True, stdin=subprocess.DEVNULL)
-            values.append(time.monotonic() - started)
-        return summary(values)
-
     vrooli_bin = CLIENT
-    out: dict[str, Any] = {"help": timed([*vrooli_bin, "--help"])}
+    out: dict[str, Any] = {"help": timed(workdir, [*vrooli_bin, "--help"])}
     vrooli("up", *file_args(files), cwd=workdir)
-    out["status"] = timed([*vrooli_bin, "status", *file_args(files)])
-    out["up_on_running"] = timed([*vrooli_bin, "up", *file_args(files)])
+    out["status"] = timed(workdir, [*vrooli_bin, "status", *file_args(files)])
+    out["up_on_running"] = timed(workdir, [*vrooli_bin, "up", *file_args(files)])
     import psutil
 
     pid = int((workdir / "state-cli" / "supervisor.pid").read_text())
@@ -734,6 +726,16 @@ def supervisor_share(log: Path, began: float) -> float | None:
         elif event.get("event") == "resource starting" and waking is not None:
             return at - waking
     return None
+
+
+def timed(workdir: Path, args: list[str], n: int = 15) -> dict[str, Any]:
+    """A whole command's wall time over N runs (in WORKDIR), summarized."""
+    values = []
+    for _ in range(n):
+        started = time.monotonic()
+        subprocess.run(args, cwd=workdir, env=ENV, capture_output=True, stdin=subprocess.DEVNULL)
+        values.append(time.monotonic() - started)
+    return summary(values)
 
 
 def timed_up(workdir: Path, files: list[str]) -> tuple[float, float]:
@@ -839,21 +841,13 @@ def bench_warm(workdir: Path, rounds: int, idle_seconds: float, with_seed: bool)
         out["seed"] = warm_stack(workdir, ["seed.toml"], max(2, rounds // 2), 1, "seed, n8n edges 'healthy'")
     files = ["chain.toml"]
 
-    def timed(args: list[str], n: int = 15) -> dict[str, Any]:
-        values = []
-        for _ in range(n):
-            started = time.monotonic()
-            subprocess.run(args, cwd=workdir, env=ENV, capture_output=True, stdin=subprocess.DEVNULL)
-            values.append(time.monotonic() - started)
-        return summary(values)
-
     cmd = CLIENT
     python = Path(CLIENT[0]).parent / "python3" if len(CLIENT) == 1 else Path(PY)
-    out["python_startup_seconds"] = timed([str(python), "-c", "pass"])  # the interpreter alone, for scale
-    out["help_seconds"] = timed([*cmd, "--help"])
+    out["python_startup_seconds"] = timed(workdir, [str(python), "-c", "pass"])  # the interpreter alone, for scale
+    out["help_seconds"] = timed(workdir, [*cmd, "--help"])
     vrooli("up", *file_args(files), cwd=workdir)
-    out["status_running_seconds"] = timed([*cmd, "status", *file_args(files)])
-    out["up_running_seconds"] = timed([*cmd, "up", *file_args(files)])
+    out["status_running_seconds"] = timed(workdir, [*cmd, "status", *file_args(files)])
+    out["up_running_seconds"] = timed(workdir, [*cmd, "up", *file_args(files)])
     down(workdir, files)
     pid_file = workdir / "state-chain" / "supervisor.pid"
     if pid_file.exists():
