@@ -11,7 +11,7 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
@@ -25,9 +25,21 @@ from orchestrator.scheduler import SETTLED_OK, State
 if TYPE_CHECKING:
     from orchestrator.spec import ProjectSpec
     from orchestrator.supervisor import Supervisor
-    from orchestrator.warm import Host
 
 log = get_logger("vrooli.service")
+
+
+class Host(Protocol):
+    """What a session asks of the process around it (warm.Host): declared here, so that
+    warm.py, which builds sessions from these handlers, is never imported back by them."""
+
+    code: str
+
+    def info(self) -> dict[str, Any]: ...
+
+    def after_down(self, exit_now: bool) -> str: ...
+
+    def request_exit(self) -> None: ...
 
 
 @dataclass
