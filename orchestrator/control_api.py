@@ -238,10 +238,14 @@ class Handlers:
 
     async def _load(self, request: dict[str, Any]) -> ProjectSpec:
         files = [Path(f) for f in request.get("files") or [str(f) for f in self.sup.project.files]]
-        # A system daemon's config takes its variables from the unit (its EnvironmentFile=
-        # secrets), never from an operator's shell: `vrooli up` or `reload` by an operator
+        # A system daemon's config takes its files and variables from the unit (its own -f,
+        # its EnvironmentFile= secrets), never from an operator's request: a member of the
+        # control group may operate the stack, not redefine it (an override file naming a
+        # volume of / or `user = "root"` would hand them the daemon's powers), and an `up`
         # must not restart postgres with the default password their shell happens to give.
-        environ = None if self.options.mode == "daemon" else request.get("environ")
+        daemon = self.options.mode == "daemon"
+        files = list(self.sup.project.files) if daemon else files
+        environ = None if daemon else request.get("environ")
         new = await anyio.to_thread.run_sync(config.load, files, environ)
         if self.options.mode == "daemon":  # a reload may add `user =` the daemon cannot honour
             privileges.check_user_switch(new)

@@ -349,6 +349,14 @@ def test_the_daemon_keeps_its_own_environment(world_readable_site: Path) -> None
                             capture_output=True, text=True, timeout=60)
         assert up.returncode == 0, up.stderr
         assert web_pid() == before  # not restarted with the shell's value
+        # Nor with a member's own override file: operating the stack is not redefining it
+        # (an override could mount / into a container or set `user = "root"`).
+        override = base / "member-override.toml"
+        override.write_text('[resources.web]\nenv = { SECRET = "${VROOLI_TEST_SECRET:?}", INJECTED = "1" }\n')
+        override.chmod(0o644)
+        injected = daemon.member("reload", "-f", str(config), "-f", str(override))
+        assert (injected.returncode, injected.stderr.strip()) == (0, "reloaded: nothing changed"), injected.stderr
+        assert web_pid() == before
 
 
 # ------------------------------------------------------------------------ the journal
