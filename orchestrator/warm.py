@@ -75,7 +75,10 @@ class Host:
         return self._idle_until is not None and self._wake is None
 
     def keeps_warm(self) -> bool:
-        return self.options.mode == "detached" and self.project.keep_warm > 0 and not self.exit_requested
+        # The session's project, not the one this process woke with: an `up` or `reload`
+        # since may have changed keep_warm.
+        project = self.handler.sup.project if self.handler is not None else self.project
+        return self.options.mode == "detached" and project.keep_warm > 0 and not self.exit_requested
 
     def info(self) -> dict[str, Any]:
         """The status reply's `supervisor` object (CONTRACT.md)."""
@@ -105,6 +108,8 @@ class Host:
 
     def session_ended(self) -> None:
         self.last, self.handler = self.handler, None
+        if self.last is not None:  # what the session last loaded: its keep_warm decides the idle period
+            self.project = self.last.sup.project
         self._changed()
 
     def _changed(self) -> None:
@@ -180,6 +185,8 @@ class Host:
         elif op == "status" and self.last is not None:
             await self.last.handle(request, reply)
         elif op in ("down", "retire"):
+            if op == "down" and request.get("volumes"):
+                await self._remove_volumes()
             exiting = op == "retire" or bool(request.get("exit"))
             await reply({"ok": True, "stopped": [], "resources": [], "exit_code": EXIT_OK, "retired": exiting,
                          "supervisor": "exiting" if exiting else "idle"})
@@ -188,6 +195,19 @@ class Host:
         else:
             await reply(SupervisorUnavailable(
                 f"{self.project.name} is not running (its supervisor is idle); use `vrooli up`").reply())
+
+    async def _remove_volumes(self) -> None:
+        """`down --volumes` after a plain `down`: nothing runs, but the named volumes the
+        last session's containers used are still there to remove (README: `down`)."""
+        if self.last is None:
+            return
+        sup = self.last.sup
+        for kind in sorted({r.runtime for r in sup.project.resources.values()}):
+            try:
+                await sup.runtime(kind).cleanup(sup.project, True)
+            except VrooliError as exc:
+                log.warning("cleanup failed", runtime=kind, error=str(exc))
+        sup.release_runtimes()  # idle again: no engine connection held
 
     async def _wake_for(self, request: dict[str, Any], reply: Reply) -> None:
         log.info("supervisor waking")  # its timestamp: where the `up` reached us (scripts/bench.py)

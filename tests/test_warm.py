@@ -148,6 +148,25 @@ def test_keep_warm_zero_ends_the_supervisor_with_down(project: Project) -> None:
     assert not (project.state_dir / "supervisor.pid").exists()
 
 
+def test_a_keep_warm_edited_while_running_decides_the_next_down(project: Project) -> None:
+    # The process woke with keep_warm = "5m"; the file now says "0", and an `up` applied it:
+    # the next `down` must end the supervisor, and an edit back to "2m" must idle for 2m.
+    warm_project(project, SLEEPER)
+    project.run("up", check=True)
+    pid = supervisor_pid(project)
+    warm_project(project, SLEEPER, keep_warm="0")
+    project.run("up", check=True)
+    project.run("down", check=True)
+    wait_for(lambda: gone(pid), timeout=15)
+    warm_project(project, SLEEPER, keep_warm="5m")
+    project.run("up", check=True)
+    warm_project(project, SLEEPER, keep_warm="2m")
+    project.run("up", check=True)
+    project.run("down", check=True)
+    code, status = status_json(project)
+    assert code == 3 and 60 < status["supervisor"]["exits_in_seconds"] <= 120  # type: ignore[index,operator]
+
+
 def test_keep_warm_from_the_environment_when_the_file_sets_none(project: Project,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     project.write("[project]\nstate_dir = '.state'\n" + SLEEPER)
@@ -266,8 +285,15 @@ def test_an_idle_supervisor_holds_no_container_network_or_engine_connection(proj
         runtime = "docker"
         image = "vrooli-test/redis:7"
         ports = ["127.0.0.1:{port}:6379"]
+        volumes = ["cache-data:/data"]
         health = {{ probe = "redis" }}
     """)
+    volume = f"{name}_cache-data"
+
+    def volumes() -> list[str]:
+        return subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"name={volume}"],
+                              capture_output=True, text=True, check=True).stdout.split()
+
     try:
         project.run("up", check=True)
         pid = supervisor_pid(project)
@@ -285,8 +311,13 @@ def test_an_idle_supervisor_holds_no_container_network_or_engine_connection(proj
         project.run("up", check=True)  # and it serves a docker stack again
         assert supervisor_pid(project) == pid
         assert project.rows()["cache"]["state"] == "ready"
+        # `down` keeps the named volume; a later `down --volumes`, served idle, removes it.
+        project.run("down", check=True)
+        assert volumes() == [volume]
+        project.run("down", "--volumes", check=True)
+        assert volumes() == [] and not gone(pid)
     finally:
-        project.run("down", "--exit")
+        project.run("down", "--exit", "--volumes")
 
 
 @pytest.mark.parametrize("value", ['"soon"', '"-1m"', "-5", "true", "[1]", '"10x"', '""', '"9000h"', "{}", '"1m 30"'])
