@@ -93,7 +93,8 @@ def _ask(project: ProjectSpec) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     try:
         client = spawn.client_once_started(project.state_dir, timeout=30.0)
         status = client.call({"op": "status"})
-        if not status.get("ok"):
+        # An idle warm supervisor (after `down`) answers, but runs nothing: as not running.
+        if not status.get("ok") or (status.get("supervisor") or {}).get("idle"):
             return None, {}
         usage = client.call({"op": "usage"})
     except SupervisorUnavailable:

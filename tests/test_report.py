@@ -109,7 +109,8 @@ def chain_length(record: dict[str, dict[str, object]]) -> float:
     return float(critical_chain(list(record.values()))[0]["ready"])
 
 
-def test_report_when_nothing_runs(stack: Project) -> None:
+def test_report_when_nothing_runs(stack: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VROOLI_KEEP_WARM", "5m")  # after `down` an idle supervisor answers: still "not running"
     done = stack.run("report")
     assert done.returncode == 3 and done.stdout == ""
     assert done.stderr.strip() == "vrooli: no start recorded yet for " \
@@ -127,6 +128,7 @@ def test_report_when_nothing_runs(stack: Project) -> None:
     done = stack.run("report", "--embed", "PERF.md")
     assert done.returncode == 3 and "PERF.md is left as it was" in done.stderr
     assert target.read_bytes() == original
+    assert stack.run("down", "--exit").returncode == 0
 
 
 def between(data: bytes, start: bytes, end: bytes) -> bytes:
