@@ -41,10 +41,11 @@ def _text(pattern: str, description: str, example: str) -> dict[str, Any]:
             "anyOf": [{"type": "string", "pattern": pattern}, _INTERPOLATED]}
 
 
-def _duration(description: str, example: str = "30s") -> dict[str, Any]:
+def _duration(description: str, example: str = "30s", minimum: float = 0) -> dict[str, Any]:
+    """`minimum` as the loader's: checked here for numbers; for text only the loader can."""
     return {"description": description + " A duration: seconds as a number, or text like \"250ms\", \"1m30s\".",
             "examples": [example],
-            "anyOf": [{"type": "number", "minimum": 0, "maximum": 365 * 24 * 3600},
+            "anyOf": [{"type": "number", "minimum": minimum, "maximum": 365 * 24 * 3600},
                       {"type": "string", "pattern": _DURATION_TEXT}, _INTERPOLATED]}
 
 
@@ -136,9 +137,9 @@ def _health(probe_keys: dict[str, list[str]]) -> dict[str, Any]:
         "database": _string("postgres: the database to connect to."),
         "password": _string("redis: the AUTH password."),
         "pattern": _string("log: a regular expression; a matching output line means ready."),
-        "interval": _duration("Time between probes while starting.", "100ms"),
-        "timeout": _duration("How long one probe may take.", "1s"),
-        "liveness_interval": _duration("Time between probes once ready.", "5s"),
+        "interval": _duration("Time between probes while starting.", "100ms", minimum=0.001),
+        "timeout": _duration("How long one probe may take.", "1s", minimum=0.001),
+        "liveness_interval": _duration("Time between probes once ready.", "5s", minimum=0.01),
         "failure_threshold": _count("Failed probes in a row that make a ready resource unhealthy.", 3),
     }
     return {
@@ -180,14 +181,14 @@ def _resource(probe_keys: dict[str, list[str]], needs_port: list[str]) -> dict[s
         "profiles": {"description": "Left out of a plain `vrooli up` unless one of these profiles is active "
                                     "(`--profile NAME` or VROOLI_PROFILES).",
                      "type": "array", "items": {"type": "string", "pattern": _PROFILE}},
-        "start_timeout": _duration("How long it may take to become ready.", "60s"),
+        "start_timeout": _duration("How long it may take to become ready.", "60s", minimum=0.01),
         "stop_signal": _string("The signal that asks it to stop.", default="SIGTERM", examples=["SIGINT"]),
         "stop_timeout": _duration("How long it may take to stop before SIGKILL.", "10s"),
         "restart": {"description": "When to restart it.", "enum": ["no", "on-failure", "always"], "default": "no"},
         "restart_delay": _duration("The first restart's delay (doubling up to restart_max_delay).", "500ms"),
         "restart_max_delay": _duration("The longest delay between restarts.", "30s"),
         "restart_burst": _count("Restarts allowed within restart_window before giving up.", 5),
-        "restart_window": _duration("The window restart_burst counts in.", "60s"),
+        "restart_window": _duration("The window restart_burst counts in.", "60s", minimum=0.01),
         "post_start": _argv("Run once it is ready (every start); it counts as ready when this exits 0.",
                             ["createdb", "app"]),
         "pre_stop": _argv("Run before the stop signal, within stop_timeout.", ["redis-cli", "save"]),
@@ -204,7 +205,7 @@ def _resource(probe_keys: dict[str, list[str]], needs_port: list[str]) -> dict[s
         "keep_alive": {"description": "How long Ollama keeps a model loaded (\"5m\", or -1 for ever).",
                        "type": ["string", "integer"]},
         "model_concurrency": _count("Models pulled at once.", 1),
-        "target_startup": _duration("`vrooli report`: the startup time it should meet.", "5s"),
+        "target_startup": _duration("`vrooli report`: the startup time it should meet.", "5s", minimum=0.001),
         "target_memory": _size("`vrooli report`: the memory it should stay within.", "512MiB"),
         "export": {"description": "What `vrooli export` writes instead, where the local way differs.",
                    "type": "object", "additionalProperties": False,

@@ -159,6 +159,13 @@ MUTATIONS: list[tuple[tuple[str, ...], Any]] = [
     (("resources", "db", "target_memory"), 0), (("resources", "db", "profiles"), "ai"),
     (("resources", "db", "profiles"), ["-ai"]), (("resources", "db", "profiles"), [""]),
     (("resources", "db", "profiles"), [1]), (("resources", "app", "depends_on", "cache", "required"), "no"),
+    (("resources", "db", "post_start"), "createdb app"), (("resources", "db", "pre_stop"), []),
+    (("resources", "db", "hooks_inside"), False), (("resources", "upstream", "post_start"), ["x"]),
+    (("resources", "cache", "hooks_inside"), "yes"),
+    (("resources", "db", "start_timeout"), 0), (("resources", "db", "restart_window"), 0.001),
+    (("resources", "db", "target_startup"), 0), (("resources", "db", "health", "interval"), 0),
+    (("resources", "db", "health", "liveness_interval"), 0.005),
+    (("project", "keep_warm"), "soon"), (("project", "keep_warm"), -1),
 ]
 
 # Good variations a schema must not refuse.
@@ -178,6 +185,7 @@ GOOD_MUTATIONS: list[tuple[tuple[str, ...], Any]] = [
     (("resources", "upstream", "target_startup"), 2),
     (("resources", "db", "post_start"), ["createdb", "app"]), (("resources", "db", "pre_stop"), ["true"]),
     (("resources", "cache", "hooks_inside"), True), (("resources", "cache", "post_start"), ["redis-cli", "ping"]),
+    (("project", "keep_warm"), "0"), (("project", "keep_warm"), "10m"), (("project", "keep_warm"), 0),
 ]
 
 
