@@ -236,7 +236,7 @@ def _live_records(directory: Path, first: Path, refuse: bool) -> list[DaemonReco
     except PermissionError:
         names = None
     if names is None:
-        if refuse and _not_ours(first):
+        if refuse and _not_ours(first, info.st_uid if info is not None else None):
             group = _group_of(info) or control_group()
             raise DaemonRefused(
                 f"the system daemon's directory {directory} is for root and members of group {group}; "
@@ -259,13 +259,15 @@ def _group_of(info: os.stat_result | None) -> str | None:
         return None
 
 
-def _not_ours(first: Path) -> bool:
-    """A file we do not own (/etc/vrooli/resources.toml) is probably the daemon's: refusing
-    is then clearer than "not running". Our own files are our own projects."""
+def _not_ours(first: Path, directory_owner: int | None) -> bool:
+    """A file of root's or of the daemon's user (/etc/vrooli/resources.toml) that is not
+    ours is probably the daemon's: refusing is then clearer than "not running". Our own
+    files, and another user's checkout, are ordinary projects."""
     try:
-        return os.stat(first).st_uid != os.getuid()
+        owner = os.stat(first).st_uid
     except OSError:
-        return True
+        return False  # no such file: the loader says so in its own words
+    return owner != os.getuid() and owner in (0, directory_owner)
 
 
 def _trusted_dir(directory: Path, info: os.stat_result) -> bool:
