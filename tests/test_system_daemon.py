@@ -294,6 +294,23 @@ def test_a_user_outside_the_group_is_refused_in_one_line(system_daemon: SystemDa
     assert "Traceback" not in done.stderr
 
 
+def test_another_users_checkout_is_an_ordinary_project_for_a_stranger(system_daemon: SystemDaemon) -> None:
+    """Refused is a file of root's or the daemon's user (the daemon's config); a project
+    that belongs to some other user is just not running, whatever daemon the host has."""
+    checkout = Path(tempfile.mkdtemp(prefix="vrooli-other-user-", dir="/tmp"))
+    (checkout / "resources.toml").write_text('[project]\nstate_dir = "/tmp/vrooli-other-state"\n'
+                                             '[resources.app]\ncommand = ["sleep", "60"]\n')
+    try:
+        for path in (checkout, checkout / "resources.toml"):
+            os.chown(path, 4321, 4321)
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        done = system_daemon.stranger("status", "-f", str(checkout / "resources.toml"))
+        assert done.returncode == 3 and "not running" in done.stdout + done.stderr, (done.stdout, done.stderr)
+        assert "members of group" not in done.stderr
+    finally:
+        shutil.rmtree(checkout, ignore_errors=True)
+
+
 def test_the_daemon_refuses_a_stranger_even_through_an_open_socket(system_daemon: SystemDaemon) -> None:
     """The socket's mode is one fence, the peer check (SO_PEERCRED + SO_PEERGROUPS) the other."""
     run_dir = system_daemon.run_dir
