@@ -349,11 +349,7 @@ class Handlers:
         self._check_names(names)
         stopped = await self.sup.stop(names or list(self.sup.records))
         if not names:
-            for kind in sorted({r.runtime for r in self.sup.project.resources.values()}):
-                try:
-                    await self.sup.runtime(kind).cleanup(self.sup.project, bool(request.get("volumes")))
-                except VrooliError as exc:
-                    log.warning("cleanup failed", runtime=kind, error=str(exc))
+            await self.sup.cleanup_runtimes(bool(request.get("volumes")))
         after = "running"
         if not names:
             # Decided before the reply: the client waits for an exiting supervisor to be gone.

@@ -268,7 +268,7 @@ class Supervisor:
             task_status.started()
             await self.shutdown_requested.wait()
             await self.stop(list(self.records), remove_wanted=True)
-            await self._cleanup_runtimes(remove_volumes=False)
+            await self.cleanup_runtimes(remove_volumes=False, every_kind=False)
             tg.cancel_scope.cancel()
         self._tg = None
         self._write_running()  # a write still scheduled was cancelled with the task group
@@ -291,12 +291,16 @@ class Supervisor:
                 close()
         self._runtimes.clear()
 
-    async def _cleanup_runtimes(self, remove_volumes: bool) -> None:
-        for rt in self._runtimes.values():
+    async def cleanup_runtimes(self, remove_volumes: bool, *, every_kind: bool = True) -> None:
+        """Remove what the runtimes keep for the project (containers, network; volumes if
+        asked): of every kind its resources use (`down`), or only of the runtimes this
+        session created (shutdown). A failure is logged: nothing is left running by it."""
+        kinds = sorted({r.runtime for r in self.project.resources.values()}) if every_kind else list(self._runtimes)
+        for kind in kinds:
             try:
-                await rt.cleanup(self.project, remove_volumes)
+                await self.runtime(kind).cleanup(self.project, remove_volumes)
             except VrooliError as exc:
-                log.warning("cleanup failed", error=str(exc))
+                log.warning("cleanup failed", runtime=kind, error=str(exc))
 
     async def _adopt_leftovers(self) -> None:
         """Take back what a supervisor killed with SIGKILL left running (state_store.py)."""

@@ -201,13 +201,8 @@ class Host:
         last session's containers used are still there to remove (README: `down`)."""
         if self.last is None:
             return
-        sup = self.last.sup
-        for kind in sorted({r.runtime for r in sup.project.resources.values()}):
-            try:
-                await sup.runtime(kind).cleanup(sup.project, True)
-            except VrooliError as exc:
-                log.warning("cleanup failed", runtime=kind, error=str(exc))
-        sup.release_runtimes()  # idle again: no engine connection held
+        await self.last.sup.cleanup_runtimes(remove_volumes=True)
+        self.last.sup.release_runtimes()  # idle again: no engine connection held
 
     async def _wake_for(self, request: dict[str, Any], reply: Reply) -> None:
         log.info("supervisor waking")  # its timestamp: where the `up` reached us (scripts/bench.py)
