@@ -89,7 +89,7 @@ def peer_refusal(sock: socket.socket) -> str | None:
     group = control_gid()
     if group is not None and (gid == group or group in (peer_groups(sock, pid) or set())):
         return None
-    who = f"uid {uid} ({_user_name(uid)})"
+    who = f"uid {uid} ({user_name(uid)})"
     if group is None:
         return f"permission denied: {who} is neither root nor the supervisor's user"
     return f"permission denied: {who} is neither root, the supervisor's user, nor in group {_group_name(group)}"
@@ -104,7 +104,8 @@ def _group_name(gid: int) -> str:
         return str(gid)
 
 
-def _user_name(uid: int) -> str:
+def user_name(uid: int) -> str:
+    """The name of `uid`, for messages that say who someone is."""
     import pwd
 
     try:
@@ -318,7 +319,7 @@ class Client:
         uid = peer_uid(sock)
         if uid not in (0, os.getuid(), self.daemon_uid):
             raise UntrustedSocket(
-                f"refusing the control socket {self.path}: it is served by uid {uid} ({_user_name(uid)}), "
+                f"refusing the control socket {self.path}: it is served by uid {uid} ({user_name(uid)}), "
                 f"not by you or root; nothing was sent (remove it if it is not yours)")
 
     def call(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -11,12 +11,12 @@ others had started.
 from __future__ import annotations
 
 import os
-import pwd
 from collections.abc import Iterable
 from pathlib import Path
 
 from orchestrator.configfile.read import read_toml
-from orchestrator.errors import ConfigError
+from orchestrator.control import user_name
+from orchestrator.errors import ConfigError, StartFailed
 from orchestrator.spec import ProjectSpec
 
 CAP_SETGID, CAP_SETUID = 6, 7
@@ -44,26 +44,22 @@ def switch_blocker(status_text: str | None = None) -> str | None:
                if not effective >> bit & 1]
     if not missing:
         return None
-    who = "root" if os.geteuid() == 0 else f"uid {os.geteuid()} ({_user_name(os.geteuid())})"
+    who = "root" if os.geteuid() == 0 else f"uid {os.geteuid()} ({user_name(os.geteuid())})"
     why = f"vrooli daemon runs as {who} without {' and '.join(missing)}"
     if fields.get("NoNewPrivs", "0").strip() == "1":
         why += " and with NoNewPrivileges (it cannot gain them)"
     return why
 
 
-def _user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return "no such user"
-
-
 def _is_us(user: str) -> bool:
+    """Is `user` who we already are (no switch needed)? Looked up as the start would."""
+    from orchestrator.runtimes.process import identity_of
+
     try:
-        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
-    except (KeyError, ValueError, OverflowError):
+        identity = identity_of(user)
+    except StartFailed:
         return False  # unknown: the start reports that itself
-    return entry.pw_uid == os.geteuid() and entry.pw_gid == os.getegid()
+    return identity.uid == os.geteuid() and identity.gid == os.getegid()
 
 
 def _file_setting(project: ProjectSpec, name: str) -> Path:
