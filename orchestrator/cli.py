@@ -270,11 +270,11 @@ def analyze(
     from orchestrator import analyze as analysis
 
     try:
-        project = target_of(files, "analyzing") if cli_remote.served_by_daemon(files) else _load(files)
+        remote = cli_remote.served_by_daemon(files)
+        project = target_of(files, "analyzing") if remote else _load(files)
         path = paths.last_start_file(project.state_dir)
         # A system daemon's state dir may not be ours to read: ask the daemon.
-        record = cli_remote.last_start(project.state_dir) if cli_remote.served_by_daemon(files) \
-            else json.loads(path.read_text())
+        record = cli_remote.last_start(project.state_dir) if remote else json.loads(path.read_text())
         rows = record["resources"]
     except VrooliError as exc:
         _fail(exc, json_out)
