@@ -121,18 +121,32 @@ def mark(log_file: Path, size: int, when: float, log_max_size: int) -> None:
     """Record that the live file had `size` bytes at `when` (caller holds the file's lock)."""
     target = index_path(log_file)
     try:
-        fd = paths.open_private(target, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+        fd = paths.open_private(target, os.O_RDWR | os.O_CREAT)
     except (FileNotFoundError, NotADirectoryError):
         paths.ensure_private_dir(target.parent, "log index dir")
-        fd = paths.open_private(target, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+        fd = paths.open_private(target, os.O_RDWR | os.O_CREAT)
     try:
         head = _parse(os.pread(fd, RECORD.size, 0))
         if head.base is None:  # new (or unreadable): this file's bytes start the count
             os.ftruncate(fd, 0)
-            os.write(fd, RECORD.pack(HEADER_TIME, 0))
+            os.pwrite(fd, RECORD.pack(HEADER_TIME, 0), 0)
             head = Index(0, (), ())
         assert head.base is not None
-        length = os.write(fd, RECORD.pack(when, head.base + size)) and os.fstat(fd).st_size
+        end = head.base + size
+        length = os.fstat(fd).st_size // RECORD.size * RECORD.size
+        if length > RECORD.size:
+            # Two markers race for one file: the keeper reads a size, unlocked, and marks it
+            # after a container's writer has marked a later one (or the same one with the
+            # engine's earlier time). Ends must stay sorted (lookups bisect them) and a
+            # line keeps its earliest known time, so a stale or later mark changes nothing.
+            last_time, last_end = RECORD.unpack(os.pread(fd, RECORD.size, length - RECORD.size))
+            if end < last_end or (end == last_end and when >= last_time):
+                return
+            if end == last_end:
+                os.pwrite(fd, RECORD.pack(when, end), length - RECORD.size)  # not O_APPEND: in place
+                return
+        os.pwrite(fd, RECORD.pack(when, end), length)  # over a half-written record, if any
+        length += RECORD.size
     finally:
         os.close(fd)
     if length > max(MIN_CAP, log_max_size // 16):

@@ -332,6 +332,25 @@ def test_the_index_stays_bounded(tmp_path: Path) -> None:
     assert list(index.ends) == sorted(index.ends)
 
 
+def test_a_late_keeper_mark_neither_unsorts_the_index_nor_delays_a_line(tmp_path: Path) -> None:
+    """The keeper reads a container log's size unlocked and may mark it after the container's
+    writer has marked the same or a later end with the engine's (earlier) time: the race CI
+    once lost, which left ends out of order and gave a line the copy's time, 9 ms late."""
+    paths.ensure_state_dir(tmp_path / "state")
+    log = tmp_path / "state" / "logs" / "cache.log"
+    log.write_bytes(b"")
+    logtimes.mark(log, 10, 100.0, 1 << 20)  # writer: entry 1, the engine's time
+    logtimes.mark(log, 25, 101.0, 1 << 20)  # writer: entry 2
+    logtimes.mark(log, 10, 100.009, 1 << 20)  # keeper: entry 1's size and mtime, late
+    logtimes.mark(log, 25, 101.009, 1 << 20)  # keeper: entry 2's, late
+    index = logtimes.read(log)
+    assert index.ends == (10, 25) and index.times == (100.0, 101.0)
+    assert index.time_of(25) == 101.0 and index.time_of(11) == 101.0
+    logtimes.mark(log, 25, 100.5, 1 << 20)  # the same end, an earlier time: the line's true time
+    logtimes.mark(log, 40, 102.0, 1 << 20)
+    assert logtimes.read(log).ends == (10, 25, 40) and logtimes.read(log).times == (100.0, 100.5, 102.0)
+
+
 # ---------------------------------------------------------------- containers
 
 
