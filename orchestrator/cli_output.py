@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from orchestrator.spec import ProjectSpec, ResourceSpec
+if TYPE_CHECKING:  # the thin client prints status without importing the config model
+    from orchestrator.spec import ProjectSpec, ResourceSpec
 
 
 def print_not_running(project: ProjectSpec, names: list[str], json_out: bool,

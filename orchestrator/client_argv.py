@@ -16,7 +16,7 @@ Also here: the compose habit of naming the files before the command
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from orchestrator.errors import UsageError
 
@@ -33,8 +33,7 @@ _FLAGS = {
 _VALUED = {"up": ("--file", "--profile")}
 
 
-@dataclass(frozen=True)
-class ClientCommand:
+class ClientCommand(NamedTuple):  # not a dataclass: its import alone is ~7 ms of a ~30 ms command
     """One of the four client commands, with every option it can take."""
 
     command: str

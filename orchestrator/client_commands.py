@@ -13,11 +13,10 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from orchestrator import paths, registry, spawn
+from orchestrator import paths, registry, spawn, thin_client
 from orchestrator.cli_output import print_not_running, print_status, supervisor_line, supervisor_of
-from orchestrator.cli_target import Target, target_of
 from orchestrator.client_argv import ClientCommand
 from orchestrator.errors import (
     EXIT_FAILED,
@@ -30,8 +29,17 @@ from orchestrator.errors import (
     check_names,
     from_reply,
 )
-from orchestrator.spec import ProjectSpec
 from orchestrator.up_client import follow, report_error, run_up
+
+if TYPE_CHECKING:  # the full way's modules: the thin client (thin_client.py) never imports them
+    from orchestrator.cli_target import Target
+    from orchestrator.spec import ProjectSpec
+
+
+def target_of(files: list[str] | None, purpose: str) -> Target:
+    from orchestrator.cli_target import target_of as load_target
+
+    return load_target(files, purpose)
 
 
 def run(request: ClientCommand) -> int:
@@ -70,6 +78,18 @@ def run_down(names: list[str], files: list[str], volumes: bool, exit_supervisor:
 
 def _down(names: list[str], files: list[str], volumes: bool, exit_supervisor: bool) -> list[str] | None:
     """What the supervisor stopped; None when nothing ran and nothing was left to clean up."""
+    served = thin_client.find(files, "down")
+    if served is not None:
+        try:
+            reply = served.client.call(thin_client.request(served, "down", names=names, volumes=volumes,
+                                                           exit=exit_supervisor))
+        except (SupervisorUnavailable, OSError, ValueError):
+            reply = {"declined": "the supervisor went away"}  # the full way finds out what is left
+        try:
+            thin_client.check_declined(reply)
+            return _stopped(reply, names, served.state_dir, served.first_file)
+        except thin_client.Declined:
+            pass
     target = target_of(files or None, "stopping the stack with")
     if target.project is not None:
         check_names(target.project.resources, names)
@@ -83,11 +103,16 @@ def _down(names: list[str], files: list[str], volumes: bool, exit_supervisor: bo
         client = spawn.ensure_supervisor(target.project)  # it adopts what was left, then stops it
         exit_supervisor = True  # started only to clean up: not kept warm
     reply = client.call({"op": "down", "names": names, "volumes": volumes, "exit": exit_supervisor})
+    return _stopped(reply, names, target.state_dir, target.first_file)
+
+
+def _stopped(reply: dict[str, Any], names: list[str], state_dir: Path, first_file: Path) -> list[str]:
+    """What a `down` reply stopped, once a supervisor that ends has gone."""
     if not reply.get("ok"):
         raise from_reply(reply, "down failed")
     if not names and reply.get("supervisor") != "idle":  # an idle warm one stays, and findable
-        _wait_supervisor_gone(target.state_dir)
-        registry.forget(target.first_file)
+        _wait_supervisor_gone(state_dir)
+        registry.forget(first_file)
     return list(reply["stopped"])
 
 
@@ -113,6 +138,11 @@ def _supervisor_left(state_dir: Path) -> bool:
 def run_status(names: list[str], files: list[str], json_out: bool) -> int:
     """Each resource's state; exit 0 all ready, 1 something is not, 3 nothing runs."""
     try:
+        served = thin_client.find(files, "status")
+        if served is not None:
+            code = _thin_status(served, names, json_out)
+            if code is not None:
+                return code
         reply, target = _status_reply(names, files)
     except VrooliError as exc:
         report_error(exc, json_out)
@@ -127,6 +157,25 @@ def run_status(names: list[str], files: list[str], json_out: bool) -> int:
     if supervisor.get("idle"):  # a warm supervisor holding nothing: not a running stack
         _print_idle(reply, supervisor, target, names, json_out)
         return EXIT_NOT_RUNNING
+    return _show_running(reply, supervisor, names, json_out)
+
+
+def _thin_status(served: thin_client.Served, names: list[str], json_out: bool) -> int | None:
+    """The status of a running stack from the supervisor serving the files; None: take the full way."""
+    try:
+        reply = served.client.call(thin_client.request(served, "status", names=names))
+        thin_client.check_declined(reply)
+    except (SupervisorUnavailable, OSError, ValueError, thin_client.Declined):
+        return None
+    if not reply.get("ok"):
+        raise from_reply(reply, "status failed")  # an unknown name, said as the full client says it
+    supervisor = supervisor_of(reply)
+    if supervisor.get("idle"):  # idle since the ping: the full client shows the stopped stack
+        return None
+    return _show_running(reply, supervisor, names, json_out)
+
+
+def _show_running(reply: dict[str, Any], supervisor: dict[str, Any], names: list[str], json_out: bool) -> int:
     rows = reply["resources"]
     if json_out:
         print(json.dumps({"project": reply["project"], "running": True, "supervisor_pid": reply["supervisor_pid"],
@@ -181,6 +230,12 @@ def _status_code(rows: list[dict[str, Any]], names: list[str]) -> int:
 def run_restart(names: list[str], files: list[str], json_out: bool) -> int:
     """Restart NAMES and what depends on them; return when they are ready again."""
     try:
+        served = thin_client.find(files, "restart")
+        if served is not None:
+            try:
+                return follow(served.client, thin_client.request(served, "restart", names=names), json_out)
+            except thin_client.Declined:
+                pass
         target = target_of(files or None, "restarting with")  # a file that does not load here: the supervisor's copy
         if target.project is not None:
             check_names(target.project.resources, names)

@@ -58,6 +58,56 @@ class Options:
 Reply = Callable[[dict[str, Any]], Awaitable[None]]
 FOLLOW_POLL = 0.2  # seconds between looks at a followed log
 FOLLOW_ALIVE = 10.0  # seconds between keep-alives: a client that left is noticed on the next send
+THIN_MODES = ("detached", "foreground")  # a system daemon reads its own files, whatever a client sends
+
+
+async def from_thin_client(request: dict[str, Any], state_dir: Path, mode: str) -> dict[str, Any] | str:
+    """The request the full client would have sent, made here from a thin client's; or
+    why the thin client must read the files itself after all (it then does, and its own
+    load says what is wrong, as it always did).
+
+    The thin client (client_commands.py) skipped reading the files: it found this
+    supervisor serving them and sent their paths, the values of the variables they
+    referenced when last read here (`ping`'s environ_names), and what it would have
+    checked. Here, with everything imported, the files are read as the full client reads
+    them (~1 ms): they must load, refer to no variable the client did not send, and keep
+    this state dir. Then the full client's own checks, with its messages: the names are
+    the files' resources, the --profile names are declared (raised: the caller answers).
+    """
+    from orchestrator.profiles import ENV, active_profiles, nothing_to_start
+
+    thin = request["thin"]
+    if mode not in THIN_MODES:
+        return f"a {mode} supervisor reads its own files"
+    files = [Path(f) for f in request.get("files") or []]
+    if not files:
+        return "no files named"
+    environ = request.get("environ") or {}
+    try:
+        project = await anyio.to_thread.run_sync(config.load, files, environ)
+    except VrooliError as exc:
+        return f"the files do not load: {exc.lines()[0]}"
+    unsent = sorted(set(project.environ_names) - set(thin.get("environ_names") or []))
+    if unsent:
+        return f"the files now refer to {', '.join(unsent)}"
+    if project.state_dir != state_dir:
+        return f"state_dir is now {project.state_dir}"
+    names = request.get("names") or []
+    check_names(project.resources, names)
+    plain = {k: v for k, v in request.items() if k not in ("thin", "files", "environ")}
+    if request["op"] != "up":
+        return plain
+    active = active_profiles(project, thin.get("profiles_named") or [], {ENV: thin.get("profiles_env") or ""})
+    notice = nothing_to_start(project, names, active)
+    return {**plain, "profiles": active, "files": [str(f) for f in project.files],
+            "environ": {k: environ[k] for k in sorted(project.environ_names) if k in environ},
+            **({"notice": notice} if notice else {})}
+
+
+def declined(reason: str) -> dict[str, Any]:
+    """The answer to a thin request this supervisor will not serve as it is (see above)."""
+    return {"ok": False, "declined": reason, "error": f"the thin client must read the files: {reason}",
+            "exit_code": EXIT_FAILED}
 
 
 async def follow_output(path: Path, reply: Reply) -> None:
@@ -119,14 +169,24 @@ class Handlers:
             return
         method = getattr(self, f"op_{request['op']}")
         try:
+            if request.get("thin") is not None:
+                full = await from_thin_client(request, self.sup.project.state_dir, self.options.mode)
+                if isinstance(full, str):
+                    await reply(declined(full))
+                    return
+                request = full
+            if request.get("notice"):  # what the full client prints before it asks
+                await reply({"event": "notice", "text": request["notice"]})
             await method(request, reply)
         except VrooliError as exc:
             await reply(exc.reply())
 
     async def op_ping(self, request: dict[str, Any], reply: Reply) -> None:
         # The files let a client whose own copy is broken check that this is its project.
+        # environ_names: what a thin client sends the values of (from_thin_client).
         await reply({"ok": True, "pid": os.getpid(), "project": self.sup.project.name,
                      "mode": self.options.mode, "files": [str(f) for f in self.sup.project.files],
+                     "environ_names": sorted(self.sup.project.environ_names),
                      "idle": False, "code": self.host.code if self.host is not None else None})
 
     async def op_status(self, request: dict[str, Any], reply: Reply) -> None:

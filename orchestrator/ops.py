@@ -75,15 +75,29 @@ def _one_of(*choices: str) -> Check:
     return check
 
 
+def _thin(value: Any) -> str | None:
+    """The thin client's part of a request (control_api.from_thin_client)."""
+    if not isinstance(value, dict):
+        return f"expected an object, got {_kind(value)}"
+    for key, check in (("environ_names", _strings), ("profiles_named", _strings), ("profiles_env", _string)):
+        if value.get(key) is not None:
+            problem = check(value[key])
+            if problem:
+                return f"{key}: {problem}"
+    return None
+
+
 # op -> {key: check}. Every key is optional (null = absent); handlers supply the defaults.
 SCHEMAS: dict[str, dict[str, Check]] = {
     "ping": {},
-    "status": {"names": _strings},
+    # files, environ and thin: a thin client's request (control_api.from_thin_client).
+    "status": {"names": _strings, "files": _strings, "environ": _environ, "thin": _thin},
     "up": {"names": _strings, "no_deps": _boolean, "files": _strings, "environ": _environ,
-           "profiles": _strings, "process_environ": _environ},
-    "down": {"names": _strings, "volumes": _boolean, "exit": _boolean},
+           "profiles": _strings, "process_environ": _environ, "thin": _thin},
+    "down": {"names": _strings, "volumes": _boolean, "exit": _boolean, "files": _strings, "environ": _environ,
+             "thin": _thin},
     "retire": {},
-    "restart": {"names": _strings},
+    "restart": {"names": _strings, "files": _strings, "environ": _environ, "thin": _thin},
     "reload": {"files": _strings, "environ": _environ},
     "usage": {"names": _strings},
     "models": {"action": _one_of("list", "pull", "ensure", "unload"), "names": _strings,

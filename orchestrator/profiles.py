@@ -1,7 +1,9 @@
 """Which profiles a command activates: `--profile NAME` (repeatable) and `VROOLI_PROFILES=a,b`.
 
 Resolved by the client (the supervisor is sent the list in its `up` request and never reads
-the variable), so every way of running `up` activates the same profiles.
+the variable), so every way of running `up` activates the same profiles. The thin client,
+which does not read the files, sends what it was given; the supervisor resolves it here
+for it (control_api.from_thin_client), with the same checks and messages.
 """
 
 from __future__ import annotations
@@ -38,3 +40,14 @@ def check_named(project: ProjectSpec, named: Sequence[str]) -> None:
         hint = f"did you mean '{guess[0]}'? " if guess else ""
         known = f"declared: {', '.join(declared)}" if declared else "no resource declares profiles"
         raise UsageError(f"unknown profile {name!r} ({hint}{known})")
+
+
+def nothing_to_start(project: ProjectSpec, names: Sequence[str], active: Sequence[str]) -> str | None:
+    """The warning for a plain `up` that would start nothing (every resource disabled or in
+    an inactive profile), or None."""
+    from orchestrator.scheduler import select
+
+    if names or not project.declared_profiles or select(project.resources, None, False, active).selected:
+        return None
+    return (f"nothing to start: every resource is disabled or in an inactive profile "
+            f"({', '.join(project.declared_profiles)}); use --profile or name one")

@@ -17,14 +17,13 @@ import json
 import os
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 MAX_ENTRY = 64 * 1024
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):  # not a dataclass: the client path skips its ~7 ms import
     file: Path  # the first -f file, absolute and resolved
     state_dir: Path
     project: str

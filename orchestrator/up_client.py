@@ -14,7 +14,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from orchestrator import config, spawn
+from orchestrator import thin_client
+from orchestrator.codeid import fingerprint
 from orchestrator.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -41,23 +42,14 @@ def run_up(names: list[str], files: list[str], no_deps: bool, json_out: bool,
     Both ways of running `vrooli up` (entry.py's fast path and typer's) come here, so they
     answer alike, Ctrl-C included. `profiles`: those named with --profile (VROOLI_PROFILES
     is added here)."""
-    from orchestrator.profiles import active_profiles
-
     try:
-        project = config.load(config.find_files(files or None))
-        check_names(project.resources, names)
-        active = active_profiles(project, profiles)
-        if not names and project.declared_profiles and not _plain_up_starts_any(project, active):
-            print(f"vrooli: nothing to start: every resource is disabled or in an inactive profile "
-                  f"({', '.join(project.declared_profiles)}); use --profile or name one", file=sys.stderr)
-        client = spawn.ensure_supervisor(project, up=names, no_deps=no_deps, profiles=active)
-        request = {"op": "up", "names": names, "no_deps": no_deps, "profiles": active,
-                   "files": [str(f) for f in project.files], "environ": config.referenced_environ(project)}
-        if client.warm_idle:
-            # Only to an idle supervisor of ours (the socket's peer is checked): its new
-            # processes inherit this environment, as those of one forked by this command would.
-            request["process_environ"] = dict(os.environ)
-        return follow(client, request, json_out)
+        served = thin_client.find(files, "up")
+        if served is not None and not (served.idle and served.code != fingerprint()):
+            try:
+                return _thin_up(served, names, no_deps, json_out, profiles)
+            except thin_client.Declined:
+                pass  # the full way, below
+        return _full_up(names, files, no_deps, json_out, profiles)
     except VrooliError as exc:
         report_error(exc, json_out)
         return exc.exit_code
@@ -67,10 +59,33 @@ def run_up(names: list[str], files: list[str], no_deps: bool, json_out: bool,
         return EXIT_INTERRUPTED
 
 
-def _plain_up_starts_any(project: Any, profiles: Sequence[str]) -> bool:
-    from orchestrator.scheduler import select
+def _thin_up(served: thin_client.Served, names: list[str], no_deps: bool, json_out: bool,
+             profiles: Sequence[str]) -> int:
+    request = thin_client.request(served, "up", names=names, no_deps=no_deps, profiles=profiles)
+    if served.idle:  # as below: an idle supervisor's new processes inherit this environment
+        request["process_environ"] = dict(os.environ)
+    return follow(served.client, request, json_out)
 
-    return bool(select(project.resources, None, False, profiles).selected)
+
+def _full_up(names: list[str], files: list[str], no_deps: bool, json_out: bool, profiles: Sequence[str]) -> int:
+    """`up` having read the files: the supervisor found or started for them."""
+    from orchestrator import config, spawn
+    from orchestrator.profiles import active_profiles, nothing_to_start
+
+    project = config.load(config.find_files(files or None))
+    check_names(project.resources, names)
+    active = active_profiles(project, profiles)
+    notice = nothing_to_start(project, names, active)
+    if notice:
+        print(f"vrooli: {notice}", file=sys.stderr)
+    client = spawn.ensure_supervisor(project, up=names, no_deps=no_deps, profiles=active)
+    request = {"op": "up", "names": names, "no_deps": no_deps, "profiles": active,
+               "files": [str(f) for f in project.files], "environ": config.referenced_environ(project)}
+    if client.warm_idle:
+        # Only to an idle supervisor of ours (the socket's peer is checked): its new
+        # processes inherit this environment, as those of one forked by this command would.
+        request["process_environ"] = dict(os.environ)
+    return follow(client, request, json_out)
 
 
 def follow(client: Any, request: dict[str, Any], json_out: bool) -> int:
@@ -80,9 +95,13 @@ def follow(client: Any, request: dict[str, Any], json_out: bool) -> int:
     started = time.monotonic()
     final: dict[str, Any] = {}
     for message in client.stream(request, timeout=0.1):
+        thin_client.check_declined(message)  # a thin request's first answer, before any output
         if message.get("tick"):
             if progress:
                 progress.tick()
+            continue
+        if message.get("event") == "notice":  # printed whatever the output, as the full client does
+            print(f"vrooli: {message['text']}", file=sys.stderr)
             continue
         if message.get("event") == "config" and progress:
             for key in ("added", "removed", "restarted"):

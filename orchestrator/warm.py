@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from orchestrator import codeid, config, control, ops
+from orchestrator.control_api import declined, from_thin_client
 from orchestrator.errors import EXIT_OK, SupervisorUnavailable, VrooliError
 from orchestrator.logging import get_logger
 
@@ -181,7 +182,8 @@ class Host:
             await self._wake_for(request, reply)
         elif op == "ping":
             await reply({"ok": True, "pid": os.getpid(), "project": self.project.name, "mode": self.options.mode,
-                         "files": [str(f) for f in self.project.files], "idle": True, "code": self.code})
+                         "files": [str(f) for f in self.project.files],
+                         "environ_names": sorted(self.project.environ_names), "idle": True, "code": self.code})
         elif op == "status" and self.last is not None:
             await self.last.handle(request, reply)
         elif op in ("down", "retire"):
@@ -206,8 +208,14 @@ class Host:
 
     async def _wake_for(self, request: dict[str, Any], reply: Reply) -> None:
         log.info("supervisor waking")  # its timestamp: where the `up` reached us (scripts/bench.py)
-        files = [Path(f) for f in request.get("files") or [str(f) for f in self.project.files]]
         try:
+            if request.get("thin") is not None:
+                full = await from_thin_client(request, self.project.state_dir, self.options.mode)
+                if isinstance(full, str):
+                    await reply(declined(full))
+                    return
+                request = full
+            files = [Path(f) for f in request.get("files") or [str(f) for f in self.project.files]]
             project = await anyio.to_thread.run_sync(config.load, files, request.get("environ"))
             if project.state_dir != self.project.state_dir:
                 raise VrooliError(f"state_dir changed to {project.state_dir}; run `vrooli down --exit` first")
