@@ -763,17 +763,20 @@ def warm_stack(workdir: Path, files: list[str], rounds: int, fresh_rounds: int, 
     crit, chain = critical_path(workdir, files, own)
     print(f"   critical path {crit:.3f}s via {' -> '.join(chain)}", flush=True)
     timed_up(workdir, files)  # a supervisor again (measuring alone ended it): the first `down` leaves it warm
-    kinds: dict[str, dict[str, list[float]]] = {"after_down": {"up": [], "first_start": [], "supervisor": []},
-                                                "fresh_boot": {"up": [], "first_start": [], "supervisor": []}}
+    # after_down: a warm supervisor (where the code has one); cold: no supervisor (ended),
+    # the page cache as the last run left it; fresh_boot: no supervisor, page cache dropped.
+    kinds: dict[str, dict[str, list[float]]] = {kind: {"up": [], "first_start": [], "supervisor": []}
+                                                for kind in ("after_down", "cold", "fresh_boot")}
     log = workdir / state_dir_of(workdir, files) / "supervisor.log"
     dropped = False
-    for index in range(rounds + fresh_rounds):
-        kind = "after_down" if index < rounds else "fresh_boot"
+    plan = ["after_down"] * rounds + ["cold"] * fresh_rounds + ["fresh_boot"] * fresh_rounds
+    for kind in plan:
         if kind == "after_down":
             down(workdir, files)  # the supervisor stays warm if the code has that
         else:
             end_supervisor(workdir, files)
-            dropped = drop_caches()
+            if kind == "fresh_boot":
+                dropped = drop_caches()
         began = time.time()
         took, first = timed_up(workdir, files)
         kinds[kind]["up"].append(took)
