@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import resource
 import time
-import traceback
 from typing import Any
 
 import anyio
@@ -125,5 +124,7 @@ class LogOnce:
 
 def where_raised(exc: BaseException) -> str:
     """file:line of the frame that raised: enough to find a bug, one line in the log."""
+    import traceback  # here: only a failure needs it, and a cold start's way is shorter without
+
     frame = traceback.extract_tb(exc.__traceback__)[-1:]
     return f"{frame[0].filename}:{frame[0].lineno}" if frame else "?"

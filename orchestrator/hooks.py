@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -39,6 +38,7 @@ from orchestrator.runtimes.process import (
     _switch_user,
     child_environment,
     identity_of,
+    new_token,
 )
 
 if TYPE_CHECKING:
@@ -183,7 +183,7 @@ async def _run_on_host(spec: ResourceSpec, argv: tuple[str, ...], timeout: float
         except VrooliError as exc:
             return None, f"cannot start: {exc}"
     env = child_environment(spec, identity=identity)
-    token = uuid.uuid4().hex
+    token = new_token()
     env[INSTANCE_ENV] = token  # the hook's own: finds what it started, even outside its group
     uid, gid, groups = _switch_user(identity)
     born = time.time()

@@ -25,7 +25,6 @@ import anyio.to_thread
 from anyio.abc import TaskGroup
 
 from orchestrator.errors import VrooliError
-from orchestrator.hooks import POST_START, PRE_STOP, is_hook_line, run_hook
 from orchestrator.logging import get_logger
 from orchestrator.policy import Backoff, liveness_step, should_restart, within_burst
 from orchestrator.probes import Probe, ProbeContext, ProbeResult, make_probe, run_once, until_ready
@@ -132,6 +131,8 @@ class Lifecycle:
             await instance.wait()
             return None  # it died on its own: nothing to prepare for the stop
         self.owner.change(rec, State.STOPPING, "pre_stop running")
+        from orchestrator.hooks import PRE_STOP, run_hook  # only a resource with hooks needs their module
+
         outcome = await run_hook(spec, PRE_STOP, instance, self.owner.output(spec.name), spec.stop_timeout)
         if not outcome.ok:
             log.warning("pre_stop failed; stopping anyway", resource=spec.name, reason=outcome.reason)
@@ -237,6 +238,8 @@ class Lifecycle:
             text = killed_by(-code)
         else:
             text = f"exited with code {code}"
+        from orchestrator.hooks import is_hook_line
+
         last = self.owner.output(rec.spec.name).tail(HOOK_LINES_SKIPPED) if code != 0 else []
         last = [line for line in last if not is_hook_line(line)][-1:]  # the resource's own, not its hook's
         return f"{text}; last output: {last[0][:200]}" if last else text
@@ -296,6 +299,8 @@ class Lifecycle:
         if not spec.post_start or adopted:
             return None
         self.owner.change(rec, State.STARTING, "post_start running")
+        from orchestrator.hooks import POST_START, run_hook  # only a resource with hooks needs their module
+
         ended: dict[str, Any] = {}
 
         async def hook(tg: TaskGroup) -> None:

@@ -21,7 +21,6 @@ share one file format and its races; split apart, each piece would have to re-ex
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import functools
 import os
@@ -31,10 +30,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator import logtimes, paths
 from orchestrator.logging import get_logger
 from orchestrator.spec import DEFAULT_LOG_MAX_FILES, DEFAULT_LOG_MAX_SIZE
+
+if TYPE_CHECKING:
+    import ctypes
 
 log = get_logger("vrooli.logs")
 
@@ -80,9 +83,19 @@ def _copy(source: int, target: int, start: int, end: int) -> int:
 
 @functools.cache
 def _libc() -> ctypes.CDLL:
+    # Imported here: ctypes (and its shared library) is not on a cold start's way to the
+    # first spawn; the log keeper's thread loads it meanwhile.
+    import ctypes
+
     libc = ctypes.CDLL(None, use_errno=True)
     libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
     return libc
+
+
+def _errno() -> int:
+    import ctypes  # loaded by _libc already
+
+    return ctypes.get_errno()
 
 
 _collapse_supported: dict[int, bool] = {}  # by st_dev: known not to support collapsing
@@ -92,7 +105,7 @@ def _collapse(fd: int, length: int) -> bool:
     """Remove the first `length` bytes of the file in place; False where not supported."""
     if _libc().fallocate(fd, FALLOC_FL_COLLAPSE_RANGE, 0, length) == 0:
         return True
-    code = ctypes.get_errno()
+    code = _errno()
     if code in (errno.EOPNOTSUPP, errno.ENOSYS):
         _collapse_supported[os.fstat(fd).st_dev] = False
     elif code != errno.EINVAL:  # EINVAL: this length did not suit it (a block size); next time
@@ -318,7 +331,7 @@ class Inotify:
         self._libc = _libc()
         self.fd = int(self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC))
         if self.fd < 0:
-            raise OSError(ctypes.get_errno(), "inotify_init1 failed")
+            raise OSError(_errno(), "inotify_init1 failed")
 
     def add(self, path: Path, mask: int) -> int | None:
         wd = int(self._libc.inotify_add_watch(self.fd, os.fsencode(path), mask | IN_ONLYDIR | IN_DONT_FOLLOW))

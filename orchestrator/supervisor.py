@@ -12,11 +12,12 @@ adoption, last_start.json), policy.py decides restarts, backoff, liveness and th
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
@@ -28,13 +29,15 @@ from orchestrator.exposure import public_rows
 from orchestrator.lifecycle import Lifecycle, ReadyGate
 from orchestrator.logging import get_logger
 from orchestrator.logs import OutputLog
-from orchestrator.memory import MemoryMonitor
-from orchestrator.models import ModelManager, managers_for
 from orchestrator.policy import plan_reload
 from orchestrator.runtimes import Runtime, runtime_for
 from orchestrator.scheduler import State, View
 from orchestrator.spec import ProjectSpec
 from orchestrator.state_store import Adoption, Record, RunningFile, StateDirGuard, write_last_start
+
+if TYPE_CHECKING:  # both imported when first needed: a cold start spawns its first resource sooner
+    from orchestrator.memory import MemoryMonitor
+    from orchestrator.models import ModelManager
 
 log = get_logger("vrooli.supervisor")
 
@@ -70,7 +73,6 @@ class Supervisor:
         # tests see each one, even those a batch (one scheduler pass) wakes watchers for once.
         self.on_transition: list[Callable[[str, State, State], None]] = []
         self.models: dict[str, ModelManager] = {}
-        self.memory = MemoryMonitor(self)
         self._lifecycle = Lifecycle(self)
         # Gates a resource passes between its probe and READY (eager models register one).
         self.ready_gates: dict[str, list[ReadyGate]] = {}
@@ -252,19 +254,34 @@ class Supervisor:
 
     # ------------------------------------------------------------------ main loop
 
+    @functools.cached_property
+    def memory(self) -> MemoryMonitor:
+        from orchestrator.memory import MemoryMonitor
+
+        return MemoryMonitor(self)
+
+    async def _watch_memory(self) -> None:
+        # Its module is imported in a worker thread, as the health endpoint's is: the event
+        # loop goes on to a cold start's first spawn meanwhile (issue 14, item 3).
+        await anyio.to_thread.run_sync(_import_memory)
+        await self.memory.run()
+
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run until `shutdown_requested`; then stop everything in reverse order."""
         self._guard.establish()
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            self.models = managers_for(self)
+            if any(rec.spec.models is not None for rec in self.records.values()):
+                from orchestrator.models import managers_for
+
+                self.models = managers_for(self)
             for name, manager in self.models.items():
                 self.ready_gates.setdefault(name, []).append(manager.ready_gate)
                 await tg.start(manager.run)
             await self._adopt_leftovers()
             tg.start_soon(self._housekeeping)
             tg.start_soon(self._guard.keep_logs)
-            tg.start_soon(self.memory.run)
+            tg.start_soon(self._watch_memory)
             task_status.started()
             await self.shutdown_requested.wait()
             await self.stop(list(self.records), remove_wanted=True)
@@ -520,3 +537,7 @@ class Supervisor:
         return {"ready": len(ready), "wanted": len(wanted),
                 "not_ready": [(r.spec.name, r.state.value, r.message) for r in wanted
                               if r.state not in scheduler.SETTLED_OK]}
+
+
+def _import_memory() -> None:
+    import orchestrator.memory  # noqa: F401

@@ -355,12 +355,13 @@ def test_malformed_warm_requests_are_refused_idle_or_not(project: Project, reque
 
 PROBE = """
 import json, sys
+before = set(sys.modules)  # the interpreter's own, and site's (an editable install's finder)
 seen = []
 def hook(event, args):
     if event == "subprocess.Popen" and not seen:
         seen.append(1)
         with open(sys.argv[1], "w") as out:
-            json.dump(sorted(sys.modules), out)
+            json.dump(sorted(set(sys.modules) - before), out)
 sys.addaudithook(hook)
 from orchestrator.detached import main
 sys.exit(main(["-f", sys.argv[2], "--up", ""]))
@@ -382,5 +383,36 @@ def test_a_cold_supervisor_spawns_its_first_resource_before_heavy_imports(projec
     import json
 
     modules = set(json.loads(seen.read_text()))
-    heavy = {"structlog", "psutil", "argparse", "docker", "httpx", "h11", "typer", "orchestrator.health"}
+    heavy = {"structlog", "psutil", "argparse", "docker", "httpx", "h11", "typer", "orchestrator.health",
+             "shutil", "bz2", "lzma", "uuid",  # shared libraries a fresh boot would read from disk
+             "orchestrator.hooks", "orchestrator.models"}  # what only some resources need
     assert not heavy & modules, sorted(heavy & modules)
+
+
+def test_the_runtimes_own_which_finds_what_shutil_which_finds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process runtime looks commands up without shutil (off a cold start's way): the
+    same answers, whatever PATH holds (empty entries mean the current directory)."""
+    from orchestrator.runtimes.process import which
+
+    bin_dir, other = tmp_path / "bin", tmp_path / "other"
+    bin_dir.mkdir()
+    other.mkdir()
+    (bin_dir / "tool").write_text("#!/bin/sh\n")
+    (bin_dir / "tool").chmod(0o755)
+    (bin_dir / "plain").write_text("not executable\n")
+    (bin_dir / "adir").mkdir()
+    (other / "tool").write_text("#!/bin/sh\n")
+    (other / "tool").chmod(0o755)
+    monkeypatch.chdir(bin_dir)
+    paths = [None, "", f"{other}:{bin_dir}", f"{bin_dir}:{other}", f"{tmp_path}::{other}", ":", "/nonexistent",
+             f"{bin_dir}:{bin_dir}"]
+    commands = ["tool", "plain", "adir", "sleep", "sh", "nope", "./tool", str(bin_dir / "tool"),
+                str(bin_dir / "plain"), "bin/tool", ""]
+    for path in paths:
+        for command in commands:
+            assert which(command, path) == shutil.which(command, path=path), (command, path)
+    monkeypatch.setenv("PATH", f"{other}:/usr/bin:/bin")
+    assert which("tool", None) == shutil.which("tool") == str(other / "tool")
+    monkeypatch.delenv("PATH")
+    for command in ("sh", "tool"):  # the system's default path: /bin:/usr/bin, not the current directory
+        assert which(command, None) == shutil.which(command), command

@@ -14,12 +14,10 @@ from __future__ import annotations
 import errno
 import os
 import pwd
-import shutil
 import signal
 import socket
 import subprocess
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -388,6 +386,37 @@ class ProcessInstance:
         return Adoptable("process", str(self._pid), self._create_time, self._config_hash)
 
 
+def new_token() -> str:
+    """A random instance token: what uuid.uuid4().hex gives, without importing uuid (and,
+    through it, platform) on a cold start's way to the first spawn."""
+    return os.urandom(16).hex()
+
+
+def which(command: str, search_path: str | None) -> str | None:
+    """shutil.which for POSIX, as the first spawn needs it: shutil would bring zlib, bz2
+    and lzma (two shared libraries) onto a cold start's critical path. A name with a slash
+    is checked as it is; otherwise each directory of PATH (the system's default path when
+    unset) in turn, an empty one meaning the current directory, as shutil.which has it."""
+    def runnable(path: str) -> bool:
+        return os.access(path, os.X_OK) and not os.path.isdir(path)
+
+    if os.path.dirname(command):
+        return command if runnable(command) else None
+    entries = search_path if search_path is not None else os.environ.get("PATH")
+    if entries is None:
+        try:
+            entries = os.confstr("CS_PATH")
+        except (AttributeError, ValueError):
+            entries = os.defpath
+    if not entries:
+        return None
+    for directory in dict.fromkeys(entries.split(os.pathsep)):
+        candidate = os.path.join(directory, command)
+        if runnable(candidate):
+            return candidate
+    return None
+
+
 class ProcessRuntime:
     async def preflight(self) -> None:
         return None
@@ -403,9 +432,9 @@ class ProcessRuntime:
         check_ports_free(spec.ports)
         identity = identity_of(spec.user) if spec.user else None
         env = child_environment(spec, identity=identity)
-        token = uuid.uuid4().hex
+        token = new_token()
         env[INSTANCE_ENV] = token
-        executable = shutil.which(spec.command[0], path=env.get("PATH"))
+        executable = which(spec.command[0], env.get("PATH"))
         # A relative path with a slash is run from the resource's cwd, so look for it there.
         if executable is None and not os.path.isfile(os.path.join(spec.cwd or ".", spec.command[0])):
             raise StartFailed(f"command not found: {spec.command[0]}")
