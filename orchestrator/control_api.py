@@ -18,11 +18,11 @@ import anyio
 from orchestrator import config, control, daemons, ops, privileges
 from orchestrator.endpoint import HealthEndpoint
 from orchestrator.errors import EXIT_FAILED, EXIT_OK, VrooliError, check_names
-from orchestrator.events import ReloadHook
 from orchestrator.logging import get_logger
 from orchestrator.scheduler import SETTLED_OK, State
 
 if TYPE_CHECKING:
+    from orchestrator.events import ReloadHook
     from orchestrator.spec import ProjectSpec
     from orchestrator.supervisor import Supervisor
 
@@ -147,6 +147,8 @@ class Handlers:
         # What a detached supervisor started for the `up` that forked it, before that `up`
         # connected: the first `up` request owns it (and undoes it if it fails at start).
         self._started_unasked: set[str] = set()
+        # ...and what it asked for: that `up`'s own request must not ask again (see op_up).
+        self._unasked_request: tuple[list[str] | None, bool, list[str]] | None = None
         self.host: Host | None = None  # the process around this session (warm.py); None in tests
 
     async def start_unasked(self) -> None:
@@ -161,6 +163,7 @@ class Handlers:
         before = set(self.sup.wanted)
         self.sup.request_up(names, no_deps, profiles)
         self._started_unasked = set(self.sup.wanted) - before
+        self._unasked_request = (names, no_deps, list(profiles))
 
     async def handle(self, request: dict[str, Any], reply: Reply) -> None:
         problem = ops.problem_with(request)  # every op's shape, checked in one place
@@ -322,6 +325,7 @@ class Handlers:
         profiles = request.get("profiles") or []  # checked against the files by the client
         before = set(self.sup.wanted) - self._started_unasked
         self._started_unasked = set()
+        unasked, self._unasked_request = self._unasked_request, None
         try:
             if request.get("files"):
                 project = await self._load(request)
@@ -336,7 +340,13 @@ class Handlers:
             await reply(exc.reply())
             self._end_if_idle()
             return
-        selected = self.sup.request_up(names, no_deps, profiles)
+        if unasked == (names, no_deps, list(profiles)):
+            # The forking `up`'s own request: its start is under way since before it
+            # connected. Asking again would give what already failed another chance (a
+            # crash before ready with `restart = "no"` would run twice): follow it instead.
+            selected = frozenset(self.sup.selection(names, no_deps, profiles)[1])
+        else:
+            selected = self.sup.request_up(names, no_deps, profiles)
         await self._stream_until_settled(sorted(selected), reply, undo_from=before)
 
     def _failed_to_spawn(self, names: list[str]) -> list[str]:

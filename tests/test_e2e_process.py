@@ -457,6 +457,28 @@ def test_crash_before_ready_follows_the_restart_policy(project: Project) -> None
     assert (project.dir / "count").read_text().strip() == "3"
 
 
+def test_the_forking_ups_own_request_does_not_start_again_what_already_failed(project: Project) -> None:
+    """A cold `up` forks the supervisor, which starts at once; the command's request comes
+    after. A client slow to send it (a loaded machine: CI lost this race) must not make a
+    resource with `restart = "no"` that crashed meanwhile run a second time."""
+    from orchestrator import config, spawn
+    from orchestrator.up_client import follow
+
+    flaky_stack(project, "no")
+    loaded = config.load([project.file])
+    client = spawn.ensure_supervisor(loaded, up=[], no_deps=False, profiles=[])
+    wait_for(lambda: (project.dir / "count").exists() and project.rows()["flaky"]["state"] == "failed", timeout=30)
+    code = follow(client, {"op": "up", "names": [], "no_deps": False, "profiles": [],
+                           "files": [str(f) for f in loaded.files], "environ": config.referenced_environ(loaded)},
+                  json_out=True)
+    assert code == 1
+    assert (project.dir / "count").read_text().strip() == "1"
+    assert project.rows()["flaky"]["message"] == "exited with code 1; last output: crash 1 before it was ready"
+    # A later `up` is another request: it gives the failed resource its next chance.
+    project.run("up")
+    assert (project.dir / "count").read_text().strip() == "2"
+
+
 def test_crash_before_ready_with_restart_no_fails_at_once(project: Project) -> None:
     flaky_stack(project, "no")
     done = project.run("up")
