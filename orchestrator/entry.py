@@ -42,7 +42,11 @@ def main() -> None:
         return
     from orchestrator.client_commands import run
 
-    _exit(run(request))
+    try:
+        code = run(request)
+    except BrokenPipeError:  # `vrooli status | head`: the reader had enough (as `vrooli logs` has it)
+        code = EXIT_OK
+    _exit(code)
 
 
 def _help_or_version(argv: list[str]) -> None:
@@ -64,8 +68,11 @@ def _help_or_version(argv: list[str]) -> None:
 def _exit(code: int, err: str = "", out: str = "") -> NoReturn:
     """Print, flush, and leave without interpreter teardown (as cli.main: ~30 ms of module
     cleanup a command that is done with its output does not need)."""
-    sys.stdout.write(out)
-    sys.stderr.write(err)
-    sys.stdout.flush()
-    sys.stderr.flush()
+    try:
+        sys.stdout.write(out)
+        sys.stderr.write(err)
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        pass  # nobody reads any more: nothing to say, and no traceback
     os._exit(code)

@@ -165,3 +165,20 @@ def test_an_idle_supervisor_leaves_status_and_down_to_the_full_client(project: P
     done, modules = run_traced(project, command)
     assert read_files(modules)
     assert done.returncode == (3 if command == "status" else 0), done.stderr
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(project: Project) -> None:
+    """`vrooli status --json | head -1`: the pipe closes under the answer; one quiet exit.
+    (The answer, ~1 kB a resource, is made longer than a pipe holds, so the writer meets
+    the closed pipe whatever the timing.)"""
+    project.write(GREETER.format(env="") + "".join(f'\n[resources.more{n}]\ncommand = ["sleep", "600"]\n'
+                                                  for n in range(120)))
+    project.run("up", check=True, timeout=300)
+    for args in (["status", "--json"],):
+        reader = subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=project.dir,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert reader.stdout is not None and reader.stderr is not None
+        reader.stdout.readline()
+        reader.stdout.close()  # as `head -1` does once it has its line
+        error = reader.stderr.read().decode()
+        assert reader.wait(timeout=60) == 0 and "Traceback" not in error, error
