@@ -75,9 +75,10 @@ def stack_elsewhere(project: Project) -> None:
 
 
 def masked(done: subprocess.CompletedProcess[str]) -> tuple[int, str, str]:
-    """An answer with every number masked: times, sizes and pids change from run to run."""
+    """An answer with every number masked: times, sizes and pids change from run to run
+    (and a memory figure not sampled yet, just after a restart, is null)."""
     def mask(text: str) -> str:
-        return re.sub(r"\d+(\.\d+)?", "N", text)
+        return re.sub(r"\d+(\.\d+)?|\bnull\b", "N", text)
     return done.returncode, mask(done.stdout), mask(done.stderr)
 
 
