@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator import paths, registry, spawn, thin_client
 from orchestrator.cli_output import print_not_running, print_status, supervisor_line, supervisor_of
 from orchestrator.client_argv import ClientCommand
+from orchestrator.control import NotListening
 from orchestrator.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -80,6 +81,7 @@ def _down(names: list[str], files: list[str], volumes: bool, exit_supervisor: bo
     """What the supervisor stopped; None when nothing ran and nothing was left to clean up."""
     served = thin_client.find(files, "down")
     if served is not None:
+        served.client.timeout = None  # a stop takes what it takes (stop_timeout, containers), as below
         try:
             reply = served.client.call(thin_client.request(served, "down", names=names, volumes=volumes,
                                                            exit=exit_supervisor))
@@ -168,7 +170,7 @@ def _thin_status(served: thin_client.Served, names: list[str], json_out: bool) -
     except (SupervisorUnavailable, OSError, ValueError, thin_client.Declined):
         return None
     if not reply.get("ok"):
-        raise from_reply(reply, "status failed")  # an unknown name, said as the full client says it
+        return None  # the full client, having read the files, says what is wrong (or "not running")
     supervisor = supervisor_of(reply)
     if supervisor.get("idle"):  # idle since the ping: the full client shows the stopped stack
         return None
@@ -234,7 +236,7 @@ def run_restart(names: list[str], files: list[str], json_out: bool) -> int:
         if served is not None:
             try:
                 return follow(served.client, thin_client.request(served, "restart", names=names), json_out)
-            except thin_client.Declined:
+            except (thin_client.Declined, NotListening):  # declined, or gone since the ping: nothing was done
                 pass
         target = target_of(files or None, "restarting with")  # a file that does not load here: the supervisor's copy
         if target.project is not None:

@@ -27,6 +27,10 @@ class ControlError(SupervisorUnavailable):
     """The control socket cannot be reached or gives no usable answer (exit 3, one line)."""
 
 
+class NotListening(ControlError):
+    """Nothing listens on the socket: nothing was sent (so asking another way is safe)."""
+
+
 class UntrustedSocket(VrooliError):
     """The control socket is served by another user: we send it nothing (not even a ping)."""
 
@@ -259,6 +263,8 @@ class Client:
         self.daemon_uid = daemon_uid  # a system daemon's user (daemons.py), trusted as its server
         # Set by spawn.ensure_supervisor: the supervisor answered that it idles, warm (warm.py).
         self.warm_idle = False
+        # Set by spawn for a supervisor this command forked: its `up` request carries it.
+        self.claim: str | None = None
 
     def stream(self, request: dict[str, Any], timeout: float | None = None) -> Iterator[dict[str, Any]]:
         """Send one request; yield reply lines until the server closes."""
@@ -268,7 +274,7 @@ class Client:
             try:
                 sock.connect(str(self.path))
             except (FileNotFoundError, ConnectionRefusedError) as exc:
-                raise ControlError(f"no supervisor is listening on {self.path}") from exc
+                raise NotListening(f"no supervisor is listening on {self.path}") from exc
             except PermissionError as exc:
                 raise AccessDenied(f"permission denied: {self.path} is for root and the members of its group "
                                    f"only (you are uid {os.getuid()}); nothing was sent") from exc

@@ -17,7 +17,7 @@ import anyio
 
 from orchestrator import config, control, daemons, ops, privileges
 from orchestrator.endpoint import HealthEndpoint
-from orchestrator.errors import EXIT_FAILED, EXIT_OK, VrooliError, check_names
+from orchestrator.errors import EXIT_FAILED, EXIT_OK, UsageError, VrooliError, check_names
 from orchestrator.logging import get_logger
 from orchestrator.scheduler import SETTLED_OK, State
 
@@ -53,18 +53,22 @@ class Options:
     environ: dict[str, str] | None = None
     up_at_start: bool = False  # detached: start `names` before any client asks
     invoked_at: float | None = None  # epoch seconds the `vrooli up` that forked us began
+    claim: str | None = None  # detached: what that `up`'s own request carries (see op_up)
 
 
 Reply = Callable[[dict[str, Any]], Awaitable[None]]
 FOLLOW_POLL = 0.2  # seconds between looks at a followed log
 FOLLOW_ALIVE = 10.0  # seconds between keep-alives: a client that left is noticed on the next send
 THIN_MODES = ("detached", "foreground")  # a system daemon reads its own files, whatever a client sends
+THIN_OPS = ("status", "up", "down", "restart")  # what a thin client sends (client_commands, up_client)
 
 
-async def from_thin_client(request: dict[str, Any], state_dir: Path, mode: str) -> dict[str, Any] | str:
-    """The request the full client would have sent, made here from a thin client's; or
-    why the thin client must read the files itself after all (it then does, and its own
-    load says what is wrong, as it always did).
+async def from_thin_client(request: dict[str, Any], state_dir: Path,
+                           mode: str) -> tuple[dict[str, Any], str | None] | str:
+    """The request the full client would have sent, made here from a thin client's, and
+    the notice the full client would have printed before sending it; or why the thin
+    client must read the files itself after all (it then does, and its own load says
+    what is wrong, as it always did).
 
     The thin client (client_commands.py) skipped reading the files: it found this
     supervisor serving them and sent their paths, the values of the variables they
@@ -77,6 +81,8 @@ async def from_thin_client(request: dict[str, Any], state_dir: Path, mode: str) 
     from orchestrator.profiles import ENV, active_profiles, nothing_to_start
 
     thin = request["thin"]
+    if request["op"] not in THIN_OPS:
+        raise UsageError(f"bad request: {request['op']}: 'thin' is for {', '.join(THIN_OPS)} only")
     if mode not in THIN_MODES:
         return f"a {mode} supervisor reads its own files"
     files = [Path(f) for f in request.get("files") or []]
@@ -96,12 +102,15 @@ async def from_thin_client(request: dict[str, Any], state_dir: Path, mode: str) 
     check_names(project.resources, names)
     plain = {k: v for k, v in request.items() if k not in ("thin", "files", "environ")}
     if request["op"] != "up":
-        return plain
+        return plain, None
     active = active_profiles(project, thin.get("profiles_named") or [], {ENV: thin.get("profiles_env") or ""})
-    notice = nothing_to_start(project, names, active)
-    return {**plain, "profiles": active, "files": [str(f) for f in project.files],
-            "environ": {k: environ[k] for k in sorted(project.environ_names) if k in environ},
-            **({"notice": notice} if notice else {})}
+    return ({**plain, "profiles": active, "files": [str(f) for f in project.files],
+             "environ": {k: environ[k] for k in sorted(project.environ_names) if k in environ}},
+            nothing_to_start(project, names, active))
+
+
+def notice_event(text: str) -> dict[str, Any]:
+    return {"event": "notice", "text": text}
 
 
 def declined(reason: str) -> dict[str, Any]:
@@ -147,8 +156,8 @@ class Handlers:
         # What a detached supervisor started for the `up` that forked it, before that `up`
         # connected: the first `up` request owns it (and undoes it if it fails at start).
         self._started_unasked: set[str] = set()
-        # ...and what it asked for: that `up`'s own request must not ask again (see op_up).
-        self._unasked_request: tuple[list[str] | None, bool, list[str]] | None = None
+        # ...which that `up`'s own request (it carries options.claim) follows, not asks again.
+        self._unasked_claim: str | None = None
         self.host: Host | None = None  # the process around this session (warm.py); None in tests
 
     async def start_unasked(self) -> None:
@@ -163,7 +172,7 @@ class Handlers:
         before = set(self.sup.wanted)
         self.sup.request_up(names, no_deps, profiles)
         self._started_unasked = set(self.sup.wanted) - before
-        self._unasked_request = (names, no_deps, list(profiles))
+        self._unasked_claim = self.options.claim
 
     async def handle(self, request: dict[str, Any], reply: Reply) -> None:
         problem = ops.problem_with(request)  # every op's shape, checked in one place
@@ -177,9 +186,9 @@ class Handlers:
                 if isinstance(full, str):
                     await reply(declined(full))
                     return
-                request = full
-            if request.get("notice"):  # what the full client prints before it asks
-                await reply({"event": "notice", "text": request["notice"]})
+                request, notice = full
+                if notice:  # what the full client prints before it asks
+                    await reply(notice_event(notice))
             await method(request, reply)
         except VrooliError as exc:
             await reply(exc.reply())
@@ -325,7 +334,10 @@ class Handlers:
         profiles = request.get("profiles") or []  # checked against the files by the client
         before = set(self.sup.wanted) - self._started_unasked
         self._started_unasked = set()
-        unasked, self._unasked_request = self._unasked_request, None
+        claim, self._unasked_claim = self._unasked_claim, None
+        own = claim is not None and request.get("claim") == claim  # the forking `up`'s request
+        if claim is not None and not own:
+            self._unasked_claim = claim  # another `up` came first: the forking one may still come
         try:
             if request.get("files"):
                 project = await self._load(request)
@@ -340,7 +352,7 @@ class Handlers:
             await reply(exc.reply())
             self._end_if_idle()
             return
-        if unasked == (names, no_deps, list(profiles)):
+        if own:
             # The forking `up`'s own request: its start is under way since before it
             # connected. Asking again would give what already failed another chance (a
             # crash before ready with `restart = "no"` would run twice): follow it instead.

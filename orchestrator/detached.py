@@ -14,19 +14,19 @@ if "rich" not in sys.modules:  # see cli.py: structlog would import it, for noth
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`-f FILE`... `[--log-format F] [--up NAMES [--no-deps] [--profile P]... [--invoked-at T]]`, as spawn.py
-    writes them. Parsed by hand: argparse costs a few ms on the path to the first start."""
+    """`-f FILE`... `[--log-format F] [--up NAMES [--no-deps] [--profile P]... [--invoked-at T]
+    [--claim C]]`, as spawn.py writes them. Parsed by hand: argparse costs a few ms on the path to the first start."""
     from pathlib import Path
 
     args = list(sys.argv[1:] if argv is None else argv)
     files: list[str] = []
     profiles: list[str] = []
-    log_format, up_names, no_deps, invoked_at = "json", None, False, None
+    log_format, up_names, no_deps, invoked_at, claim = "json", None, False, None, None
     while args:
         arg = args.pop(0)
         if arg == "--no-deps":
             no_deps = True
-        elif arg in ("-f", "--file", "--log-format", "--up", "--profile", "--invoked-at") and args:
+        elif arg in ("-f", "--file", "--log-format", "--up", "--profile", "--invoked-at", "--claim") and args:
             value = args.pop(0)
             if arg in ("-f", "--file"):
                 files.append(value)
@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
                 log_format = value
             elif arg == "--up":
                 up_names = value
+            elif arg == "--claim":
+                claim = value
             else:
                 invoked_at = float(value)
         else:
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         return service.run(service.Options(
             files=config.find_files(files) if files else [Path(os.getcwd()) / config.DEFAULT_FILE],
             mode="detached", names=names, no_deps=no_deps, profiles=profiles, up_at_start=up_names is not None,
-            invoked_at=invoked_at))
+            invoked_at=invoked_at, claim=claim))
     except VrooliError as exc:
         for line in exc.lines():
             print(f"vrooli: {line}", file=sys.stderr)

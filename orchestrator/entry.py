@@ -68,11 +68,10 @@ def _help_or_version(argv: list[str]) -> None:
 def _exit(code: int, err: str = "", out: str = "") -> NoReturn:
     """Print, flush, and leave without interpreter teardown (as cli.main: ~30 ms of module
     cleanup a command that is done with its output does not need)."""
-    try:
-        sys.stdout.write(out)
-        sys.stderr.write(err)
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BrokenPipeError:
-        pass  # nobody reads any more: nothing to say, and no traceback
+    for stream, text in ((sys.stdout, out), (sys.stderr, err)):
+        try:
+            stream.write(text)
+            stream.flush()
+        except BrokenPipeError:
+            pass  # nobody reads it any more: nothing to say there, and no traceback
     os._exit(code)

@@ -93,7 +93,7 @@ SCHEMAS: dict[str, dict[str, Check]] = {
     # files, environ and thin: a thin client's request (control_api.from_thin_client).
     "status": {"names": _strings, "files": _strings, "environ": _environ, "thin": _thin},
     "up": {"names": _strings, "no_deps": _boolean, "files": _strings, "environ": _environ,
-           "profiles": _strings, "process_environ": _environ, "thin": _thin},
+           "profiles": _strings, "process_environ": _environ, "thin": _thin, "claim": _string},
     "down": {"names": _strings, "volumes": _boolean, "exit": _boolean, "files": _strings, "environ": _environ,
              "thin": _thin},
     "retire": {},

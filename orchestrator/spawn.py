@@ -32,6 +32,7 @@ class Pending(NamedTuple):  # not a dataclass: the client path skips its ~7 ms i
     lock: int
     log_path: Path
     offset: int
+    claim: str | None  # what this command's `up` request carries to the supervisor it forked
 
 
 def ensure_supervisor(project: ProjectSpec, up: list[str] | None = None, no_deps: bool = False,
@@ -182,15 +183,18 @@ def _spawn(project: ProjectSpec, up: list[str] | None, no_deps: bool, profiles: 
         raise
     offset = os.fstat(log_fd).st_size
     args = [a for f in project.files for a in ("-f", str(f))]
+    claim = None
     if up is not None:
         args += ["--up", ",".join(up)] + (["--no-deps"] if no_deps else [])
         args += [a for p in profiles for a in ("--profile", p)]
         args += ["--invoked-at", f"{process_started_at():.6f}"]
+        claim = os.urandom(8).hex()
+        args += ["--claim", claim]
     try:
         pid = _fork_supervisor(args, log_fd, project.project_dir, spawn_lock)
     finally:
         os.close(log_fd)
-    return Pending(pid, spawn_lock, log_path, offset)
+    return Pending(pid, spawn_lock, log_path, offset, claim)
 
 
 def process_started_at() -> float:
@@ -216,6 +220,8 @@ def _wait_answering(project: ProjectSpec, pending: Pending) -> Client:
                     # Another supervisor answered first (one rebuilding its deleted state dir
                     # took the lock back): ours must not start after it ends and linger idle.
                     _retire(pending.pid)
+                else:
+                    answering.claim = pending.claim
                 return answering
             done, status = os.waitpid(pending.pid, os.WNOHANG)
             if done:

@@ -16,6 +16,7 @@ from typing import Any
 
 from orchestrator import thin_client
 from orchestrator.codeid import fingerprint
+from orchestrator.control import NotListening
 from orchestrator.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -47,8 +48,8 @@ def run_up(names: list[str], files: list[str], no_deps: bool, json_out: bool,
         if served is not None and not (served.idle and served.code != fingerprint()):
             try:
                 return _thin_up(served, names, no_deps, json_out, profiles)
-            except thin_client.Declined:
-                pass  # the full way, below
+            except (thin_client.Declined, NotListening):
+                pass  # declined, or gone since the ping (keep_warm ended): nothing was done; the full way
         return _full_up(names, files, no_deps, json_out, profiles)
     except VrooliError as exc:
         report_error(exc, json_out)
@@ -85,6 +86,8 @@ def _full_up(names: list[str], files: list[str], no_deps: bool, json_out: bool, 
         # Only to an idle supervisor of ours (the socket's peer is checked): its new
         # processes inherit this environment, as those of one forked by this command would.
         request["process_environ"] = dict(os.environ)
+    if client.claim is not None:  # the supervisor this command forked: it started already
+        request["claim"] = client.claim
     return follow(client, request, json_out)
 
 

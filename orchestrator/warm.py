@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from orchestrator import codeid, config, control, ops
-from orchestrator.control_api import declined, from_thin_client
+from orchestrator.control_api import declined, from_thin_client, notice_event
 from orchestrator.errors import EXIT_OK, SupervisorUnavailable, VrooliError
 from orchestrator.logging import get_logger
 
@@ -214,7 +214,9 @@ class Host:
                 if isinstance(full, str):
                     await reply(declined(full))
                     return
-                request = full
+                request, notice = full
+                if notice:
+                    await reply(notice_event(notice))
             files = [Path(f) for f in request.get("files") or [str(f) for f in self.project.files]]
             project = await anyio.to_thread.run_sync(config.load, files, request.get("environ"))
             if project.state_dir != self.project.state_dir:

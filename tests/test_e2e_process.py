@@ -468,13 +468,14 @@ def test_the_forking_ups_own_request_does_not_start_again_what_already_failed(pr
     loaded = config.load([project.file])
     client = spawn.ensure_supervisor(loaded, up=[], no_deps=False, profiles=[])
     wait_for(lambda: (project.dir / "count").exists() and project.rows()["flaky"]["state"] == "failed", timeout=30)
-    code = follow(client, {"op": "up", "names": [], "no_deps": False, "profiles": [],
+    assert client.claim  # this command forked it: its request says so
+    code = follow(client, {"op": "up", "names": [], "no_deps": False, "profiles": [], "claim": client.claim,
                            "files": [str(f) for f in loaded.files], "environ": config.referenced_environ(loaded)},
                   json_out=True)
     assert code == 1
     assert (project.dir / "count").read_text().strip() == "1"
     assert project.rows()["flaky"]["message"] == "exited with code 1; last output: crash 1 before it was ready"
-    # A later `up` is another request: it gives the failed resource its next chance.
+    # Any other `up` (another terminal's, the same words) gives the failed resource its next chance.
     project.run("up")
     assert (project.dir / "count").read_text().strip() == "2"
 
