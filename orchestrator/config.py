@@ -42,7 +42,7 @@ __all__ = [
     "read_merged", "referenced_environ",
 ]
 
-DEFAULT_FILE = "resources.toml"
+DEFAULT_FILE = paths.DEFAULT_FILE
 
 
 def expand(value: Any, variables: Mapping[str, str], problems: list[str],

@@ -37,8 +37,9 @@ from typing import Any
 
 from orchestrator import paths
 from orchestrator.errors import UsageError, VrooliError
+from orchestrator.registry import canonical
 
-DEFAULT_DIR = Path("/run/vrooli")
+DEFAULT_DIR = paths.DAEMON_DIR
 DEFAULT_GROUP = "vrooli"
 MAX_RECORD = 64 * 1024
 SOCKET_MODE, RECORD_MODE, DIR_MODE = 0o660, 0o640, 0o750
@@ -63,11 +64,7 @@ class DaemonRecord:
                 "socket": str(self.socket), "pid": self.pid, "uid": self.uid, "unit": self.unit}
 
 
-def discovery_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """Where clients look: $VROOLI_DAEMON_DIR (tests, a unit with another RuntimeDirectory=),
-    else /run/vrooli."""
-    env = os.environ if environ is None else environ
-    return Path(env["VROOLI_DAEMON_DIR"]) if env.get("VROOLI_DAEMON_DIR") else DEFAULT_DIR
+discovery_dir = paths.daemon_discovery_dir
 
 
 def control_group(environ: Mapping[str, str] | None = None) -> str:
@@ -208,20 +205,13 @@ def discover(files: list[Path], defaulted: bool, environ: Mapping[str, str] | No
             raise UsageError(f"no ./resources.toml, and several system daemons run: {names}; name one with -f")
         chosen = records[:1]
     else:
-        wanted = _resolved(files[0])
-        chosen = [r for r in records if r.files and _resolved(r.files[0]) == wanted][:1]
+        wanted = canonical(files[0])
+        chosen = [r for r in records if r.files and canonical(r.files[0]) == wanted][:1]
     if not chosen:
         return files
     record = chosen[0]
-    paths.link_daemon(paths.DaemonLink(_resolved(record.files[0]), record.state_dir, record.socket, record.uid))
+    paths.link_daemon(paths.DaemonLink(canonical(record.files[0]), record.state_dir, record.socket, record.uid))
     return list(record.files) if defaulted else files
-
-
-def _resolved(path: Path) -> Path:
-    try:
-        return path.resolve()
-    except (OSError, ValueError):
-        return path.absolute()
 
 
 def _live_records(directory: Path, first: Path, refuse: bool) -> list[DaemonRecord]:

@@ -15,11 +15,14 @@ import errno
 import itertools
 import os
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
 from orchestrator.errors import VrooliError
 
+DEFAULT_FILE = "resources.toml"  # what a command reads without -f
+DAEMON_DIR = Path("/run/vrooli")  # where a system daemon publishes itself (daemons.py)
 SUN_PATH_MAX = 100  # sockaddr_un.sun_path is 108 bytes on Linux; keep a margin
 PRIVATE_FILE_MODE = 0o600
 # Names the supervisor and the CLI create in the state dir: none of them may be a symlink.
@@ -56,6 +59,13 @@ def daemon_link(first_file: Path) -> DaemonLink | None:
 
 def daemon_link_of(state_dir: Path) -> DaemonLink | None:
     return next((link for link in _daemon_links.values() if link.state_dir == state_dir), None)
+
+
+def daemon_discovery_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where clients look for a system daemon: $VROOLI_DAEMON_DIR (tests, a unit with
+    another RuntimeDirectory=), else /run/vrooli."""
+    env = os.environ if environ is None else environ
+    return Path(env["VROOLI_DAEMON_DIR"]) if env.get("VROOLI_DAEMON_DIR") else DAEMON_DIR
 
 
 class UnsafePath(VrooliError):

@@ -37,13 +37,14 @@ def directory(environ: Mapping[str, str] | None = None) -> Path:
 
 def key(first_file: Path) -> str:
     import hashlib  # here, not at the top: a client that never hashes skips its ~2.5 ms import
-    return hashlib.sha256(os.fsencode(_canonical(first_file))).hexdigest()[:32]
+    return hashlib.sha256(os.fsencode(canonical(first_file))).hexdigest()[:32]
 
 
-def _canonical(path: Path) -> Path:
+def canonical(path: Path) -> Path:
+    """The path resolved (symlinks, `..`), or absolute where it cannot be: how files compare."""
     try:
         return path.resolve()
-    except (OSError, RuntimeError):
+    except (OSError, RuntimeError, ValueError):
         return path.absolute()
 
 
@@ -55,7 +56,7 @@ def remember(first_file: Path, state_dir: Path, project: str) -> None:
         info = os.lstat(folder)
         if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
             return  # not ours: write nothing there
-        body = json.dumps({"file": str(_canonical(first_file)), "state_dir": str(state_dir),
+        body = json.dumps({"file": str(canonical(first_file)), "state_dir": str(state_dir),
                            "project": project}).encode()
         target = folder / f"{key(first_file)}.json"
         tmp = folder / f".{key(first_file)}.{os.getpid()}.tmp"
@@ -90,7 +91,7 @@ def lookup(first_file: Path) -> Entry | None:
         entry = Entry(Path(data["file"]), Path(data["state_dir"]), str(data["project"]))
     except (ValueError, KeyError, TypeError):
         return None
-    if entry.file != _canonical(first_file) or not entry.state_dir.is_absolute():
+    if entry.file != canonical(first_file) or not entry.state_dir.is_absolute():
         return None
     return entry
 

@@ -25,17 +25,13 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from orchestrator import registry, spawn
+from orchestrator import paths, registry, spawn
 from orchestrator.errors import VrooliError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from orchestrator.control import Client
-
-DEFAULT_FILE = "resources.toml"  # config.DEFAULT_FILE (config.py is what this module avoids importing)
-DAEMON_DIR = "/run/vrooli"  # daemons.DEFAULT_DIR, likewise
-
 
 class Served(NamedTuple):
     """A supervisor serving the command's files, and what its ping said."""
@@ -54,7 +50,7 @@ def find(files: Sequence[str], command: str) -> Served | None:
     """The supervisor to ask without reading the files, or None: take the full way."""
     if _system_daemon_may_serve():
         return None  # its files are linked to it (daemons.discover): the full client knows how
-    wanted = [Path(os.path.expanduser(f)).absolute() for f in files] or [Path.cwd() / DEFAULT_FILE]
+    wanted = [Path(os.path.expanduser(f)).absolute() for f in files] or [Path.cwd() / paths.DEFAULT_FILE]
     entry = registry.lookup(wanted[0])
     if entry is None:
         return None
@@ -96,15 +92,14 @@ def check_declined(message: dict[str, Any]) -> None:
 
 def _system_daemon_may_serve() -> bool:
     try:
-        return bool(os.listdir(os.environ.get("VROOLI_DAEMON_DIR") or DAEMON_DIR))
+        return bool(os.listdir(paths.daemon_discovery_dir()))
     except FileNotFoundError:
         return False
     except OSError:
         return True  # there, but not ours to read: the full client tells what that means
 
 
-def _resolved(files: Sequence[str | Path]) -> list[str]:
-    try:
-        return [os.path.realpath(f) for f in files]
-    except (OSError, ValueError, TypeError):
-        return []
+def _resolved(files: Sequence[str | Path]) -> list[Path] | None:
+    if not all(isinstance(f, str | Path) for f in files):
+        return None  # a reply of the wrong shape matches nothing
+    return [registry.canonical(Path(f)) for f in files]
