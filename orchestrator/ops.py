@@ -75,16 +75,25 @@ def _one_of(*choices: str) -> Check:
     return check
 
 
+def _first_problem(fields: dict[str, Any], schema: dict[str, Check]) -> tuple[str, str] | None:
+    """(key, what is wrong) for the first field `schema` refuses; null is the same as absent."""
+    for key, check in schema.items():
+        if fields.get(key) is not None:  # null is the same as leaving the key out
+            problem = check(fields[key])
+            if problem:
+                return key, problem
+    return None
+
+
+THIN_SCHEMA: dict[str, Check] = {"environ_names": _strings, "profiles_named": _strings, "profiles_env": _string}
+
+
 def _thin(value: Any) -> str | None:
     """The thin client's part of a request (control_api.from_thin_client)."""
     if not isinstance(value, dict):
         return f"expected an object, got {_kind(value)}"
-    for key, check in (("environ_names", _strings), ("profiles_named", _strings), ("profiles_env", _string)):
-        if value.get(key) is not None:
-            problem = check(value[key])
-            if problem:
-                return f"{key}: {problem}"
-    return None
+    found = _first_problem(value, THIN_SCHEMA)
+    return f"{found[0]}: {found[1]}" if found else None
 
 
 # op -> {key: check}. Every key is optional (null = absent); handlers supply the defaults.
@@ -118,12 +127,8 @@ def problem_with(request: Any) -> str | None:
     schema = SCHEMAS.get(op)
     if schema is None:
         return f"unknown operation {op[:40]!r} ({', '.join(SCHEMAS)})"
-    for key, check in schema.items():
-        if request.get(key) is not None:  # null is the same as leaving the key out
-            problem = check(request[key])
-            if problem:
-                return f"{op}: '{key}': {problem}"
-    return None
+    found = _first_problem(request, schema)
+    return f"{op}: '{found[0]}': {found[1]}" if found else None
 
 
 def _kind(value: Any) -> str:
