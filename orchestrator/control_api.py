@@ -63,12 +63,13 @@ THIN_MODES = ("detached", "foreground")  # a system daemon reads its own files, 
 THIN_OPS = ("status", "up", "down", "restart")  # what a thin client sends (client_commands, up_client)
 
 
-async def from_thin_client(request: dict[str, Any], state_dir: Path,
-                           mode: str) -> tuple[dict[str, Any], str | None] | str:
-    """The request the full client would have sent, made here from a thin client's, and
-    the notice the full client would have printed before sending it; or why the thin
-    client must read the files itself after all (it then does, and its own load says
-    what is wrong, as it always did).
+async def from_thin_client(request: dict[str, Any], state_dir: Path, mode: str,
+                           reply: Reply) -> tuple[dict[str, Any], ProjectSpec] | None:
+    """The request the full client would have sent, made here from a thin client's, with
+    the files as read for it (an `up` applies them: they are not read twice); or None,
+    the thin client told why it must read the files itself after all (it then does, and
+    its own load says what is wrong, as it always did). The notice the full client would
+    have printed before sending its `up` is sent first, as an event.
 
     The thin client (client_commands.py) skipped reading the files: it found this
     supervisor serving them and sent their paths, the values of the variables they
@@ -78,45 +79,55 @@ async def from_thin_client(request: dict[str, Any], state_dir: Path,
     this state dir. Then the full client's own checks, with its messages: the names are
     the files' resources, the --profile names are declared (raised: the caller answers).
     """
-    from orchestrator.profiles import ENV, active_profiles, nothing_to_start
-
-    thin = request["thin"]
     if request["op"] not in THIN_OPS:
         raise UsageError(f"bad request: {request['op']}: 'thin' is for {', '.join(THIN_OPS)} only")
+    loaded = await _load_for_thin(request, state_dir, mode)
+    if isinstance(loaded, str):
+        await reply({"ok": False, "declined": loaded, "exit_code": EXIT_FAILED,
+                     "error": f"the thin client must read the files: {loaded}"})
+        return None
+    from orchestrator.profiles import ENV, active_profiles, nothing_to_start
+
+    thin, project = request["thin"], loaded
+    names = request.get("names") or []
+    check_names(project.resources, names)
+    plain = {k: v for k, v in request.items() if k not in ("thin", "files", "environ")}
+    if request["op"] != "up":
+        return plain, project
+    active = active_profiles(project, thin.get("profiles_named") or [], {ENV: thin.get("profiles_env") or ""})
+    notice = nothing_to_start(project, names, active)
+    if notice:
+        await reply({"event": "notice", "text": notice})
+    environ = request.get("environ") or {}
+    return ({**plain, "profiles": active, "files": [str(f) for f in project.files],
+             "environ": {k: environ[k] for k in sorted(project.environ_names) if k in environ}}, project)
+
+
+async def _load_for_thin(request: dict[str, Any], state_dir: Path, mode: str) -> ProjectSpec | str:
+    """The files as the thin client's command would read them, or why they cannot be."""
     if mode not in THIN_MODES:
         return f"a {mode} supervisor reads its own files"
     files = [Path(f) for f in request.get("files") or []]
     if not files:
         return "no files named"
-    environ = request.get("environ") or {}
     try:
-        project = await anyio.to_thread.run_sync(config.load, files, environ)
+        project = await anyio.to_thread.run_sync(config.load, files, request.get("environ") or {})
     except VrooliError as exc:
         return f"the files do not load: {exc.lines()[0]}"
-    unsent = sorted(set(project.environ_names) - set(thin.get("environ_names") or []))
+    unsent = sorted(set(project.environ_names) - set(request["thin"].get("environ_names") or []))
     if unsent:
         return f"the files now refer to {', '.join(unsent)}"
     if project.state_dir != state_dir:
         return f"state_dir is now {project.state_dir}"
-    names = request.get("names") or []
-    check_names(project.resources, names)
-    plain = {k: v for k, v in request.items() if k not in ("thin", "files", "environ")}
-    if request["op"] != "up":
-        return plain, None
-    active = active_profiles(project, thin.get("profiles_named") or [], {ENV: thin.get("profiles_env") or ""})
-    return ({**plain, "profiles": active, "files": [str(f) for f in project.files],
-             "environ": {k: environ[k] for k in sorted(project.environ_names) if k in environ}},
-            nothing_to_start(project, names, active))
+    return project
 
 
-def notice_event(text: str) -> dict[str, Any]:
-    return {"event": "notice", "text": text}
-
-
-def declined(reason: str) -> dict[str, Any]:
-    """The answer to a thin request this supervisor will not serve as it is (see above)."""
-    return {"ok": False, "declined": reason, "error": f"the thin client must read the files: {reason}",
-            "exit_code": EXIT_FAILED}
+def ping_reply(project: ProjectSpec, mode: str, idle: bool, code: str | None) -> dict[str, Any]:
+    """Who answers: the files let a client whose own copy is broken check that this is its
+    project; environ_names are what a thin client sends the values of (from_thin_client)."""
+    return {"ok": True, "pid": os.getpid(), "project": project.name, "mode": mode,
+            "files": [str(f) for f in project.files], "environ_names": sorted(project.environ_names),
+            "idle": idle, "code": code}
 
 
 async def follow_output(path: Path, reply: Reply) -> None:
@@ -182,24 +193,20 @@ class Handlers:
         method = getattr(self, f"op_{request['op']}")
         try:
             if request.get("thin") is not None:
-                full = await from_thin_client(request, self.sup.project.state_dir, self.options.mode)
-                if isinstance(full, str):
-                    await reply(declined(full))
+                full = await from_thin_client(request, self.sup.project.state_dir, self.options.mode, reply)
+                if full is None:
                     return
-                request, notice = full
-                if notice:  # what the full client prints before it asks
-                    await reply(notice_event(notice))
+                request, loaded = full
+                if request["op"] == "up":
+                    await self.op_up(request, reply, loaded)
+                    return
             await method(request, reply)
         except VrooliError as exc:
             await reply(exc.reply())
 
     async def op_ping(self, request: dict[str, Any], reply: Reply) -> None:
-        # The files let a client whose own copy is broken check that this is its project.
-        # environ_names: what a thin client sends the values of (from_thin_client).
-        await reply({"ok": True, "pid": os.getpid(), "project": self.sup.project.name,
-                     "mode": self.options.mode, "files": [str(f) for f in self.sup.project.files],
-                     "environ_names": sorted(self.sup.project.environ_names),
-                     "idle": False, "code": self.host.code if self.host is not None else None})
+        await reply(ping_reply(self.sup.project, self.options.mode, False,
+                               self.host.code if self.host is not None else None))
 
     async def op_status(self, request: dict[str, Any], reply: Reply) -> None:
         names = request.get("names") or None
@@ -325,10 +332,11 @@ class Handlers:
             raise VrooliError(f"state_dir changed to {new.state_dir}; run `vrooli down` first")
         return new
 
-    async def op_up(self, request: dict[str, Any], reply: Reply) -> None:
+    async def op_up(self, request: dict[str, Any], reply: Reply, loaded: ProjectSpec | None = None) -> None:
         """Start, stream progress, answer. An `up` that fails at start (a check, or a
         resource that cannot even be spawned) undoes what it started and leaves no idle
-        detached supervisor behind: the user is back where they were, with the reason."""
+        detached supervisor behind: the user is back where they were, with the reason.
+        `loaded`: the request's files, already read (a thin client's request)."""
         names = request.get("names") or None
         no_deps = bool(request.get("no_deps"))
         profiles = request.get("profiles") or []  # checked against the files by the client
@@ -339,8 +347,8 @@ class Handlers:
         if claim is not None and not own:
             self._unasked_claim = claim  # another `up` came first: the forking one may still come
         try:
-            if request.get("files"):
-                project = await self._load(request)
+            if loaded is not None or request.get("files"):
+                project = loaded or await self._load(request)
                 check_names(project.resources, names or [])
                 changes = await self.sup.apply_config(project)
                 if changes["restarted"] or changes["added"] or changes["removed"]:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from orchestrator import codeid, config, control, ops
-from orchestrator.control_api import declined, from_thin_client, notice_event
+from orchestrator.control_api import from_thin_client, ping_reply
 from orchestrator.errors import EXIT_OK, SupervisorUnavailable, VrooliError
 from orchestrator.logging import get_logger
 
@@ -181,9 +181,7 @@ class Host:
         if op == "up":
             await self._wake_for(request, reply)
         elif op == "ping":
-            await reply({"ok": True, "pid": os.getpid(), "project": self.project.name, "mode": self.options.mode,
-                         "files": [str(f) for f in self.project.files],
-                         "environ_names": sorted(self.project.environ_names), "idle": True, "code": self.code})
+            await reply(ping_reply(self.project, self.options.mode, True, self.code))
         elif op == "status" and self.last is not None:
             await self.last.handle(request, reply)
         elif op in ("down", "retire"):
@@ -210,17 +208,15 @@ class Host:
         log.info("supervisor waking")  # its timestamp: where the `up` reached us (scripts/bench.py)
         try:
             if request.get("thin") is not None:
-                full = await from_thin_client(request, self.project.state_dir, self.options.mode)
-                if isinstance(full, str):
-                    await reply(declined(full))
+                full = await from_thin_client(request, self.project.state_dir, self.options.mode, reply)
+                if full is None:
                     return
-                request, notice = full
-                if notice:
-                    await reply(notice_event(notice))
-            files = [Path(f) for f in request.get("files") or [str(f) for f in self.project.files]]
-            project = await anyio.to_thread.run_sync(config.load, files, request.get("environ"))
-            if project.state_dir != self.project.state_dir:
-                raise VrooliError(f"state_dir changed to {project.state_dir}; run `vrooli down --exit` first")
+                request, project = full  # the files already read for it
+            else:
+                files = [Path(f) for f in request.get("files") or [str(f) for f in self.project.files]]
+                project = await anyio.to_thread.run_sync(config.load, files, request.get("environ"))
+                if project.state_dir != self.project.state_dir:
+                    raise VrooliError(f"state_dir changed to {project.state_dir}; run `vrooli down --exit` first")
         except VrooliError as exc:
             await reply(exc.reply())
             return
