@@ -11,6 +11,7 @@ reporter, signals). Those depend on the read-only view in events.py, not on this
 from __future__ import annotations
 
 import fcntl
+import importlib
 import os
 import signal
 import socket
@@ -257,7 +258,7 @@ async def _health(sup: Supervisor, sock: socket.socket) -> None:
         # thread so the event loop keeps probing and answering the control socket meanwhile.
         with anyio.move_on_after(HEALTH_DEFER_MAX):
             await sup.wait_settled(set(sup.wanted))
-        await anyio.to_thread.run_sync(_import_health)
+        await anyio.to_thread.run_sync(importlib.import_module, "orchestrator.health")  # h11 and its own
         from orchestrator.health import run_endpoint
 
         log.info("health endpoint answering", listen=_address_of(sock))
@@ -271,10 +272,6 @@ async def _health(sup: Supervisor, sock: socket.socket) -> None:
 def _address_of(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     return f"{host}:{port}"
-
-
-def _import_health() -> None:
-    import orchestrator.health  # noqa: F401  (h11 and the endpoint's own modules)
 
 
 async def _foreground_progress(sup: Supervisor, selected: frozenset[str]) -> None:

@@ -13,6 +13,7 @@ adoption, last_start.json), policy.py decides restarts, backoff, liveness and th
 from __future__ import annotations
 
 import functools
+import importlib
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -263,7 +264,7 @@ class Supervisor:
     async def _watch_memory(self) -> None:
         # Its module is imported in a worker thread, as the health endpoint's is: the event
         # loop goes on to a cold start's first spawn meanwhile (issue 14, item 3).
-        await anyio.to_thread.run_sync(_import_memory)
+        await anyio.to_thread.run_sync(importlib.import_module, "orchestrator.memory")
         await self.memory.run()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -537,7 +538,3 @@ class Supervisor:
         return {"ready": len(ready), "wanted": len(wanted),
                 "not_ready": [(r.spec.name, r.state.value, r.message) for r in wanted
                               if r.state not in scheduler.SETTLED_OK]}
-
-
-def _import_memory() -> None:
-    import orchestrator.memory  # noqa: F401
