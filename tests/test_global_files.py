@@ -5,7 +5,6 @@ after the command still means follow."""
 from __future__ import annotations
 
 import json
-import re
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import pytest
 
 from orchestrator.client_argv import hoist_global_options
 from orchestrator.errors import UsageError
-from tests.conftest import Project, wait_for
+from tests.conftest import Project, masked, wait_for
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
@@ -72,14 +71,6 @@ def stack_elsewhere(project: Project) -> None:
     (project.dir / "resources.toml").rename(project.dir / "other.toml")
     project.write('[resources.extra]\ncommand = ["sh", "-c", "echo ready; exec sleep 1000"]\n'
                   'health = { probe = "log", pattern = "ready" }\n', name="override.toml")
-
-
-def masked(done: subprocess.CompletedProcess[str]) -> tuple[int, str, str]:
-    """An answer with every number masked: times, sizes and pids change from run to run
-    (and a memory figure not sampled yet, just after a restart, is null)."""
-    def mask(text: str) -> str:
-        return re.sub(r"\d+(\.\d+)?|\bnull\b", "N", text)
-    return done.returncode, mask(done.stdout), mask(done.stderr)
 
 
 def test_every_command_reads_files_before_it_as_after_it(project: Project) -> None:

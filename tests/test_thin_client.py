@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Project, wait_for
+from tests.conftest import Project, masked, wait_for
 
 CONFIG_MODULES = ("orchestrator.config", "orchestrator.spec", "tomllib")
 
@@ -91,13 +90,6 @@ def test_the_thin_answer_is_the_full_clients(project: Project) -> None:
     forget_registry()
     full_later, _ = run_traced(project, "status", "later")
     assert masked(thin_later) == masked(full_later) and full_later.returncode == 3, full_later.stderr
-
-
-def masked(done: subprocess.CompletedProcess[str]) -> tuple[int, str, str]:
-    """Times, sizes, pids and not-yet-sampled figures change from run to run: masked."""
-    def mask(text: str) -> str:
-        return re.sub(r"\d+(\.\d+)?|\bnull\b", "N", text)
-    return done.returncode, mask(done.stdout), mask(done.stderr)
 
 
 def test_a_new_variable_in_the_file_is_sent_by_the_full_way(project: Project) -> None:
