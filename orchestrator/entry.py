@@ -26,7 +26,7 @@ from orchestrator.errors import EXIT_OK, EXIT_USAGE, UsageError
 def main() -> None:
     argv = sys.argv[1:]
     _help_or_version(argv)  # first: they need nothing else imported
-    from orchestrator.client_argv import hoist_global_options, parse
+    from orchestrator.client.argv import hoist_global_options, parse
 
     try:
         argv = hoist_global_options(argv)
@@ -35,12 +35,12 @@ def main() -> None:
     _help_or_version(argv)
     request = parse(argv, os.environ)
     if request is None:
-        from orchestrator.cli import main as cli_main
+        from orchestrator.cli.app import main as cli_main
 
         sys.argv[1:] = argv
         cli_main()
         return
-    from orchestrator.client_commands import run
+    from orchestrator.client.commands import run
 
     try:
         code = run(request)
@@ -52,13 +52,13 @@ def main() -> None:
 def _help_or_version(argv: list[str]) -> None:
     """The top-level help or the version, and exit; else return."""
     if argv in ([], ["-h"], ["--help"]):
-        from orchestrator import cli_help
+        from orchestrator.cli import help_text
 
         # As typer did: asked for, the help goes to stdout (exit 0); no command at all is a
         # usage error, the help on stderr (exit 2).
         if argv:
-            _exit(EXIT_OK, out=cli_help.text())
-        _exit(EXIT_USAGE, err=cli_help.text())
+            _exit(EXIT_OK, out=help_text.text())
+        _exit(EXIT_USAGE, err=help_text.text())
     if argv == ["--version"]:
         from orchestrator import __version__
 

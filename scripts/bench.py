@@ -273,7 +273,7 @@ def in_process(workdir: Path, files: list[str], body: Callable[[Any], Any]) -> A
     import anyio
 
     from orchestrator import config
-    from orchestrator.supervisor import Supervisor
+    from orchestrator.engine.supervisor import Supervisor
 
     project = config.load([workdir / f for f in files], ENV)
 
@@ -303,7 +303,7 @@ def run_in_process(workdir: Path, files: list[str]) -> float:
 
 
 def run_sequential(workdir: Path, files: list[str]) -> float:
-    from orchestrator import graph
+    from orchestrator.plan import graph
 
     async def body(sup: Any) -> float:
         order = [n for wave in graph.waves(sup.edges()) for n in wave]
@@ -326,7 +326,7 @@ def measure_alone(workdir: Path, files: list[str]) -> dict[str, float]:
     bare launcher starts it, `subprocess.Popen` for a process or one `start` call on an
     already created container, and checks it every 5 ms with the same check as its probe.
     """
-    from orchestrator import graph
+    from orchestrator.plan import graph
 
     async def body(sup: Any) -> dict[str, float]:
         own: dict[str, float] = {}
@@ -347,7 +347,7 @@ async def bare_start(sup: Any, name: str, workdir: Path) -> float:
     """Start one resource without vrooli and time it to its first passing check (5 ms polls)."""
     import anyio
 
-    from orchestrator.logs import OutputLog
+    from orchestrator.infra.logs import OutputLog
     from orchestrator.probes import ProbeContext, make_probe, run_once
 
     spec = sup.records[name].spec
@@ -627,8 +627,8 @@ def wide_fake(workdir: Path, files: list[str]) -> float:
     import anyio
 
     from orchestrator import config
+    from orchestrator.engine.supervisor import Supervisor
     from orchestrator.runtimes.fake import FakeRuntime
-    from orchestrator.supervisor import Supervisor
 
     project = config.load([workdir / f for f in files], ENV)
     fake = FakeRuntime()
@@ -874,7 +874,7 @@ def machine() -> dict[str, Any]:
 
 def quiet_logs() -> None:
     """In-process supervisors log as JSON to a file, not over the benchmark's output."""
-    from orchestrator.logging import configure
+    from orchestrator.infra.logger import configure
 
     configure("json", open(os.devnull, "w"))
 

@@ -36,16 +36,18 @@ ROOT = Path(__file__).resolve().parent.parent
 # What each server implementation imports to answer, beyond the supervisor itself.
 ENDPOINT_IMPORTS = {
     "uvicorn": "import prometheus_client, uvicorn, uvicorn.protocols.http.h11_impl, uvicorn.lifespan.off",
-    "h11": "import orchestrator.health, orchestrator.httpserver, h11",
+    "h11": "import orchestrator.daemon.health, orchestrator.daemon.httpserver, h11",
 }
 
 
 def implementation(checkout: Path) -> str:
-    return "uvicorn" if "uvicorn" in (checkout / "orchestrator" / "health.py").read_text() else "h11"
+    package = checkout / "orchestrator"  # the module's place after the layout step, and before it
+    module = next(p for p in (package / "daemon" / "health.py", package / "health.py") if p.exists())
+    return "uvicorn" if "uvicorn" in module.read_text() else "h11"
 
 
 def import_seconds(checkout: Path, rounds: int) -> float:
-    code = ("import time, orchestrator.service, orchestrator.supervisor\n"
+    code = ("import time, orchestrator.daemon.service, orchestrator.engine.supervisor\n"
             "t = time.perf_counter()\n"
             f"{ENDPOINT_IMPORTS[implementation(checkout)]}\n"
             "print(time.perf_counter() - t)")

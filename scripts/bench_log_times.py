@@ -52,7 +52,7 @@ def pipe(lines: int, directory: Path) -> tuple[float, float]:
 
 
 def keeper(lines: int, directory: Path, with_index: bool) -> tuple[float, float]:
-    from orchestrator import logs, paths
+    from orchestrator.infra import logs, paths
 
     paths.ensure_state_dir(directory / "state")
     output = logs.OutputLog(directory / "state" / "logs" / "k.log", max_bytes=10 << 20, max_files=1)

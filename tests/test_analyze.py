@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from orchestrator.analyze import critical_chain, render, timeline
+from orchestrator.plan.analyze import critical_chain, render, timeline
 from tests.conftest import Project
 
 
@@ -43,7 +43,7 @@ def test_render_shows_offsets() -> None:
 def test_cold_start_phases_are_measured_from_the_command() -> None:
     from datetime import datetime
 
-    from orchestrator.analyze import cold_start
+    from orchestrator.plan.analyze import cold_start
 
     invoked = datetime.fromisoformat("2026-01-01T00:00:09.850000+00:00").timestamp()
     marks = {"invoked_at": invoked, "supervisor_at": invoked + 0.09}

@@ -17,7 +17,8 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator import config, variables
+from orchestrator import config
+from orchestrator.config import variables
 from orchestrator.errors import ConfigError
 from orchestrator.probes import ProbeContext, make_probe, run_once
 from orchestrator.probes.http import Target, UrlError

@@ -22,7 +22,7 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator.notify import notify
+from orchestrator.daemon.sd_notify import notify
 from tests.conftest import ROOT, Project, wait_for
 
 

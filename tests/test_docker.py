@@ -224,7 +224,7 @@ def test_an_exec_that_cannot_be_killed_blocks_the_next_instead_of_piling_up(
     import anyio
 
     from orchestrator import config
-    from orchestrator.logs import OutputLog
+    from orchestrator.infra.logs import OutputLog
     from orchestrator.runtimes import docker as docker_runtime
 
     monkeypatch.setattr(docker_runtime, "_same_pid_namespace", lambda pid, other: False)

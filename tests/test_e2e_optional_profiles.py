@@ -229,7 +229,7 @@ def test_status_of_a_stack_not_running_carries_profiles(project: Project) -> Non
 
 
 def test_the_request_schema_refuses_profiles_of_the_wrong_shape(tmp_path: Path) -> None:
-    from orchestrator.ops import problem_with
+    from orchestrator.daemon.ops import problem_with
 
     assert problem_with({"op": "up", "profiles": ["ai"]}) is None
     assert problem_with({"op": "up", "profiles": "ai"}) == "up: 'profiles': expected a list of strings, got a string"

@@ -461,8 +461,9 @@ def test_the_forking_ups_own_request_does_not_start_again_what_already_failed(pr
     """A cold `up` forks the supervisor, which starts at once; the command's request comes
     after. A client slow to send it (a loaded machine: CI lost this race) must not make a
     resource with `restart = "no"` that crashed meanwhile run a second time."""
-    from orchestrator import config, spawn
-    from orchestrator.up_client import follow
+    from orchestrator import config
+    from orchestrator.client import spawn
+    from orchestrator.client.up import follow
 
     flaky_stack(project, "no")
     loaded = config.load([project.file])
@@ -492,8 +493,8 @@ def test_crash_before_ready_with_restart_no_fails_at_once(project: Project) -> N
 
 
 def test_catastrophic_log_pattern_leaves_the_supervisor_responsive(project: Project) -> None:
-    from orchestrator import paths
-    from orchestrator.control import Client
+    from orchestrator.infra import paths
+    from orchestrator.infra.control import Client
 
     printer = f"{sys.executable} -c \"print('a' * 5000 + '!', flush=True)\"; exec sleep 1000"
     project.write(f"""

@@ -22,10 +22,11 @@ import pytest
 import typer.core
 import typer.main
 
-from orchestrator import cli_help, spawn
-from orchestrator.cli import app
-from orchestrator.cli_output import supervisor_line
-from orchestrator.client_argv import CLIENT_COMMANDS, ClientCommand, parse
+from orchestrator.cli import help_text
+from orchestrator.cli.app import app
+from orchestrator.client import spawn
+from orchestrator.client.argv import CLIENT_COMMANDS, ClientCommand, parse
+from orchestrator.client.output import supervisor_line
 from orchestrator.config import RESOURCE_KEYS
 from tests.conftest import Project, wait_for
 
@@ -159,7 +160,7 @@ class RecordingSupervisor:
         self.thread.join(timeout=5)
 
 
-TYPER = "import sys; from orchestrator.cli import main; sys.argv = ['vrooli', *sys.argv[1:]]; main()"
+TYPER = "import sys; from orchestrator.cli.app import main; sys.argv = ['vrooli', *sys.argv[1:]]; main()"
 
 
 def run_typer(project: Project, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -382,9 +383,9 @@ def test_the_client_commands_import_nothing_heavy(project: Project) -> None:
         assert done.returncode in (0, 3), (args, done.stderr[-2000:])
         runs[" ".join(args)] = imported(done)
     for args, names in runs.items():
-        assert "orchestrator.client_commands" in names, args  # the measurement works
+        assert "orchestrator.client.commands" in names, args  # the measurement works
         assert {n.split(".")[0] for n in names} & HEAVY == set(), args
-        assert "orchestrator.cli" not in names, args
+        assert "orchestrator.cli.app" not in names, args
 
 
 def test_the_top_level_help_needs_no_cli_framework(project: Project) -> None:
@@ -394,21 +395,21 @@ def test_the_top_level_help_needs_no_cli_framework(project: Project) -> None:
                               capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
         assert done.returncode == code, args
         names = imported(done)
-        assert "orchestrator.cli_help" in names and not {n.split(".")[0] for n in names} & HEAVY, args
+        assert "orchestrator.cli.help_text" in names and not {n.split(".")[0] for n in names} & HEAVY, args
         shown = done.stdout if stream == "stdout" else re.sub(r"(?m)^import time:.*\n", "", done.stderr)
-        assert shown == cli_help.text(), args
+        assert shown == help_text.text(), args
 
 
 def test_the_top_level_help_lists_every_command_with_its_own_help() -> None:
-    """A command added to cli.py must be added to cli_help.COMMANDS (with the first line of
+    """A command added to cli.py must be added to help_text.COMMANDS (with the first line of
     its docstring), or `vrooli --help` would not show it."""
     group = typer.main.get_command(app)
-    listed = dict(cli_help.COMMANDS)
+    listed = dict(help_text.COMMANDS)
     assert set(listed) == set(group.commands)  # type: ignore[attr-defined]
     width = max(len(name) for name in listed)
     for name, command in group.commands.items():  # type: ignore[attr-defined]
         assert listed[name] == command.help.strip().splitlines()[0], name
-        assert f"\n  {name:<{width}}  {listed[name]}\n" in cli_help.text()
+        assert f"\n  {name:<{width}}  {listed[name]}\n" in help_text.text()
 
 
 def test_version_both_ways(project: Project) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import paths
-from orchestrator.control import Client
+from orchestrator.infra import paths
+from orchestrator.infra.control import Client
 from tests.conftest import Project
 
 ONE = """

@@ -1167,7 +1167,7 @@ def test_compose_1_29_reads_every_translated_text_as_the_loader_does() -> None:
     if not COMPOSE_PYTHON.exists() or subprocess.run(
             [str(COMPOSE_PYTHON), "-c", "import compose.config.interpolation"], capture_output=True).returncode:
         pytest.skip("needs docker-compose 1.29's Python package")
-    from orchestrator import variables
+    from orchestrator.config import variables
     from orchestrator.export.common import Text
 
     environments = [{}, {"A": "", "B": ""}, {"A": "va", "B": "vb"}, {"A": "va", "B": ""}, {"A": "", "_x": "x$y"}]
@@ -1219,7 +1219,7 @@ def kubernetes_expand(text: str, env: dict[str, str]) -> str:
 def test_kubernetes_command_words_mean_what_the_loader_reads() -> None:
     """Thousands of texts in a container without env: the Secret keys the export asks for,
     once filled in, make the kubelet's expansion give what the loader gives with those set."""
-    from orchestrator import variables
+    from orchestrator.config import variables
     from orchestrator.export.kubernetes import _Args, secret_keys
 
     compared = 0

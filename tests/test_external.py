@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from orchestrator import config
-from orchestrator.scheduler import State
+from orchestrator.engine.supervisor import Supervisor
+from orchestrator.plan.scheduler import State
 from orchestrator.spec import RestartPolicy
-from orchestrator.supervisor import Supervisor
 from tests.conftest import Project, free_port, wait_for
 
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from orchestrator.client_argv import hoist_global_options
+from orchestrator.client.argv import hoist_global_options
 from orchestrator.errors import UsageError
 from tests.conftest import Project, masked, wait_for
 

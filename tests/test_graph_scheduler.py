@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator import graph
-from orchestrator.scheduler import Block, Start, State, View, decide, up_settled, waiting_for
+from orchestrator.plan import graph
+from orchestrator.plan.scheduler import Block, Start, State, View, decide, up_settled, waiting_for
 from orchestrator.spec import Condition, Dependency
 
 STACK = {"postgres": [], "redis": [], "qdrant": [], "n8n": ["postgres", "redis"], "ollama": []}

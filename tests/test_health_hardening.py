@@ -29,7 +29,7 @@ import pytest
 from tests.conftest import Project, free_port, wait_for
 
 HALF_SENT = b"GET /livez\r\nHost: x\r\n"
-# The endpoint's promises (orchestrator/httpserver.py Limits), stated here so these tests
+# The endpoint's promises (orchestrator/daemon/httpserver.py Limits), stated here so these tests
 # also run, and fail, against code that does not have them.
 HEAD_TIMEOUT = 5.0
 MAX_CONNECTIONS = 256
@@ -245,8 +245,8 @@ def test_supervisor_raises_its_soft_file_limit_to_the_hard_limit(project: Projec
 
 def test_endpoint_failure_stays_in_the_endpoint(project: Project) -> None:
     """A handler that raises answers 500 and is logged once; the server keeps serving."""
-    from orchestrator import httpserver
-    from orchestrator.endpoint import bind_listener
+    from orchestrator.daemon import httpserver
+    from orchestrator.daemon.endpoint import bind_listener
 
     assert (httpserver.Limits().head_timeout, httpserver.Limits().max_connections) == (HEAD_TIMEOUT, MAX_CONNECTIONS)
 
@@ -299,8 +299,8 @@ MALFORMED_HTTP = [
 
 def test_malformed_http_gets_an_answer_and_a_close() -> None:
     """Each malformed request: one error status, then the connection closes; the server serves on."""
-    from orchestrator import httpserver
-    from orchestrator.endpoint import bind_listener
+    from orchestrator.daemon import httpserver
+    from orchestrator.daemon.endpoint import bind_listener
 
     async def handler(request: httpserver.Request) -> httpserver.Response:
         return httpserver.Response(200, "text/plain", b"fine")
@@ -339,9 +339,9 @@ def test_malformed_http_gets_an_answer_and_a_close() -> None:
 
 def test_endpoint_restarts_then_stays_down_without_touching_the_supervisor(project: Project) -> None:
     from orchestrator import config
-    from orchestrator.endpoint import bind_listener
-    from orchestrator.health import run_endpoint
-    from orchestrator.supervisor import Supervisor
+    from orchestrator.daemon.endpoint import bind_listener
+    from orchestrator.daemon.health import run_endpoint
+    from orchestrator.engine.supervisor import Supervisor
 
     project.write(STEADY)
     sup = Supervisor(config.load([project.file]))
@@ -369,7 +369,7 @@ def test_metrics_exposition_parses_with_the_reference_parser() -> None:
     """Our own Prometheus text (no client library): escaping, counters, cumulative buckets."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    from orchestrator.health import Exposition, Histogram
+    from orchestrator.daemon.health import Exposition, Histogram
 
     histogram = Histogram((0.5, 1, 2))
     for value in (0.1, 0.7, 0.9, 5.0):
@@ -466,13 +466,13 @@ def test_state_files_are_private(project: Project) -> None:
     ("", ""),
 ])
 def test_public_text_family(text: str, shown: str) -> None:
-    from orchestrator.exposure import public_text
+    from orchestrator.infra.exposure import public_text
 
     assert public_text(text) == shown
 
 
 def test_public_text_masks_what_the_spec_marks_secret() -> None:
-    from orchestrator.exposure import public_text
+    from orchestrator.infra.exposure import public_text
     from orchestrator.spec import ProbeSpec, ResourceSpec
 
     spec = ResourceSpec("api", "process", command=("api",),
@@ -512,8 +512,8 @@ BAD_REQUESTS: list[bytes] = [
 
 
 def test_every_control_op_has_one_schema_and_one_handler() -> None:
-    from orchestrator.ops import SCHEMAS
-    from orchestrator.service import Handlers
+    from orchestrator.daemon.ops import SCHEMAS
+    from orchestrator.daemon.service import Handlers
 
     assert {n.removeprefix("op_") for n in dir(Handlers) if n.startswith("op_")} == set(SCHEMAS)
 
@@ -561,7 +561,7 @@ def test_control_requests_of_any_shape_never_hurt_the_supervisor(project: Projec
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from orchestrator.ops import SCHEMAS, problem_with
+    from orchestrator.daemon.ops import SCHEMAS, problem_with
 
     project.write(STEADY)
     project.run("up", check=True)
@@ -595,7 +595,7 @@ def test_control_requests_of_any_shape_never_hurt_the_supervisor(project: Projec
 
 
 def test_control_client_that_sends_nothing_is_told_and_closed(project: Project) -> None:
-    from orchestrator.control import REQUEST_TIMEOUT
+    from orchestrator.infra.control import REQUEST_TIMEOUT
 
     project.write(STEADY)
     project.run("up", check=True)
@@ -681,7 +681,7 @@ def test_daemon_with_a_malformed_health_listen_option_is_a_usage_error(project: 
 
 def test_daemon_defaults_to_port_9500_and_up_to_a_free_port(project: Project) -> None:
     from orchestrator import config
-    from orchestrator.endpoint import health_listen
+    from orchestrator.daemon.endpoint import health_listen
 
     without_health_listen(project, STEADY)
     spec = config.load([project.file])

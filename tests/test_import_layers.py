@@ -8,9 +8,9 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "orchestrator"
 # Below the supervisor: none of them may sit on an import cycle.
-LOW_LAYERS = ("orchestrator.runtimes", "orchestrator.memory", "orchestrator.cgroups", "orchestrator.records",
-              "orchestrator.state_store", "orchestrator.policy", "orchestrator.lifecycle", "orchestrator.paths",
-              "orchestrator.scheduler")
+LOW_LAYERS = ("orchestrator.runtimes", "orchestrator.engine.memory", "orchestrator.runtimes.cgroups",
+              "orchestrator.engine.records", "orchestrator.engine.state_store", "orchestrator.plan.policy",
+              "orchestrator.engine.lifecycle", "orchestrator.infra.paths", "orchestrator.plan.scheduler")
 
 
 def module_name(path: Path) -> str:
@@ -65,4 +65,4 @@ def test_the_process_runtime_knows_nothing_of_the_supervisor() -> None:
         for nxt in graph[pending.pop()] - reach:
             reach.add(nxt)
             pending.append(nxt)
-    assert not reach & {"orchestrator.supervisor", "orchestrator.memory", "orchestrator.models"}
+    assert not reach & {"orchestrator.engine.supervisor", "orchestrator.engine.memory", "orchestrator.engine.models"}

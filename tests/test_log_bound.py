@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import logs, paths
-from orchestrator.logs import LogKeeper, OutputLog
+from orchestrator.infra import logs, paths
+from orchestrator.infra.logs import LogKeeper, OutputLog
 from tests.conftest import Project, wait_for
 
 MiB = 1 << 20

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import logtimes, paths
-from orchestrator.logs import LogKeeper, OutputLog
-from orchestrator.logs_view import Follower, timed_lines
+from orchestrator.cli.logs_view import Follower, timed_lines
+from orchestrator.infra import logtimes, paths
+from orchestrator.infra.logs import LogKeeper, OutputLog
 from orchestrator.runtimes.docker import container_name
 from tests.conftest import Project, free_port, wait_for
 

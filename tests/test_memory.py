@@ -309,7 +309,7 @@ def test_background_model_load_waits_while_over_the_peak_budget(project: Project
 def test_mountinfo_paths_resolve_for_both_cgroup_versions() -> None:
     """The v2 path cannot run here (no v2 memory controller): its path finding is checked on
     the shapes /proc/self/mountinfo takes on a v2 host, a hybrid host and in a container."""
-    from orchestrator.cgroups import _directory
+    from orchestrator.runtimes.cgroups import _directory
 
     unified = [("/", Path("/sys/fs/cgroup"), "cgroup2", frozenset({"rw"}))]
     assert _directory(unified, 2, "/system.slice/vrooli.service") == Path("/sys/fs/cgroup/system.slice/vrooli.service")

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator.models import base_url
+from orchestrator.engine.models import base_url
 from orchestrator.spec import PortSpec, ProbeSpec, ResourceSpec
 from tests.conftest import ROOT, Project, free_port, wait_for
 

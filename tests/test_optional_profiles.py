@@ -10,12 +10,12 @@ import anyio
 import pytest
 
 from orchestrator import config
+from orchestrator.config.profiles import active_profiles
+from orchestrator.engine.supervisor import Supervisor
 from orchestrator.errors import ConfigError, UsageError
-from orchestrator.profiles import active_profiles
+from orchestrator.plan.scheduler import Block, Start, State, View, decide, select, waiting_for
 from orchestrator.runtimes.fake import FakeRuntime, Script
-from orchestrator.scheduler import Block, Start, State, View, decide, select, waiting_for
 from orchestrator.spec import Condition, Dependency, ProjectSpec, ResourceSpec
-from orchestrator.supervisor import Supervisor
 
 OPT = Dependency("cache", Condition.HEALTHY, required=False)
 DEPENDS = {"cache": (), "db": (), "app": (Dependency("db"), OPT)}

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.plot import render_svg, tick_step
+from orchestrator.cli.plot import render_svg, tick_step
 from tests.conftest import ROOT, Project, free_port, wait_for
 
 SVG = "{http://www.w3.org/2000/svg}"

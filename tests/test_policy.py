@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import config
-from orchestrator.policy import Backoff, liveness_step, plan_reload, should_restart, within_burst
+from orchestrator.plan.policy import Backoff, liveness_step, plan_reload, should_restart, within_burst
 from orchestrator.spec import ProjectSpec, RestartPolicy
 
 

@@ -16,7 +16,7 @@ import anyio
 import psutil
 import pytest
 
-from orchestrator.logs import OutputLog
+from orchestrator.infra.logs import OutputLog
 from orchestrator.probes import ProbeContext, ProbeResult, make_probe, run_once, until_ready
 from orchestrator.spec import ProbeSpec
 from tests.conftest import (

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.report import splice
+from orchestrator.cli.report import splice
 from tests.conftest import Project, free_port
 
 RESOURCE_HEAD = "| Resource | Startup Time | Memory Usage | CPU Usage | Status |"
@@ -104,7 +104,7 @@ def test_report_measures_the_running_stack(stack: Project) -> None:
 
 
 def chain_length(record: dict[str, dict[str, object]]) -> float:
-    from orchestrator.analyze import critical_chain
+    from orchestrator.plan.analyze import critical_chain
 
     return float(critical_chain(list(record.values()))[0]["ready"])
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from orchestrator import records
+from orchestrator.engine import records
 from tests.conftest import Project, processes_with_token, wait_for
 
 SERVICES = """

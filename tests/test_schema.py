@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from orchestrator import config, schema
-from orchestrator.configfile.project import PROJECT_KEYS
-from orchestrator.configfile.resource import RESOURCE_KEYS
+from orchestrator import config
+from orchestrator.config import schema
+from orchestrator.config.project import PROJECT_KEYS
+from orchestrator.config.resource import RESOURCE_KEYS
 from orchestrator.errors import ConfigError
 from orchestrator.probes.kinds import all_keys
 

@@ -9,7 +9,7 @@ import sys
 import psutil
 import pytest
 
-from orchestrator.client_argv import ClientCommand, parse
+from orchestrator.client.argv import ClientCommand, parse
 from tests.conftest import Project
 
 
@@ -47,7 +47,7 @@ def test_plain_up_works_without_importing_typer(project: Project) -> None:
                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr
     imported = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
-    assert "orchestrator.up_client" in imported  # the measurement works
+    assert "orchestrator.client.up" in imported  # the measurement works
     assert "typer" not in imported
     assert "1/1 ready" in done.stderr
     assert len(supervisors_in(project)) == 1
@@ -122,7 +122,7 @@ def test_analyze_shows_what_a_cold_up_cost_before_the_first_start(project: Proje
 SLOW_SUPERVISOR_UP = """
 import sys
 import anyio
-from orchestrator import service
+from orchestrator.daemon import service
 original, delay = service._main, float(sys.argv[1])
 async def slow_main(*args, **kwargs):
     await anyio.sleep(delay)

@@ -10,9 +10,9 @@ import anyio
 import pytest
 
 from orchestrator import config
+from orchestrator.engine.supervisor import Supervisor
+from orchestrator.plan.scheduler import State
 from orchestrator.runtimes.fake import FakeRuntime, Script
-from orchestrator.scheduler import State
-from orchestrator.supervisor import Supervisor
 
 pytestmark = pytest.mark.anyio
 

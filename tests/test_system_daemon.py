@@ -31,8 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import privileges
 from orchestrator.config import load
+from orchestrator.daemon import privileges
 from orchestrator.errors import ConfigError
 from tests.conftest import ROOT, free_port, wait_for
 
@@ -64,7 +64,7 @@ def world_readable_site() -> Iterator[Path]:
         pytest.skip(f"needs {SYSTEM_PYTHON} (the same minor version) for the unprivileged CLI")
     target = Path(tempfile.mkdtemp(prefix="vrooli-site-", dir="/tmp"))
     target.chmod(0o755)
-    for name in ("orchestrator.cli", "orchestrator.up_client", "structlog", "anyio", "psutil", "httpx",
+    for name in ("orchestrator.cli.app", "orchestrator.client.up", "structlog", "anyio", "psutil", "httpx",
                  "regex", "tomli_w", "h11", "click", "typing_extensions"):
         importlib.import_module(name)
     roots = [Path(p) for p in site.getsitepackages()]
@@ -481,7 +481,7 @@ def test_the_switch_check_follows_the_capabilities(tmp_path: Path) -> None:
 
 def test_a_record_in_a_directory_others_may_write_is_ignored(tmp_path: Path) -> None:
     """A planted record must not point a root CLI at someone else's socket."""
-    from orchestrator import daemons
+    from orchestrator.infra import daemons
 
     run_dir = Path(tempfile.mkdtemp(prefix="vrooli-run-", dir="/tmp"))
     try:
@@ -528,7 +528,7 @@ BAD_RECORDS = {
 def test_a_malformed_or_stale_record_is_ignored(case: str, tmp_path: Path) -> None:
     """Whatever lies in the discovery dir, the CLI links only a well-formed, live record of
     the dir's owner: anything else is as if no daemon ran (never a traceback)."""
-    from orchestrator import daemons, paths
+    from orchestrator.infra import daemons, paths
 
     run_dir = Path(tempfile.mkdtemp(prefix="vrooli-run-", dir="/tmp"))
     try:
@@ -543,7 +543,7 @@ def test_a_malformed_or_stale_record_is_ignored(case: str, tmp_path: Path) -> No
 
 
 def test_a_symlinked_record_or_discovery_dir_is_ignored(tmp_path: Path) -> None:
-    from orchestrator import daemons, paths
+    from orchestrator.infra import daemons, paths
 
     run_dir = Path(tempfile.mkdtemp(prefix="vrooli-run-", dir="/tmp"))
     try:
@@ -575,7 +575,7 @@ def test_a_symlinked_record_or_discovery_dir_is_ignored(tmp_path: Path) -> None:
     ("0::/\n", None),
 ])
 def test_the_unit_is_read_from_the_cgroup(cgroup: str, unit: str | None) -> None:
-    from orchestrator import daemons
+    from orchestrator.infra import daemons
 
     assert daemons.unit_name({"INVOCATION_ID": "x"}, cgroup) == unit
     assert daemons.unit_name({}, cgroup) is None  # not started by systemd
@@ -583,7 +583,7 @@ def test_the_unit_is_read_from_the_cgroup(cgroup: str, unit: str | None) -> None
 
 def test_journal_stream_prefixes_only_when_stderr_is_that_stream(tmp_path: Path) -> None:
     """$JOURNAL_STREAM is inherited by children whose stderr is elsewhere: it must match."""
-    from orchestrator.logging import to_journal
+    from orchestrator.infra.logger import to_journal
 
     with (tmp_path / "a").open("w") as journal, (tmp_path / "b").open("w") as elsewhere:
         info = os.fstat(journal.fileno())

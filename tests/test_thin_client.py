@@ -192,7 +192,7 @@ def test_a_reader_that_stops_early_gets_no_traceback(project: Project) -> None:
 
 
 def test_a_thin_field_on_another_operation_is_a_bad_request(project: Project) -> None:
-    from orchestrator.control import Client
+    from orchestrator.infra.control import Client
 
     project.write(GREETER.format(env=""))
     project.run("up", check=True)

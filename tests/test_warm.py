@@ -220,7 +220,7 @@ def test_an_idle_supervisor_with_older_code_is_replaced(project: Project, tmp_pa
     old = supervisor_pid(project)
     assert vrooli("down").returncode == 0
     assert not gone(old)
-    upgraded = copy / "orchestrator" / "supervisor.py"
+    upgraded = copy / "orchestrator" / "engine" / "supervisor.py"
     later = max(f.stat().st_mtime_ns for f in copy.rglob("*.py")) + 10**9
     os.utime(upgraded, ns=(later, later))
     done = vrooli("up")
@@ -341,7 +341,7 @@ def test_a_bad_keep_warm_is_one_line_naming_file_and_key(project: Project, value
     {"op": "up", "process_environ": {"A=B": "c"}}, {"op": "up", "process_environ": {"A": 5}},
 ])
 def test_malformed_warm_requests_are_refused_idle_or_not(project: Project, request_line: dict[str, object]) -> None:
-    from orchestrator.control import Client
+    from orchestrator.infra.control import Client
 
     warm_project(project, SLEEPER)
     project.run("up", check=True)
@@ -363,7 +363,7 @@ def hook(event, args):
         with open(sys.argv[1], "w") as out:
             json.dump(sorted(set(sys.modules) - before), out)
 sys.addaudithook(hook)
-from orchestrator.detached import main
+from orchestrator.daemon.detached import main
 sys.exit(main(["-f", sys.argv[2], "--up", ""]))
 """
 
@@ -383,9 +383,9 @@ def test_a_cold_supervisor_spawns_its_first_resource_before_heavy_imports(projec
     import json
 
     modules = set(json.loads(seen.read_text()))
-    heavy = {"structlog", "psutil", "argparse", "docker", "httpx", "h11", "typer", "orchestrator.health",
+    heavy = {"structlog", "psutil", "argparse", "docker", "httpx", "h11", "typer", "orchestrator.daemon.health",
              "shutil", "bz2", "lzma", "uuid",  # shared libraries a fresh boot would read from disk
-             "orchestrator.hooks", "orchestrator.models"}  # what only some resources need
+             "orchestrator.engine.hooks", "orchestrator.engine.models"}  # what only some resources need
     assert not heavy & modules, sorted(heavy & modules)
 
 

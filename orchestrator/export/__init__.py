@@ -13,9 +13,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator.config.variables import escaped_short
 from orchestrator.export.common import FORMATS, ExportError, Notes, load_source, plan
 from orchestrator.export.yamltext import Document, dump_all
-from orchestrator.variables import escaped_short
 
 __all__ = ["FORMATS", "ExportError", "Request", "Result", "run"]
 

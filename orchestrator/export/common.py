@@ -20,9 +20,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from orchestrator import config
+from orchestrator.config.variables import (
+    InterpolationError,
+    Literal,
+    Reference,
+    Token,
+    as_written,
+    read_env_file,
+    tokenize,
+)
 from orchestrator.errors import ConfigError, UsageError
 from orchestrator.spec import ProbeSpec, ProjectSpec, ResourceSpec, VolumeSpec
-from orchestrator.variables import InterpolationError, Literal, Reference, Token, as_written, read_env_file, tokenize
 
 FORMATS = ("compose", "kubernetes")
 # Running a check inside a container (docker exec, a kubelet exec) costs process start-up on

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.config.variables import Literal, Token, as_written
 from orchestrator.export.common import (
     Check,
     ExportError,
@@ -34,7 +35,6 @@ from orchestrator.export.common import (
 )
 from orchestrator.export.yamltext import Document
 from orchestrator.spec import ProbeSpec, ResourceSpec, RestartPolicy
-from orchestrator.variables import Literal, Token, as_written
 
 VERSION = "3.8"
 ENDPOINT_MODES = ("vip", "dnsrr")

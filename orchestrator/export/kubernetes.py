@@ -17,6 +17,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+from orchestrator.config.variables import Literal, Reference, Token, as_written
 from orchestrator.export.common import (
     Check,
     EnvVar,
@@ -36,7 +37,6 @@ from orchestrator.export.common import (
 )
 from orchestrator.export.yamltext import Document
 from orchestrator.spec import ProbeSpec, ResourceSpec, RestartPolicy, VolumeSpec
-from orchestrator.variables import Literal, Reference, Token, as_written
 
 WAIT_IMAGE = "busybox:1.36"  # nc and wget for the waits and the model pulls
 KUBECTL_IMAGE = "registry.k8s.io/kubectl:v1.30.0"  # waits for a Job to complete

@@ -149,7 +149,7 @@ def unexpected(spec: ProbeSpec | None, exc: Exception, what: str, log_key: int |
         if len(_logged) >= _LOGGED_MAX:
             _logged.clear()
         _logged.add(key)
-        from orchestrator.logging import get_logger
+        from orchestrator.infra.logger import get_logger
 
         get_logger("vrooli.probes").error("probe error contained", probe=kind, reason=message)
     return message

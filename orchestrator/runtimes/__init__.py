@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
-    from orchestrator.logs import OutputLog
+    from orchestrator.infra.logs import OutputLog
     from orchestrator.spec import ProjectSpec, ResourceSpec
 
 

@@ -29,7 +29,7 @@ import anyio.from_thread
 import anyio.to_thread
 
 from orchestrator.errors import RuntimeUnavailable, StartFailed
-from orchestrator.logging import get_logger
+from orchestrator.infra.logger import get_logger
 from orchestrator.runtimes import EXIT_UNKNOWN, Adoptable, Usage
 
 # The SDK's requests imports a character-set detector (charset_normalizer, ~18 ms: a third
@@ -43,7 +43,7 @@ warnings.filterwarnings("ignore", message="Unable to find acceptable character d
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
-    from orchestrator.logs import OutputLog
+    from orchestrator.infra.logs import OutputLog
     from orchestrator.spec import ProjectSpec, ResourceSpec
 
 log = get_logger("vrooli.docker")

@@ -19,7 +19,7 @@ from orchestrator.runtimes import Adoptable, Usage
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
-    from orchestrator.logs import OutputLog
+    from orchestrator.infra.logs import OutputLog
     from orchestrator.spec import ProjectSpec, ResourceSpec
 
 

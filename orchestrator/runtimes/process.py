@@ -25,16 +25,15 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio.abc import Process
 
-from orchestrator import cgroups
 from orchestrator.errors import StartFailed
-from orchestrator.logging import get_logger
-from orchestrator.runtimes import EXIT_UNKNOWN, Adoptable, Usage
+from orchestrator.infra.logger import get_logger
+from orchestrator.runtimes import EXIT_UNKNOWN, Adoptable, Usage, cgroups
 
 if TYPE_CHECKING:
     import psutil
     from anyio.abc import TaskGroup
 
-    from orchestrator.logs import OutputLog
+    from orchestrator.infra.logs import OutputLog
     from orchestrator.spec import PortSpec, ProjectSpec, ResourceSpec
 
 # Variables that belong to the supervisor's own service manager, never to its children:

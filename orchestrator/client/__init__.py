@@ -1,0 +1,1 @@
+"""Standard library only: up/down/status/restart against a supervisor; finds or forks it."""

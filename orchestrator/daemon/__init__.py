@@ -1,0 +1,1 @@
+"""The supervisor process: composition root, control API, health endpoint, sd_notify, warm idle."""

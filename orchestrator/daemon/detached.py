@@ -1,0 +1,66 @@
+"""Entry point of the detached supervisor: `python -m orchestrator.daemon.detached -f FILE ...`.
+
+Deliberately not the typer CLI (nor argparse): typer (with pydantic) costs ~100 ms of
+imports, and a cold `vrooli up` waits for this process before anything starts.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if "rich" not in sys.modules:  # see cli.py: structlog would import it, for nothing here
+    sys.modules["rich"] = None  # type: ignore[assignment]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`-f FILE`... `[--log-format F] [--up NAMES [--no-deps] [--profile P]... [--invoked-at T]
+    [--claim C]]`, as spawn.py writes them. Parsed by hand: argparse costs a few ms on the path to the first start."""
+    from pathlib import Path
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    files: list[str] = []
+    profiles: list[str] = []
+    log_format, up_names, no_deps, invoked_at, claim = "json", None, False, None, None
+    while args:
+        arg = args.pop(0)
+        if arg == "--no-deps":
+            no_deps = True
+        elif arg in ("-f", "--file", "--log-format", "--up", "--profile", "--invoked-at", "--claim") and args:
+            value = args.pop(0)
+            if arg in ("-f", "--file"):
+                files.append(value)
+            elif arg == "--profile":
+                profiles.append(value)
+            elif arg == "--log-format":
+                log_format = value
+            elif arg == "--up":
+                up_names = value
+            elif arg == "--claim":
+                claim = value
+            else:
+                invoked_at = float(value)
+        else:
+            print(f"vrooli-detached: unexpected argument {arg!r}", file=sys.stderr)
+            return 2
+
+    from orchestrator import config
+    from orchestrator.daemon import service
+    from orchestrator.errors import VrooliError
+    from orchestrator.infra.logger import configure
+
+    configure(log_format, sys.stderr)
+    names = [n for n in (up_names or "").split(",") if n]
+    try:
+        return service.run(service.Options(
+            files=config.find_files(files) if files else [Path(os.getcwd()) / config.DEFAULT_FILE],
+            mode="detached", names=names, no_deps=no_deps, profiles=profiles, up_at_start=up_names is not None,
+            invoked_at=invoked_at, claim=claim))
+    except VrooliError as exc:
+        for line in exc.lines():
+            print(f"vrooli: {line}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

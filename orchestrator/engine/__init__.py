@@ -1,0 +1,1 @@
+"""The supervisor: records, one resource's life, state on disk, models, memory, hooks."""

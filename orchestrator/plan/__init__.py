@@ -1,0 +1,1 @@
+"""Pure decisions: the graph, the scheduler, restart policy, the start's analysis."""
