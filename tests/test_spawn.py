@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil
 import pytest
@@ -121,6 +122,7 @@ def test_analyze_shows_what_a_cold_up_cost_before_the_first_start(project: Proje
 # or listens: the window a `down` can fall into, widened so the test hits it every time.
 SLOW_SUPERVISOR_UP = """
 import sys
+from pathlib import Path
 import anyio
 from orchestrator.daemon import service
 original, delay = service._main, float(sys.argv[1])
@@ -166,3 +168,38 @@ def test_down_during_a_cold_up_stops_what_that_up_starts(project: Project) -> No
     assert not supervisors_in(project)
     time.sleep(1.5)  # past slowish's own start: nothing may come up after the down
     assert project.run("status").returncode == 3
+
+
+COUNT_READS = """
+import os, sys
+watched, out = sys.argv[1], sys.argv[2]
+def hook(event, args):
+    # the fork inherits the hook: the command and its supervisor both count
+    if event == "open" and isinstance(args[0], str) and os.path.basename(args[0]) == watched:
+        with open(out, "a") as log:
+            log.write(f"{os.getpid()}\\n")
+sys.addaudithook(hook)
+sys.argv = ["vrooli", "up"]
+from orchestrator.entry import main
+main()
+"""
+
+
+def test_a_cold_up_reads_its_files_once(project: Project, tmp_path: Path) -> None:
+    """The forked supervisor takes the project the command loaded, and the command's own `up`
+    request is followed, not loaded again: one read of resources.toml in all, not three."""
+    project.write("""
+        [resources.one]
+        command = ["sh", "-c", "echo ready; exec sleep 1000"]
+        health = { probe = "log", pattern = "ready" }
+    """)
+    reads = tmp_path / "reads"
+    done = subprocess.run([sys.executable, "-c", COUNT_READS, "resources.toml", str(reads)], cwd=project.dir,
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    try:
+        assert done.returncode == 0, done.stderr
+        readers = reads.read_text().split()  # before `status`: the supervisor reads the files to answer it
+        assert len(readers) == 1, f"resources.toml opened {len(readers)} times, by pids {readers}"
+        assert project.rows()["one"]["state"] == "ready"
+    finally:
+        project.run("down", "--exit")

@@ -19,6 +19,8 @@ from orchestrator.errors import VrooliError
 from orchestrator.infra import paths, registry
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from orchestrator.infra.control import Client
     from orchestrator.spec import ProjectSpec
 
@@ -182,16 +184,22 @@ def _spawn(project: ProjectSpec, up: list[str] | None, no_deps: bool, profiles: 
         os.close(spawn_lock)
         raise
     offset = os.fstat(log_fd).st_size
-    args = [a for f in project.files for a in ("-f", str(f))]
-    claim = None
-    if up is not None:
-        args += ["--up", ",".join(up)] + (["--no-deps"] if no_deps else [])
-        args += [a for p in profiles for a in ("--profile", p)]
-        args += ["--invoked-at", f"{process_started_at():.6f}"]
+    up_names = invoked_at = claim = None
+    if up is None:
+        no_deps, profiles = False, []  # they shape only the start a forking `up` asks for
+    else:
+        up_names = ",".join(up)
+        invoked_at = process_started_at()
         claim = os.urandom(8).hex()
-        args += ["--claim", claim]
+
+    def serve() -> int:  # in the child: what it needs passes as values, the loaded project too
+        from orchestrator.daemon.detached import serve
+
+        return serve(list(project.files), up_names=up_names, no_deps=no_deps, profiles=profiles,
+                     invoked_at=invoked_at, claim=claim, project=project)
+
     try:
-        pid = _fork_supervisor(args, log_fd, project.project_dir, spawn_lock)
+        pid = _fork_supervisor(serve, log_fd, project.project_dir, spawn_lock)
     finally:
         os.close(log_fd)
     return Pending(pid, spawn_lock, log_path, offset, claim)
@@ -274,8 +282,8 @@ def _answers_soon(answering: Client, within: float = 1.0) -> bool:
     return False
 
 
-def _fork_supervisor(args: list[str], log: int, cwd: Path, lock_fd: int) -> int:
-    """Become the supervisor in a forked child: detached, its output in the log file.
+def _fork_supervisor(serve: Callable[[], int], log: int, cwd: Path, lock_fd: int) -> int:
+    """Fork a child that becomes the supervisor (`serve`): detached, its output in the log file.
 
     A fork, not a new interpreter: the child already has Python, the config and our
     modules loaded, which takes ~0.1 s off a cold `vrooli up`.
@@ -300,9 +308,7 @@ def _fork_supervisor(args: list[str], log: int, cwd: Path, lock_fd: int) -> int:
         sys.stderr = open(2, "w", buffering=1, closefd=False)
         for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID"):
             os.environ.pop(key, None)
-        from orchestrator.daemon.detached import main as detached_main
-
-        code = detached_main(args)
+        code = serve()
     except BaseException:
         import traceback
 

@@ -349,7 +349,9 @@ class Handlers:
         if claim is not None and not own:
             self._unasked_claim = claim  # another `up` came first: the forking one may still come
         try:
-            if loaded is not None or request.get("files"):
+            # The forking `up`'s request names the files this process was forked with, read a
+            # moment ago by that command: read once per cold `up`, not again here.
+            if not own and (loaded is not None or request.get("files")):
                 project = loaded or await self._load(request)
                 check_names(project.resources, names or [])
                 changes = await self.sup.apply_config(project)

@@ -8,6 +8,12 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from orchestrator.errors import VrooliError
+    from orchestrator.spec import ProjectSpec
 
 if "rich" not in sys.modules:  # see cli.py: structlog would import it, for nothing here
     sys.modules["rich"] = None  # type: ignore[assignment]
@@ -15,9 +21,8 @@ if "rich" not in sys.modules:  # see cli.py: structlog would import it, for noth
 
 def main(argv: list[str] | None = None) -> int:
     """`-f FILE`... `[--log-format F] [--up NAMES [--no-deps] [--profile P]... [--invoked-at T]
-    [--claim C]]`, as spawn.py writes them. Parsed by hand: argparse costs a few ms on the path to the first start."""
-    from pathlib import Path
-
+    [--claim C]]`. Parsed by hand: argparse costs a few ms on the path to the first start.
+    A cold `vrooli up` does not come this way: its fork calls `serve` with the files it read."""
     args = list(sys.argv[1:] if argv is None else argv)
     files: list[str] = []
     profiles: list[str] = []
@@ -45,6 +50,21 @@ def main(argv: list[str] | None = None) -> int:
             return 2
 
     from orchestrator import config
+    from orchestrator.errors import VrooliError
+
+    try:
+        found = config.find_files(files) if files else [Path(os.getcwd()) / config.DEFAULT_FILE]
+    except VrooliError as exc:
+        return _failed(exc)
+    return serve(found, log_format, up_names, no_deps, profiles, invoked_at, claim)
+
+
+def serve(files: list[Path], log_format: str = "json", up_names: str | None = None, no_deps: bool = False,
+          profiles: list[str] | None = None, invoked_at: float | None = None, claim: str | None = None,
+          project: ProjectSpec | None = None) -> int:
+    """Be the detached supervisor of `files` until it ends; its exit code. `up_names` ("" =
+    all) are started before any client asks. `project`: the files as the forking `vrooli up`
+    read them a moment ago, so that this process does not read them again."""
     from orchestrator.daemon import service
     from orchestrator.errors import VrooliError
     from orchestrator.infra.logger import configure
@@ -53,13 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n in (up_names or "").split(",") if n]
     try:
         return service.run(service.Options(
-            files=config.find_files(files) if files else [Path(os.getcwd()) / config.DEFAULT_FILE],
-            mode="detached", names=names, no_deps=no_deps, profiles=profiles, up_at_start=up_names is not None,
-            invoked_at=invoked_at, claim=claim))
+            files=files, mode="detached", names=names, no_deps=no_deps, profiles=profiles or [],
+            up_at_start=up_names is not None, invoked_at=invoked_at, claim=claim), project)
     except VrooliError as exc:
-        for line in exc.lines():
-            print(f"vrooli: {line}", file=sys.stderr)
-        return exc.exit_code
+        return _failed(exc)
+
+
+def _failed(exc: VrooliError) -> int:
+    for line in exc.lines():
+        print(f"vrooli: {line}", file=sys.stderr)
+    return exc.exit_code
 
 
 if __name__ == "__main__":

@@ -80,9 +80,12 @@ class SupervisorLock:
             self._fd = -1
 
 
-def run(options: Options) -> int:
+def run(options: Options, project: ProjectSpec | None = None) -> int:
+    """The supervisor until it ends. `project`: `options.files` already read (a cold `up`'s
+    fork has them from the command that forked it)."""
     raise_nofile_limit()  # before any listener: a burst of connections must not reach the limit
-    project = config.load(options.files, options.environ)
+    if project is None:
+        project = config.load(options.files, options.environ)
     if options.mode == "daemon":
         privileges.check_user_switch(project)  # one clear line now, not EPERM per resource later
     publication = _discoverable(project) if options.mode == "daemon" else None
