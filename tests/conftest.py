@@ -135,6 +135,14 @@ def postgres_template() -> Path:
     return _PG_TEMPLATE["path"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Run from a background job (`scripts/test.sh &`, nohup), this process inherits SIGINT
+    # ignored, and so would every `vrooli` a test starts: the tests that press Ctrl-C on one
+    # would wait for nothing. What a user's terminal gives it is Python's default handler.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if "path" in _PG_TEMPLATE:
         shutil.rmtree(_PG_TEMPLATE["path"].parent, ignore_errors=True)
