@@ -19,16 +19,17 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import psutil
 import pytest
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -207,7 +208,8 @@ class Project:
 
     def status(self, *names: str) -> dict[str, Any]:
         done = self.run("status", "--json", *names)
-        return json.loads(done.stdout)
+        status: dict[str, Any] = json.loads(done.stdout)
+        return status
 
     def rows(self) -> dict[str, dict[str, Any]]:
         return {r["name"]: r for r in self.status()["resources"]}
@@ -224,7 +226,11 @@ def project(shared_tmp: Path) -> Iterator[Project]:
         proj.run("down", "--exit", timeout=120)  # a warm supervisor too: nothing outlives its test
 
 
-def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> Any:
+def wait_for(predicate: Callable[..., T | Literal[False] | None], timeout: float = 10.0, interval: float = 0.02) -> T:
+    """The predicate's first truthy answer; False or None mean not yet.
+
+    Called with no arguments; `...` lets predicates bind loop variables as lambda defaults.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()

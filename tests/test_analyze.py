@@ -9,7 +9,8 @@ from tests.conftest import Project
 
 
 def row(name: str, start: float, ready: float, **deps: str) -> dict[str, object]:
-    stamp = lambda s: f"2026-01-01T00:00:{s:09.6f}Z"  # noqa: E731
+    def stamp(s: float) -> str:
+        return f"2026-01-01T00:00:{s:09.6f}Z"
     return {"name": name, "state": "ready", "started_at": stamp(start), "ready_at": stamp(ready),
             "startup_seconds": ready - start, "depends_on": deps}
 

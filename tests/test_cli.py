@@ -138,7 +138,8 @@ def test_cli_sends_nothing_to_a_socket_served_by_another_user(project: Project, 
     finally:
         server.kill()
         server.wait()
-        server.stdout.close()  # type: ignore[union-attr]
+        assert server.stdout is not None  # stdout=PIPE
+        server.stdout.close()
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="the recording stand-in runs as root, as the CLI does")
@@ -162,7 +163,8 @@ def test_up_and_reload_send_only_the_variables_the_files_reference(project: Proj
     finally:
         server.kill()
         server.wait()
-        server.stdout.close()  # type: ignore[union-attr]
+        assert server.stdout is not None  # stdout=PIPE
+        server.stdout.close()
     raw = record.read_text()
     assert "must-not-leave-this-process" not in raw
     requests = {r["op"]: r for r in map(json.loads, raw.splitlines())}

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import pytest
 import tomli_w
@@ -42,8 +43,16 @@ def problems(tmp_path: Path, body: str, environ: dict[str, str] | None = None,
     return []
 
 
-def one_problem(tmp_path: Path, body: str, key: str, **kwargs: object) -> str:
-    lines = problems(tmp_path, body, **kwargs)  # type: ignore[arg-type]
+class ProblemOptions(TypedDict, total=False):
+    """problems()'s keyword arguments, which one_problem() passes on."""
+
+    environ: dict[str, str] | None
+    host_checks: bool
+    name: str
+
+
+def one_problem(tmp_path: Path, body: str, key: str, **kwargs: Unpack[ProblemOptions]) -> str:
+    lines = problems(tmp_path, body, **kwargs)
     assert len(lines) == 1, lines
     assert f": {key}" in lines[0], (key, lines[0])
     return lines[0]
@@ -206,7 +215,8 @@ def test_probe_host_key_is_checked(tmp_path: Path) -> None:
     ok = '[resources.db]\ncommand = ["true"]\nhealth = { probe = "http", port = 5, host = "::1" }\n'
     assert problems(tmp_path, ok) == []
     project = config.load([tmp_path / "resources.toml"], {})
-    assert project.resources["db"].health.url == "http://[::1]:5/"  # type: ignore[union-attr]
+    health = project.resources["db"].health
+    assert health is not None and health.url == "http://[::1]:5/"
 
 
 # ------------------------------------------------------------------ ports (issue 10 #16, #17, #19)

@@ -10,9 +10,9 @@ import sys
 import tomllib
 from pathlib import Path
 
-from conftest import Project
-
 from orchestrator import config
+from orchestrator.spec import ProjectSpec
+from tests.conftest import Project
 
 SECRET = "s3cr3t-Passw0rd"
 
@@ -63,7 +63,7 @@ def vrooli_config(proj: Project, *extra: str) -> subprocess.CompletedProcess[str
     return proj.run("config", "-f", "resources.toml", "-f", "override.toml", *extra)
 
 
-def comparable(project: config.ProjectSpec) -> object:  # type: ignore[name-defined]
+def comparable(project: ProjectSpec) -> object:
     return dataclasses.replace(project, files=(), project_dir=Path("/"), environ_names=frozenset())
 
 

@@ -363,5 +363,7 @@ def test_unit_file_verifies_and_is_hardened(tmp_path: Path) -> None:
         assert needed in text, needed
     security = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(unit)],
                               capture_output=True, text=True)
-    score = float(re.search(r"Overall exposure level for vrooli.service: ([\d.]+)", security.stdout).group(1))
+    exposure = re.search(r"Overall exposure level for vrooli.service: ([\d.]+)", security.stdout)
+    assert exposure is not None, security.stdout[-500:]
+    score = float(exposure.group(1))
     assert score <= 5.0, security.stdout[-500:]

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,7 +87,7 @@ def up(p: Project, *extra: str) -> subprocess.CompletedProcess[str]:
     return p.run("up", *p.files, *extra, timeout=180)
 
 
-def rows(p: Project) -> dict[str, dict]:
+def rows(p: Project) -> dict[str, dict[str, Any]]:
     done = p.run("status", "--json", *p.files)
     return {r["name"]: r for r in json.loads(done.stdout)["resources"]}
 
@@ -147,7 +148,10 @@ def test_container_killed_from_outside_is_reported_and_restarted(stack: Project)
     stack.write('[resources.qdrant]\nrestart = "no"\n[resources.redis]\nrestart_delay = "100ms"\n', "policy.toml")
     files = [*stack.files, "-f", "policy.toml"]
     assert stack.run("up", *files, timeout=180).returncode == 0
-    status = lambda: {r["name"]: r for r in json.loads(stack.run("status", "--json", *files).stdout)["resources"]}  # noqa: E731
+
+    def status() -> dict[str, dict[str, Any]]:
+        return {r["name"]: r for r in json.loads(stack.run("status", "--json", *files).stdout)["resources"]}
+
     docker("kill", f"{stack.name}-qdrant")
     docker("kill", f"{stack.name}-redis")
     qdrant = wait_for(lambda: (r := status()["qdrant"])["state"] == "failed" and r, 30)

@@ -17,6 +17,7 @@ from orchestrator.runtimes import docker as runtime  # noqa: E402
 def test_real_sdk_errors_are_sorted_by_type() -> None:
     import docker.errors
     import requests.exceptions
+    import urllib3
     import urllib3.exceptions
 
     unreachable = docker.DockerClient(base_url="unix:///nonexistent/vrooli-test.sock", version="1.41",
@@ -29,7 +30,8 @@ def test_real_sdk_errors_are_sorted_by_type() -> None:
     assert runtime.sdk_error_kind(docker.errors.ImageNotFound("gone")) == runtime.SDK_GONE
     assert runtime.sdk_error_kind(docker.errors.APIError("boom")) == runtime.SDK_FAILED
     assert runtime.sdk_error_kind(requests.exceptions.ReadTimeout()) == runtime.SDK_WAIT_AGAIN
-    assert runtime.sdk_error_kind(urllib3.exceptions.ReadTimeoutError(None, "/", "slow")) == runtime.SDK_WAIT_AGAIN
+    pool = urllib3.HTTPConnectionPool("127.0.0.1")  # the one a read timed out on; never connects
+    assert runtime.sdk_error_kind(urllib3.exceptions.ReadTimeoutError(pool, "/", "slow")) == runtime.SDK_WAIT_AGAIN
     # A connection that cannot be made at all is a failure, not a wait to repeat forever.
     assert runtime.sdk_error_kind(requests.exceptions.ConnectTimeout()) == runtime.SDK_FAILED
     assert runtime.sdk_error_kind(requests.exceptions.SSLError()) == runtime.SDK_FAILED

@@ -183,8 +183,9 @@ def test_two_concurrent_ups_start_one_of_each(project: Project) -> None:
     first = subprocess.Popen(cmd, cwd=project.dir, stderr=subprocess.PIPE, text=True)
     second = subprocess.Popen(cmd, cwd=project.dir, stderr=subprocess.PIPE, text=True)
     assert first.wait(60) == 0 and second.wait(60) == 0
-    first.stderr.close()  # type: ignore[union-attr]
-    second.stderr.close()  # type: ignore[union-attr]
+    assert first.stderr is not None and second.stderr is not None  # stderr=PIPE
+    first.stderr.close()
+    second.stderr.close()
     supervisors = [p for p in psutil.process_iter(["name", "status", "cwd"]) if p.info["name"] == "vrooli-sup"
                    and p.info["status"] != psutil.STATUS_ZOMBIE and p.info["cwd"] == str(project.dir)]
     assert len(supervisors) == 1

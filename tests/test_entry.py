@@ -42,7 +42,9 @@ HEAVY = {"typer", "click", "rich", "anyio", "sniffio", "structlog", "docker", "p
 
 def typer_command(name: str) -> Any:
     """typer's command NAME (a click command from the copy of click typer carries)."""
-    return typer.main.get_command(app).commands[name]  # type: ignore[attr-defined]
+    group = typer.main.get_command(app)
+    assert isinstance(group, typer.core.TyperGroup)
+    return group.commands[name]
 
 
 def typer_parse(argv: Sequence[str]) -> ClientCommand:
@@ -382,10 +384,10 @@ def test_the_client_commands_import_nothing_heavy(project: Project) -> None:
                               capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
         assert done.returncode in (0, 3), (args, done.stderr[-2000:])
         runs[" ".join(args)] = imported(done)
-    for args, names in runs.items():
-        assert "orchestrator.client.commands" in names, args  # the measurement works
-        assert {n.split(".")[0] for n in names} & HEAVY == set(), args
-        assert "orchestrator.cli.app" not in names, args
+    for command, names in runs.items():
+        assert "orchestrator.client.commands" in names, command  # the measurement works
+        assert {n.split(".")[0] for n in names} & HEAVY == set(), command
+        assert "orchestrator.cli.app" not in names, command
 
 
 def test_the_top_level_help_needs_no_cli_framework(project: Project) -> None:
@@ -404,10 +406,12 @@ def test_the_top_level_help_lists_every_command_with_its_own_help() -> None:
     """A command added to cli.py must be added to help_text.COMMANDS (with the first line of
     its docstring), or `vrooli --help` would not show it."""
     group = typer.main.get_command(app)
+    assert isinstance(group, typer.core.TyperGroup)
     listed = dict(help_text.COMMANDS)
-    assert set(listed) == set(group.commands)  # type: ignore[attr-defined]
+    assert set(listed) == set(group.commands)
     width = max(len(name) for name in listed)
-    for name, command in group.commands.items():  # type: ignore[attr-defined]
+    for name, command in group.commands.items():
+        assert command.help is not None, name
         assert listed[name] == command.help.strip().splitlines()[0], name
         assert f"\n  {name:<{width}}  {listed[name]}\n" in help_text.text()
 

@@ -129,7 +129,8 @@ def test_a_supervisor_that_goes_away_mid_command_is_one_line(project: Project, s
     finally:
         server.kill()
         server.wait()
-        server.stdout.close()  # type: ignore[union-attr]
+        assert server.stdout is not None  # stdout=PIPE
+        server.stdout.close()
         socket_path.unlink(missing_ok=True)
     assert "Traceback" not in done.stderr
     assert done.returncode == 3, done.stderr

@@ -35,7 +35,8 @@ def export(p: Project, *args: str, timeout: float = 60) -> subprocess.CompletedP
 def compose_of(p: Project, *args: str) -> dict[str, Any]:
     done = export(p, "compose", *args)
     assert done.returncode == 0, done.stderr
-    return yaml.safe_load(done.stdout)
+    doc: dict[str, Any] = yaml.safe_load(done.stdout)
+    return doc
 
 
 def manifests(p: Project, *args: str) -> list[dict[str, Any]]:
@@ -51,7 +52,8 @@ def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
 
 
 def container(doc: dict[str, Any]) -> dict[str, Any]:
-    return doc["spec"]["template"]["spec"]["containers"][0]
+    first: dict[str, Any] = doc["spec"]["template"]["spec"]["containers"][0]
+    return first
 
 
 def shipped(p: Project, **ports: int) -> list[str]:

@@ -100,17 +100,17 @@ def wait_closed_by_server(socks: list[socket.socket], timeout: float) -> list[so
         deadline = time.monotonic() + timeout
         while pending and time.monotonic() < deadline:
             for key, _ in selector.select(0.5):
-                sock = key.fileobj
-                assert isinstance(sock, socket.socket)
+                ready = key.fileobj
+                assert isinstance(ready, socket.socket)
                 try:
-                    data = sock.recv(65536)
+                    data = ready.recv(65536)
                 except BlockingIOError:
                     continue
                 except OSError:
                     data = b""
                 if not data:
-                    pending.discard(sock)
-                    selector.unregister(sock)
+                    pending.discard(ready)
+                    selector.unregister(ready)
     return list(pending)
 
 
@@ -487,21 +487,21 @@ def test_public_text_masks_what_the_spec_marks_secret() -> None:
 
 # ------------------------------------------------------------------ item 6: request shapes
 
-BAD_REQUESTS: list[bytes] = [
-    json.dumps(r).encode() for r in (
-        {"op": "status", "names": 5}, {"op": "status", "names": "steady"}, {"op": "status", "names": [1]},
-        {"op": "status", "names": [["steady"]]}, {"op": "status", "names": {"a": 1}},
-        {"op": "up", "files": 5}, {"op": "up", "files": [None]}, {"op": "up", "files": ["a\u0000b"]},
-        {"op": "up", "names": [True]}, {"op": "up", "no_deps": "yes"}, {"op": "up", "no_deps": 1},
-        {"op": "up", "environ": []}, {"op": "up", "environ": {"A": 1}}, {"op": "up", "environ": {"": "x"}},
-        {"op": "up", "environ": {"A=B": "x"}}, {"op": "up", "environ": {"A": None}}, {"op": "up", "environ": "A=1"},
-        {"op": "down", "volumes": "no"}, {"op": "down", "names": 0}, {"op": "restart", "names": "steady"},
-        {"op": "restart", "names": [3.5]}, {"op": "reload", "files": {}}, {"op": "reload", "environ": [["A", "1"]]},
-        {"op": "models", "action": 5}, {"op": "models", "action": "explode"}, {"op": "models", "resource": []},
-        {"op": "models", "names": [{}]}, {"op": 5}, {"op": None}, {"op": ["status"]}, {"op": "nope"}, {},
-        [], 5, "status", None, True,
-    )
-] + [
+# Well-formed JSON, but no valid request.
+BAD_SHAPES: tuple[object, ...] = (
+    {"op": "status", "names": 5}, {"op": "status", "names": "steady"}, {"op": "status", "names": [1]},
+    {"op": "status", "names": [["steady"]]}, {"op": "status", "names": {"a": 1}},
+    {"op": "up", "files": 5}, {"op": "up", "files": [None]}, {"op": "up", "files": ["a\u0000b"]},
+    {"op": "up", "names": [True]}, {"op": "up", "no_deps": "yes"}, {"op": "up", "no_deps": 1},
+    {"op": "up", "environ": []}, {"op": "up", "environ": {"A": 1}}, {"op": "up", "environ": {"": "x"}},
+    {"op": "up", "environ": {"A=B": "x"}}, {"op": "up", "environ": {"A": None}}, {"op": "up", "environ": "A=1"},
+    {"op": "down", "volumes": "no"}, {"op": "down", "names": 0}, {"op": "restart", "names": "steady"},
+    {"op": "restart", "names": [3.5]}, {"op": "reload", "files": {}}, {"op": "reload", "environ": [["A", "1"]]},
+    {"op": "models", "action": 5}, {"op": "models", "action": "explode"}, {"op": "models", "resource": []},
+    {"op": "models", "names": [{}]}, {"op": 5}, {"op": None}, {"op": ["status"]}, {"op": "nope"}, {},
+    [], 5, "status", None, True,
+)
+BAD_REQUESTS: list[bytes] = [json.dumps(r).encode() for r in BAD_SHAPES] + [
     b"[" * 100_000 + b"]" * 100_000,  # json.loads: RecursionError
     b'{"op": "status", "names": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
     b"\xff\xfe{}",  # not UTF-8

@@ -8,6 +8,7 @@ import ssl
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import anyio
 import pytest
@@ -92,12 +93,19 @@ def response(code: int, body: bytes = b"ok", extra: str = "") -> bytes:
     return f"HTTP/1.1 {code} X\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
 
 
+class Serve(Protocol):
+    """The `serve` fixture: start a RawServer, closed when the test ends."""
+
+    def __call__(self, reply: Reply, close_after_each: bool = False,
+                 wrap: ssl.SSLContext | None = None) -> RawServer: ...
+
+
 @pytest.fixture
-def serve() -> Iterator[Callable[..., RawServer]]:
+def serve() -> Iterator[Serve]:
     servers: list[RawServer] = []
 
-    def start(reply: Reply, **kwargs: object) -> RawServer:
-        server = RawServer(reply, **kwargs)  # type: ignore[arg-type]
+    def start(reply: Reply, close_after_each: bool = False, wrap: ssl.SSLContext | None = None) -> RawServer:
+        server = RawServer(reply, close_after_each=close_after_each, wrap=wrap)
         servers.append(server)
         return server
 
@@ -115,7 +123,7 @@ async def checks(spec: ProbeSpec, count: int) -> list[tuple[bool, str]]:
     return [(r.ok, r.message) for r in results]
 
 
-async def test_one_connection_serves_every_check(serve: Callable[..., RawServer]) -> None:
+async def test_one_connection_serves_every_check(serve: Serve) -> None:
     server = serve(lambda head: response(503 if len(server.requests) < 3 else 200))
     results = await checks(ProbeSpec("http", url=f"http://127.0.0.1:{server.port}/ready?x=1"), 5)
     assert [ok for ok, _ in results] == [False, False, True, True, True]
@@ -125,7 +133,7 @@ async def test_one_connection_serves_every_check(serve: Callable[..., RawServer]
     assert f"Host: 127.0.0.1:{server.port}".encode() in server.requests[0]
 
 
-async def test_server_closing_an_idle_connection_is_not_a_failure(serve: Callable[..., RawServer]) -> None:
+async def test_server_closing_an_idle_connection_is_not_a_failure(serve: Serve) -> None:
     server = serve(lambda head: response(200))
     spec = ProbeSpec("http", url=f"http://127.0.0.1:{server.port}/")
     probe = make_probe(spec, ProbeContext())
@@ -147,13 +155,13 @@ async def test_server_closing_an_idle_connection_is_not_a_failure(serve: Callabl
     b"HTTP/1.1 204 No Content\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nContent-Length: 200000\r\n\r\n" + b"x" * 200000,
 ])
-async def test_any_response_framing_gives_the_status(serve: Callable[..., RawServer], reply: bytes) -> None:
+async def test_any_response_framing_gives_the_status(serve: Serve, reply: bytes) -> None:
     server = serve(lambda head: reply, close_after_each=b"close" in reply or b"1.0" in reply)
     results = await checks(ProbeSpec("http", url=f"http://127.0.0.1:{server.port}/"), 3)
     assert all(ok for ok, _ in results), results
 
 
-async def test_not_http_and_silent_servers_fail_clearly(serve: Callable[..., RawServer]) -> None:
+async def test_not_http_and_silent_servers_fail_clearly(serve: Serve) -> None:
     server = serve(lambda head: b"+PONG\r\n\r\n")
     [(ok, message)] = await checks(ProbeSpec("http", url=f"http://127.0.0.1:{server.port}/"), 1)
     assert not ok and "not an HTTP response" in message
@@ -164,7 +172,7 @@ async def test_not_http_and_silent_servers_fail_clearly(serve: Callable[..., Raw
     assert not ok and message.endswith("connection refused")
 
 
-async def test_a_check_cut_off_by_its_timeout_leaves_the_next_one_clean(serve: Callable[..., RawServer]) -> None:
+async def test_a_check_cut_off_by_its_timeout_leaves_the_next_one_clean(serve: Serve) -> None:
     slow = threading.Event()
 
     def reply(head: bytes) -> bytes:
@@ -181,7 +189,7 @@ async def test_a_check_cut_off_by_its_timeout_leaves_the_next_one_clean(serve: C
     assert results[1][0], results  # not the first request's late 500
 
 
-async def test_credentials_are_sent_but_never_shown(serve: Callable[..., RawServer]) -> None:
+async def test_credentials_are_sent_but_never_shown(serve: Serve) -> None:
     server = serve(lambda head: response(401 if b"Authorization: Basic dXNlcjpzM2NyZXQh" not in head else 200))
     spec = ProbeSpec("http", url=f"http://user:s3cret%21@127.0.0.1:{server.port}/health")
     [(ok, message)] = await checks(spec, 1)
@@ -190,7 +198,7 @@ async def test_credentials_are_sent_but_never_shown(serve: Callable[..., RawServ
     assert spec.describe() == f"http http://127.0.0.1:{server.port}/health"
 
 
-async def test_https_verifies_the_certificate(serve: Callable[..., RawServer], tmp_path: Path,
+async def test_https_verifies_the_certificate(serve: Serve, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     trustme = pytest.importorskip("trustme")
     ca = trustme.CA()

@@ -154,6 +154,7 @@ def test_adopted_process_keeps_its_cgroup_and_down_removes_it(project: Project) 
     """A supervisor killed with SIGKILL leaves the cgroup; the next one adopts it with the
     process, still enforces and reports it, and removes it when the resource stops."""
     base = own_memory_cgroup()
+    assert base is not None, "no memory cgroup visible; this machine is expected to have one"
     write_hog(project, 'memory_limit = "150m"', HOG_STEP_MB="20", HOG_CAP_MB="20")
     assert project.run("up").returncode == 0
     pid = hog_row(project)["pid"]
@@ -172,6 +173,7 @@ def test_adopted_process_keeps_its_cgroup_and_down_removes_it(project: Project) 
 @pytest.mark.skipif(os.geteuid() != 0, reason="making cgroups needs root (or a delegated cgroup)")
 def test_down_sweeps_the_cgroup_of_a_process_that_died_with_its_supervisor(project: Project) -> None:
     base = own_memory_cgroup()
+    assert base is not None, "no memory cgroup visible; this machine is expected to have one"
     write_hog(project, 'memory_limit = "150m"', HOG_STEP_MB="20", HOG_CAP_MB="20")
     assert project.run("up").returncode == 0
     pid = hog_row(project)["pid"]

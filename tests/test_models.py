@@ -54,7 +54,8 @@ def models(project: Project) -> dict[str, dict[str, Any]]:
 
 
 def stats(url: str) -> dict[str, dict[str, int]]:
-    return httpx.get(url + "/standin/stats").json()
+    answer: dict[str, dict[str, int]] = httpx.get(url + "/standin/stats").json()
+    return answer
 
 
 def test_background_load_never_holds_up_up(project: Project) -> None:

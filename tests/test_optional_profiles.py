@@ -41,7 +41,7 @@ def test_an_optional_dependency_that_will_not_come_is_started_without(state: str
     current = views(cache=state, db="ready", app="pending")
     action = decide(DEPENDS, current, frozenset(DEPENDS))
     assert action == [Start("app", (f"cache (optional: {why})",))]
-    assert action[0].note == f"started without cache (optional: {why})"  # type: ignore[union-attr]
+    assert isinstance(action[0], Start) and action[0].note == f"started without cache (optional: {why})"
 
 
 def test_an_optional_dependency_left_out_of_the_run_says_why() -> None:

@@ -23,6 +23,12 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+def state(sup: Supervisor, name: str) -> State:
+    """The resource's state now. A call, not an attribute: mypy would carry an earlier
+    `assert ... is State.X` over the awaits, across which the supervisor moves it on."""
+    return sup.records[name].state
+
+
 def make(tmp_path: Path) -> Supervisor:
     path = tmp_path / "resources.toml"
     path.write_text('[project]\nname = "fake"\nstate_dir = "state"\n'
@@ -58,13 +64,13 @@ async def test_ready_waits_for_the_gate_and_dependents_wait_with_it(tmp_path: Pa
         with anyio.fail_after(20):
             while sup.records["db"].message != "warming the cache":
                 await sup.wait_change()
-        assert sup.records["db"].state is State.STARTING
-        assert sup.records["app"].state is State.PENDING  # waits for its dependency's gate
+        assert state(sup, "db") is State.STARTING
+        assert state(sup, "app") is State.PENDING  # waits for its dependency's gate
         assert [spec.name for spec in seen] == ["db"]
         opened.set()
         with anyio.fail_after(20):
             await sup.wait_settled(selected)
-        assert sup.records["db"].state is State.READY and sup.records["app"].state is State.READY
+        assert state(sup, "db") is State.READY and state(sup, "app") is State.READY
         sup.shutdown_requested.set()
 
 

@@ -163,7 +163,8 @@ def test_down_during_a_cold_up_stops_what_that_up_starts(project: Project) -> No
     finally:
         if up.poll() is None:
             up.kill()
-        up.stderr.close()  # type: ignore[union-attr]
+        assert up.stderr is not None  # stderr=PIPE
+        up.stderr.close()
     assert not (project.state_dir / "supervisor.pid").exists()
     assert not supervisors_in(project)
     time.sleep(1.5)  # past slowish's own start: nothing may come up after the down

@@ -40,8 +40,9 @@ def state_writes(path: Path) -> list[tuple[int, str]]:
                            for t in (target.elts if isinstance(target, ast.Tuple) else [target])]
             elif isinstance(child, ast.AugAssign | ast.AnnAssign):
                 targets = [child.target]
-            found.extend((child.lineno, name) for t in targets
-                         if isinstance(t, ast.Attribute) and t.attr == "state")
+            if isinstance(child, ast.stmt):  # always, when there are targets: they are statements
+                found.extend((child.lineno, name) for t in targets
+                             if isinstance(t, ast.Attribute) and t.attr == "state")
             visit(child, name)
 
     visit(ast.parse(path.read_text()), "")

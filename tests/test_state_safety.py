@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -43,15 +44,15 @@ def assert_untouched(path: Path) -> None:
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # nothing created beside it
 
 
-def assert_refused(done: object, *words: str) -> None:
+def assert_refused(done: subprocess.CompletedProcess[str], *words: str) -> None:
     """Exit 1 and one clear line (no traceback) naming what was refused."""
-    assert done.returncode == 1, (done.stdout, done.stderr)  # type: ignore[attr-defined]
-    lines = [line for line in done.stderr.splitlines() if line.strip()]  # type: ignore[attr-defined]
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, lines
     assert lines[0].startswith("vrooli: ") and "refusing to use it" in lines[0], lines
     for word in words:
         assert word in lines[0], lines
-    assert "Traceback" not in done.stderr  # type: ignore[attr-defined]
+    assert "Traceback" not in done.stderr
 
 
 def private_state(project: Project) -> Path:
@@ -133,10 +134,25 @@ def deep_project(project: Project) -> None:
                   f'health_listen = "127.0.0.1:0"\n' + SLEEPER.replace("\n    ", "\n"))
 
 
-SOCKET_DIRS = {
-    "symlink": lambda base, real: base.symlink_to(real, target_is_directory=True),
-    "world-writable": lambda base, real: (base.mkdir(), base.chmod(0o777)),
-    "owned by nobody": lambda base, real: (base.mkdir(mode=0o700), os.chown(base, NOBODY, NOBODY)),
+def symlinked(base: Path, real: Path) -> None:
+    base.symlink_to(real, target_is_directory=True)
+
+
+def world_writable(base: Path, real: Path) -> None:
+    base.mkdir()
+    base.chmod(0o777)
+
+
+def owned_by_nobody(base: Path, real: Path) -> None:
+    base.mkdir(mode=0o700)
+    os.chown(base, NOBODY, NOBODY)
+
+
+# Each makes `base` an unsafe socket dir; `real` is a safe directory a symlink can point at.
+SOCKET_DIRS: dict[str, Callable[[Path, Path], None]] = {
+    "symlink": symlinked,
+    "world-writable": world_writable,
+    "owned by nobody": owned_by_nobody,
 }
 
 

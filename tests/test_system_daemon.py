@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -184,9 +185,9 @@ def launched(base: Path, config: Path, port: int, group: grp.struct_group, site_
         shutil.rmtree(base, ignore_errors=True)
 
 
-def status_of(done: subprocess.CompletedProcess[str]) -> dict[str, object]:
+def status_of(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     assert done.stdout, done.stderr
-    reply: dict[str, object] = json.loads(done.stdout)
+    reply: dict[str, Any] = json.loads(done.stdout)
     return reply
 
 
@@ -215,7 +216,7 @@ def test_root_reaches_the_daemon_with_its_file_and_without_one(system_daemon: Sy
     assert reply["supervisor_pid"] == system_daemon.proc.pid
     assert reply["supervisor"] == {"pid": system_daemon.proc.pid, "mode": "daemon", "unit": None,
                                    "idle": False, "exits_in_seconds": None}
-    rows = {r["name"]: r for r in reply["resources"]}  # type: ignore[attr-defined]
+    rows = {r["name"]: r for r in reply["resources"]}
     assert rows["web"]["state"] == "ready"
     # No -f, no ./resources.toml, no VROOLI_FILE: the one system daemon running.
     empty = system_daemon.base / "elsewhere"
@@ -226,10 +227,10 @@ def test_root_reaches_the_daemon_with_its_file_and_without_one(system_daemon: Sy
 
 def test_a_group_member_works_the_daemon(system_daemon: SystemDaemon) -> None:
     config = str(system_daemon.config)
-    def web() -> dict[str, object]:
+    def web() -> dict[str, Any]:
         reply = status_of(system_daemon.member("status", "--json", "-f", config))
         assert reply["supervisor_pid"] == system_daemon.proc.pid
-        return next(r for r in reply["resources"] if r["name"] == "web")  # type: ignore[attr-defined]
+        return next(r for r in reply["resources"] if r["name"] == "web")
 
     before = web()
     restarted = system_daemon.member("restart", "web", "-f", config)
@@ -356,7 +357,7 @@ def test_the_daemon_keeps_its_own_environment(world_readable_site: Path) -> None
 
         def web_pid() -> object:
             reply = status_of(daemon.cli("status", "--json", "-f", str(config)))
-            return next(r["pid"] for r in reply["resources"] if r["name"] == "web")  # type: ignore[attr-defined]
+            return next(r["pid"] for r in reply["resources"] if r["name"] == "web")
 
         before = web_pid()
         other = subprocess.run([sys.executable, "-m", "orchestrator", "reload", "-f", str(config)], env=env,
@@ -481,7 +482,7 @@ def test_the_switch_check_follows_the_capabilities(tmp_path: Path) -> None:
 
 def test_a_record_in_a_directory_others_may_write_is_ignored(tmp_path: Path) -> None:
     """A planted record must not point a root CLI at someone else's socket."""
-    from orchestrator.infra import daemons
+    from orchestrator.infra import daemons, paths
 
     run_dir = Path(tempfile.mkdtemp(prefix="vrooli-run-", dir="/tmp"))
     try:
@@ -492,7 +493,7 @@ def test_a_record_in_a_directory_others_may_write_is_ignored(tmp_path: Path) -> 
         (run_dir / "x.json").write_text(json.dumps(record))
         run_dir.chmod(0o777)
         assert daemons.discover([config], defaulted=False, environ={"VROOLI_DAEMON_DIR": str(run_dir)}) == [config]
-        assert daemons.paths.daemon_link(config) is None
+        assert paths.daemon_link(config) is None
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 

@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pytest
 
@@ -118,17 +118,19 @@ class Box:
         return [entry for entry in entries if entry.get("__CURSOR") != cursor]
 
 
-def wait(what: str, predicate: Callable[[], T], timeout: float = 60) -> T:
+def wait(what: str, predicate: Callable[[], T | Literal[False] | None], timeout: float = 60) -> T:
+    """The predicate's first truthy answer; False or None (or an exception) mean not yet."""
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: object = None
     while time.monotonic() < deadline:
         try:
-            last = predicate()
+            answer = predicate()
         except (AssertionError, subprocess.SubprocessError, ValueError, KeyError) as exc:
             last = exc
         else:
-            if last:
-                return last
+            if answer:
+                return answer
+            last = answer
         time.sleep(0.25)
     raise AssertionError(f"{what}: not within {timeout}s (last: {last!r})")
 

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -39,11 +40,12 @@ def supervisor_pid(project: Project) -> int:
     return int((project.state_dir / "supervisor.pid").read_text())
 
 
-def status_json(project: Project) -> tuple[int, dict[str, object]]:
+def status_json(project: Project) -> tuple[int, dict[str, Any]]:
     import json
 
     done = project.run("status", "--json")
-    return done.returncode, json.loads(done.stdout)
+    status: dict[str, Any] = json.loads(done.stdout)
+    return done.returncode, status
 
 
 def gone(pid: int) -> bool:
@@ -81,7 +83,7 @@ def test_down_keeps_the_supervisor_idle_holding_nothing_and_up_reuses_it(project
     project.run("up", check=True)
     assert supervisor_pid(project) == pid
     code, status = status_json(project)
-    assert code == 0 and status["supervisor"]["idle"] is False  # type: ignore[index]
+    assert code == 0 and status["supervisor"]["idle"] is False
     assert (project.state_dir / "health.addr").exists()
     project.run("down", "--exit", check=True)
     assert gone(pid)
@@ -164,7 +166,7 @@ def test_a_keep_warm_edited_while_running_decides_the_next_down(project: Project
     project.run("up", check=True)
     project.run("down", check=True)
     code, status = status_json(project)
-    assert code == 3 and 60 < status["supervisor"]["exits_in_seconds"] <= 120  # type: ignore[index,operator]
+    assert code == 3 and 60 < status["supervisor"]["exits_in_seconds"] <= 120
 
 
 def test_keep_warm_from_the_environment_when_the_file_sets_none(project: Project,
@@ -177,7 +179,7 @@ def test_keep_warm_from_the_environment_when_the_file_sets_none(project: Project
     project.run("up", check=True)
     project.run("down", check=True)
     code, status = status_json(project)
-    assert code == 3 and 60 < status["supervisor"]["exits_in_seconds"] <= 120  # type: ignore[index,operator]
+    assert code == 3 and 60 < status["supervisor"]["exits_in_seconds"] <= 120
 
 
 def test_sigterm_and_down_exit_end_an_idle_supervisor_at_once(project: Project) -> None:
