@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from orchestrator import config
 from orchestrator.config import variables
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, InterpolationError
 from orchestrator.probes import ProbeContext, make_probe, run_once
 from orchestrator.probes.http import Target, UrlError
 from tests.conftest import free_port
@@ -493,7 +493,7 @@ def test_interpolation_failure_is_one_line_naming_the_key(tmp_path: Path, text: 
 def test_fuzz_interpolation(text: str) -> None:
     try:
         value = variables.interpolate(text, ENV)
-    except variables.InterpolationError as exc:
+    except InterpolationError as exc:
         assert str(exc) and "\n" not in str(exc)
         return
     assert isinstance(value, str)

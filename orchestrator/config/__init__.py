@@ -30,8 +30,8 @@ from orchestrator.config.values import (
     parse_size,
     type_name,
 )
-from orchestrator.config.variables import InterpolationError, interpolate
-from orchestrator.errors import ConfigError
+from orchestrator.config.variables import interpolate
+from orchestrator.errors import ConfigError, InterpolationError
 from orchestrator.infra import paths
 from orchestrator.spec import ProjectSpec, ResourceSpec
 

@@ -13,8 +13,9 @@ import ssl
 import anyio
 from anyio.abc import ByteStream
 
+from orchestrator.errors import UrlError
 from orchestrator.probes import ProbeResult, _os_error
-from orchestrator.probes.url import Target, UrlError, check_host
+from orchestrator.probes.url import Target, check_host
 from orchestrator.spec import ProbeSpec
 
 __all__ = ["HttpProbe", "Target", "UrlError", "check_host"]
