@@ -306,10 +306,21 @@ class Supervisor:
     def release_runtimes(self) -> None:
         """Let go of the runtimes' connections (the Docker engine's) once nothing runs."""
         for rt in self._runtimes.values():
-            close = getattr(rt, "close", None)
-            if close is not None:
-                close()
+            _close(rt)
         self._runtimes.clear()
+
+    def _keep_runtimes(self, project: ProjectSpec) -> None:
+        """For a new declaration: keep the runtime of each kind its resources still use, and
+        close and let go of the others (nothing runs on them: a resource that went, or changed
+        kind, was stopped already). Under a new project name the kept ones are let go too, not
+        closed: they are made again with the new name (the Docker runtime names containers,
+        network and volumes after the project), and what still runs keeps using the old one."""
+        kinds = {r.runtime for r in project.resources.values()}
+        for kind in list(self._runtimes):
+            if kind not in kinds:
+                _close(self._runtimes.pop(kind))
+            elif project.name != self.project.name:
+                del self._runtimes[kind]
 
     async def cleanup_runtimes(self, remove_volumes: bool, *, every_kind: bool = True) -> None:
         """Remove what the runtimes keep for the project (containers, network; volumes if
@@ -447,6 +458,7 @@ class Supervisor:
             await self.stop(removed)
         if restart_now:
             await self.stop(restart_now, remove_wanted=False)
+        self._keep_runtimes(project)
         self.project = project
         for name in removed:
             del self.records[name]
@@ -459,7 +471,6 @@ class Supervisor:
             else:
                 self.records[name] = Record(spec)
         self.wanted &= set(self.records)
-        self._runtimes.clear()
         for name, manager in self.models.items():
             if name in project.resources and project.resources[name].models is not None:
                 manager.spec = project.resources[name].models  # type: ignore[assignment]
@@ -540,3 +551,10 @@ class Supervisor:
         return {"ready": len(ready), "wanted": len(wanted),
                 "not_ready": [(r.spec.name, r.state.value, r.message) for r in wanted
                               if r.state not in scheduler.SETTLED_OK]}
+
+
+def _close(runtime: Runtime) -> None:
+    """Close what a runtime holds open (the Docker runtime: its engine client), if anything."""
+    close = getattr(runtime, "close", None)
+    if close is not None:
+        close()
