@@ -545,13 +545,6 @@ class Supervisor:
         rec.warmup = (rec.started_at, began, ended)
         state_store.add_warmup(self.state_dir, rec)
 
-    def summary(self) -> dict[str, Any]:
-        wanted = [r for n, r in self.records.items() if n in self.wanted]
-        ready = [r for r in wanted if r.state in scheduler.SETTLED_OK]
-        return {"ready": len(ready), "wanted": len(wanted),
-                "not_ready": [(r.spec.name, r.state.value, r.message) for r in wanted
-                              if r.state not in scheduler.SETTLED_OK]}
-
 
 def _close(runtime: Runtime) -> None:
     """Close what a runtime holds open (the Docker runtime: its engine client), if anything."""
