@@ -27,7 +27,7 @@ from orchestrator.cli.app import app
 from orchestrator.client import spawn
 from orchestrator.client.argv import CLIENT_COMMANDS, ClientCommand, parse
 from orchestrator.client.output import supervisor_line
-from orchestrator.config import RESOURCE_KEYS
+from orchestrator.config.resource import RESOURCE_KEYS
 from tests.conftest import Project, wait_for
 
 # Options of typer's commands that the standard-library path leaves to typer on purpose:
