@@ -61,7 +61,7 @@ def toml_string(text: str) -> str:
     return tomli_w.dumps({"v": text}).partition("=")[2].strip()
 
 
-# ------------------------------------------------------------------ probe URLs (issue 10 #7)
+# ------------------------------------------------------------------ probe URLs: one line each, never the password
 
 BAD_URLS = {
     "port not a number": "http://127.0.0.1:abc/",
@@ -212,7 +212,7 @@ def test_probe_host_key_is_checked(tmp_path: Path) -> None:
     assert project.resources["db"].health.url == "http://[::1]:5/"  # type: ignore[union-attr]
 
 
-# ------------------------------------------------------------------ ports (issue 10 #16, #17, #19)
+# ------------------------------------------------------------------ ports: ASCII digits, 1-65535, IPv6 hosts
 
 BAD_PORTS = {
     "superscript digits": ("\u2075\u2074\u2073\u2073", "expected a port like"),

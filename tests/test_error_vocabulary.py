@@ -1,4 +1,4 @@
-"""One error vocabulary (issue 11): every command that takes resource names rejects an
+"""One error vocabulary: every command that takes resource names rejects an
 unknown one the same way (exit 2, one line), running or not; errors cross the control
 socket as their kind; a supervisor that goes away mid-command is one line, never a traceback."""
 

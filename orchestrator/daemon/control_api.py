@@ -219,7 +219,11 @@ class Handlers:
                      "resources": self.sup.snapshot(names), "extra": extra})
 
     def supervisor_status(self) -> dict[str, Any]:
-        """The status reply's `supervisor` object (CONTRACT.md): who answers, and how it runs."""
+        """The status reply's `supervisor` object: who answers, and how it runs. Every
+        supervisor answers the same keys, which the client's supervisor line shows
+        (client/output.supervisor_line): `pid`; `mode` (detached, foreground or daemon);
+        `unit`, the systemd unit of a daemon run by one, else None; `idle`, true for a warm
+        supervisor holding nothing; `exits_in_seconds`, the time an idle one has left, else None."""
         status = {"pid": os.getpid(), "mode": self.options.mode, "unit": self.unit,
                   "idle": False, "exits_in_seconds": None}
         if self.host is not None:  # warm.py: idle between sessions, and until when

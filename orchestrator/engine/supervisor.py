@@ -265,7 +265,8 @@ class Supervisor:
 
     async def _watch_memory(self) -> None:
         # Its module is imported in a worker thread, as the health endpoint's is: the event
-        # loop goes on to a cold start's first spawn meanwhile (issue 14, item 3).
+        # loop goes on to a cold start's first spawn meanwhile, which waits for no import it
+        # does not need.
         await anyio.to_thread.run_sync(importlib.import_module, "orchestrator.engine.memory")
         await self.memory.run()
 
