@@ -1,7 +1,7 @@
 """`vrooli down`, `status` and `restart` as clients of the supervisor: ask, print, exit code.
 
-With `up` (up_client.py) these are the commands a developer runs all day. Both ways of
-running them — entry.py's standard-library path and typer's commands in cli.py — call the
+With `up` (up.py) these are the commands a developer runs all day. Both ways of
+running them — entry.py's standard-library path and typer's commands in cli/app.py — call the
 functions here, so they answer alike; and nothing here imports more than the standard
 library and the project's small client modules (no event loop, no docker, no psutil,
 no CLI framework: tests/test_entry.py checks it on real commands).

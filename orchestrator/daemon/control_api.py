@@ -62,7 +62,7 @@ Reply = Callable[[dict[str, Any]], Awaitable[None]]
 FOLLOW_POLL = 0.2  # seconds between looks at a followed log
 FOLLOW_ALIVE = 10.0  # seconds between keep-alives: a client that left is noticed on the next send
 THIN_MODES = ("detached", "foreground")  # a system daemon reads its own files, whatever a client sends
-THIN_OPS = ("status", "up", "down", "restart")  # what a thin client sends (client_commands, up_client)
+THIN_OPS = ("status", "up", "down", "restart")  # what a thin client sends (client/commands.py, client/up.py)
 
 
 async def from_thin_client(request: dict[str, Any], state_dir: Path, mode: str,
@@ -73,7 +73,7 @@ async def from_thin_client(request: dict[str, Any], state_dir: Path, mode: str,
     its own load says what is wrong, as it always did). The notice the full client would
     have printed before sending its `up` is sent first, as an event.
 
-    The thin client (client_commands.py) skipped reading the files: it found this
+    The thin client (client/thin.py) skipped reading the files: it found this
     supervisor serving them and sent their paths, the values of the variables they
     referenced when last read here (`ping`'s environ_names), and what it would have
     checked. Here, with everything imported, the files are read as the full client reads

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-if "rich" not in sys.modules:  # see cli.py: structlog would import it, for nothing here
+if "rich" not in sys.modules:  # see cli/app.py: structlog would import it, for nothing here
     sys.modules["rich"] = None  # type: ignore[assignment]
 
 

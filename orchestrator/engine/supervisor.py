@@ -52,7 +52,7 @@ class Supervisor:
     """The records and the commands on them (up, stop, restart, reload) and their change feed.
 
     Bigger than the ~300-line guide (~420): its public surface (the attributes and methods
-    service.py, models.py, health.py and notify.py use) is kept as it was; what it does
+    service.py, models.py, health.py and sd_notify.py use) is kept as it was; what it does
     beyond owning the records (one resource's life, the state dir, adoption, the rules)
     lives in lifecycle.py, state_store.py and policy.py.
     """
