@@ -5,13 +5,13 @@ the entry point cannot take part in an import cycle. The four client commands (`
 `down`, `status`, `restart`: what a developer runs all day) and the top-level `--help`
 run without the CLI framework: typer costs ~40 ms of imports, more than the question the
 command asks the supervisor, and for a cold `up` ~40 ms of CPU while the stack's
-processes start. client_argv.py reads their arguments, client_commands.py runs them.
+processes start. client/argv.py reads their arguments, client/commands.py runs them.
 Everything else (each command's `--help`, an unusual argument, the other commands) goes
-to typer (cli.py), which parses and reports as it always did. tests/test_entry.py checks
+to typer (cli/app.py), which parses and reports as it always did. tests/test_entry.py checks
 that both ways accept the same arguments and answer alike.
 
 Before either, the compose habit `vrooli -f FILE COMMAND` is rewritten to the command's
-own `--file` option (client_argv.hoist_global_options), so it holds for every command.
+own `--file` option (client.argv.hoist_global_options), so it holds for every command.
 """
 
 from __future__ import annotations

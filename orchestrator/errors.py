@@ -77,6 +77,23 @@ class RuntimeUnavailable(VrooliError):
     kind = "runtime_unavailable"
 
 
+# Two parsers refuse a value with a ValueError rather than a VrooliError: each message is
+# one line about that value alone, and the caller always catches it to add where the value
+# is (the file and the key of a ConfigError line, or the probe whose check failed). One
+# that escapes is a bug, and shows its traceback like any other.
+
+
+class InterpolationError(ValueError):
+    """A `${...}` that cannot be expanded (config/variables.py); the message is one line."""
+
+
+class UrlError(ValueError):
+    """A health URL the probe cannot use (probes/url.py). The message never repeats the URL:
+    it may hold a password."""
+
+    shows_no_secret = True
+
+
 _BY_KIND: dict[str, type[VrooliError]] = {
     cls.kind: cls for cls in (VrooliError, UsageError, SupervisorUnavailable, SupervisorGone,
                               StartFailed, RuntimeUnavailable)

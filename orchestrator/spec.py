@@ -232,10 +232,6 @@ class ProjectSpec:
     keep_warm: float = 600.0  # seconds a detached supervisor stays idle after `down`; 0: none
 
     @property
-    def enabled_names(self) -> list[str]:
-        return [n for n, r in self.resources.items() if r.enabled]
-
-    @property
     def declared_profiles(self) -> list[str]:
         """Every profile some resource declares, sorted."""
         return sorted({p for r in self.resources.values() for p in r.profiles})

@@ -8,7 +8,7 @@ Run on demand (never as a timed test):
     python3 scripts/bench.py --profile n8n --rounds 5       # real n8n (npm, see N8N_INSTALL)
     python3 scripts/bench.py --profile wide --rounds 5
     python3 scripts/bench.py --profile cli                  # CLI latency, daemon idle RSS/CPU
-    python3 scripts/bench.py --profile warm --rounds 5      # issue 14's targets (see bench_warm)
+    python3 scripts/bench.py --profile warm --rounds 5      # the warm supervisor's targets (see bench_warm)
     python3 scripts/bench.py --profile warm --code /other/checkout   # the same, another checkout's vrooli
 
 Each runner, per round:
@@ -242,7 +242,7 @@ def file_args(files: list[str]) -> list[str]:
 
 def chain_profile(workdir: Path, delay: float = 0.7) -> str:
     """Four stand-ins in a row (three hops), each ready `delay` s after it starts and only
-    after the one before it is healthy: the chain of issue 14's measurements."""
+    after the one before it is healthy: the chain the warm supervisor's targets are measured on."""
     ports = [free_port() for _ in range(4)]
     timed = STANDINS / "timed.py"
     lines = ['[project]\nname = "bench-chain"\nstate_dir = "state-chain"\nhealth_listen = "127.0.0.1:0"\n']
@@ -686,7 +686,7 @@ def bench_cli(workdir: Path, idle_seconds: float) -> dict[str, Any]:
     return out
 
 
-# ------------------------------------------------------------------ issue 14: warm supervisor
+# ------------------------------------------------------------------ warm supervisor
 
 
 def end_supervisor(workdir: Path, files: list[str]) -> None:
@@ -832,7 +832,7 @@ def idle_cost(pid: int, seconds: float) -> dict[str, Any]:
 
 
 def bench_warm(workdir: Path, rounds: int, idle_seconds: float, with_seed: bool) -> dict[str, Any]:
-    """Issue 14's targets: the first start after `up` began (after `down`, and after a fresh
+    """The warm supervisor's targets: the first start after `up` began (after `down`, and after a fresh
     boot); `up` against 1.02 x the bare critical path + 0.1 s (+ 0.2 s after a fresh boot) on
     the chain and seed profiles; `status`, `up` on a running stack, `--help`; an idle warm
     supervisor's RSS and CPU. Each CLI latency is a whole command, interpreter included."""

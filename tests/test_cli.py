@@ -66,7 +66,7 @@ def test_json_errors_for_scripts(tmp_path: Path) -> None:
     assert "resources.a.command" in payload["errors"][0]
 
 
-# ------------------------------------------------------------ who the CLI talks to (issue 10.3)
+# ------------------------------------------------------------ who the CLI talks to, and what it sends
 
 FAKE_SUPERVISOR = '''
 import json, socket, sys
@@ -215,7 +215,7 @@ def test_status_json_has_the_same_keys_running_or_not(project: Project) -> None:
 
 def test_status_and_down_work_while_the_file_is_broken(project: Project, shared_tmp: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    # Issue 10.26: a user must be able to see and stop a running stack mid-edit.
+    # A user must be able to see and stop a running stack mid-edit.
     monkeypatch.setenv("XDG_STATE_HOME", str(shared_tmp / "xdg-state"))
     project.write(STACK % free_port())
     good = project.file.read_text()
@@ -268,7 +268,7 @@ def test_a_broken_file_never_reaches_another_projects_supervisor(project: Projec
     assert project.run("status").returncode == 0
 
 
-# ------------------------------------------------------------ long messages (issue 10.27)
+# ------------------------------------------------------------ long messages: one terminal line each
 
 # Redis in protected mode answers every command with one ~900-character error, spread
 # here over lines and a tab, as a probe or a crash may quote output.

@@ -12,6 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator import config
+from orchestrator.config.resource import RESOURCE_KEYS
+from orchestrator.config.values import parse_duration
 from orchestrator.errors import ConfigError
 from orchestrator.spec import Condition, RestartPolicy
 
@@ -68,13 +70,13 @@ ports = [0]
     (5, 5.0), (0.25, 0.25), ("250ms", 0.25), ("2s", 2.0), ("1m", 60.0), ("1.5s", 1.5), ("2", 2.0), ("1h", 3600.0),
 ])
 def test_durations(raw: object, seconds: float) -> None:
-    assert config.parse_duration(raw) == pytest.approx(seconds)
+    assert parse_duration(raw) == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize("raw", ["fast", "-1s", True, [1], "1 d", float("nan")])
 def test_bad_durations(raw: object) -> None:
     with pytest.raises(ValueError):
-        config.parse_duration(raw)
+        parse_duration(raw)
 
 
 def test_variables_expand_from_environment_and_dotenv(tmp_path: Path) -> None:
@@ -164,7 +166,7 @@ def test_shipped_resources_toml_validates_and_shows_waves() -> None:
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-70000, 70000), st.floats(allow_nan=False),
                     st.text(max_size=12), st.sampled_from(["2s", "250ms", "healthy", "started", "tcp", "redis",
                                                            "docker", "process", "127.0.0.1:1:2", "a:/b"]))
-keys = st.sampled_from(sorted(config.RESOURCE_KEYS | {"probe", "port", "url", "pattern", "bogus"}))
+keys = st.sampled_from(sorted(RESOURCE_KEYS | {"probe", "port", "url", "pattern", "bogus"}))
 values = st.recursive(scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=3), st.dictionaries(keys, inner, max_size=4)), max_leaves=8)
 resource = st.dictionaries(keys, values, max_size=6)

@@ -20,7 +20,10 @@ from hypothesis import strategies as st
 
 from orchestrator import config
 from orchestrator.config import variables
-from orchestrator.errors import ConfigError
+from orchestrator.config.project import PROJECT_KEYS
+from orchestrator.config.resource import RESOURCE_KEYS
+from orchestrator.config.values import MAX_DURATION, parse_duration, parse_port
+from orchestrator.errors import ConfigError, InterpolationError
 from orchestrator.probes import ProbeContext, make_probe, run_once
 from orchestrator.probes.http import Target, UrlError
 from tests.conftest import free_port
@@ -67,7 +70,7 @@ def toml_string(text: str) -> str:
     return tomli_w.dumps({"v": text}).partition("=")[2].strip()
 
 
-# ------------------------------------------------------------------ probe URLs (issue 10 #7)
+# ------------------------------------------------------------------ probe URLs: one line each, never the password
 
 BAD_URLS = {
     "port not a number": "http://127.0.0.1:abc/",
@@ -219,7 +222,7 @@ def test_probe_host_key_is_checked(tmp_path: Path) -> None:
     assert health is not None and health.url == "http://[::1]:5/"
 
 
-# ------------------------------------------------------------------ ports (issue 10 #16, #17, #19)
+# ------------------------------------------------------------------ ports: ASCII digits, 1-65535, IPv6 hosts
 
 BAD_PORTS = {
     "superscript digits": ("\u2075\u2074\u2073\u2073", "expected a port like"),
@@ -291,7 +294,7 @@ def test_process_port_check_handles_ipv6_host_ports() -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6 on this machine")
     port = free_port()
-    spec = config.parse_port(f"[::1]:{port}:{port}")
+    spec = parse_port(f"[::1]:{port}:{port}")
     check_ports_free((spec,))  # free: no error
     with socket.socket(socket.AF_INET6) as taken:
         taken.bind(("::1", port))
@@ -308,7 +311,7 @@ def test_process_port_check_handles_ipv6_host_ports() -> None:
     (".5s", 0.5), ("3.", 3.0), ("0", 0.0), (31536000, 31536000.0),
 ])
 def test_compound_durations(raw: object, seconds: float) -> None:
-    assert config.parse_duration(raw) == pytest.approx(seconds)
+    assert parse_duration(raw) == pytest.approx(seconds)
 
 
 BAD_DURATIONS = {
@@ -325,7 +328,7 @@ BAD_DURATIONS = {
 @pytest.mark.parametrize("raw", BAD_DURATIONS.values(), ids=BAD_DURATIONS.keys())
 def test_bad_durations_are_one_line(tmp_path: Path, raw: object) -> None:
     with pytest.raises(ValueError):
-        config.parse_duration(raw)
+        parse_duration(raw)
     if isinstance(raw, float) and raw != raw:
         return  # TOML has nan, but tomli_w writes it as `nan`, covered by the call above
     body = tomli_w.dumps({"resources": {"a": {"command": ["true"], "start_timeout": raw}}})
@@ -338,11 +341,11 @@ def test_bad_durations_are_one_line(tmp_path: Path, raw: object) -> None:
                  st.integers(-10 ** 500, 10 ** 500), st.floats()))
 def test_fuzz_durations(raw: object) -> None:
     try:
-        seconds = config.parse_duration(raw)
+        seconds = parse_duration(raw)
     except ValueError as exc:
         assert str(exc).isprintable() and len(str(exc)) < 300
         return
-    assert 0 <= seconds <= config.MAX_DURATION
+    assert 0 <= seconds <= MAX_DURATION
 
 
 def test_huge_counts_and_sizes_are_one_line(tmp_path: Path) -> None:
@@ -503,7 +506,7 @@ def test_interpolation_failure_is_one_line_naming_the_key(tmp_path: Path, text: 
 def test_fuzz_interpolation(text: str) -> None:
     try:
         value = variables.interpolate(text, ENV)
-    except variables.InterpolationError as exc:
+    except InterpolationError as exc:
         assert str(exc) and "\n" not in str(exc)
         return
     assert isinstance(value, str)
@@ -698,9 +701,9 @@ shapes = st.recursive(
                                "http://u:p/q@h/", "http://[::1", "web\n"])),
     lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
     max_leaves=10)
-resource_keys = st.sampled_from(sorted(config.RESOURCE_KEYS))
+resource_keys = st.sampled_from(sorted(RESOURCE_KEYS))
 documents = st.fixed_dictionaries({
-    "project": st.dictionaries(st.sampled_from(sorted(config.PROJECT_KEYS)), shapes, max_size=2),
+    "project": st.dictionaries(st.sampled_from(sorted(PROJECT_KEYS)), shapes, max_size=2),
     "resources": st.dictionaries(st.text(max_size=8), st.dictionaries(resource_keys, shapes, max_size=5), max_size=3),
 })
 

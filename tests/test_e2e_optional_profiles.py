@@ -1,5 +1,5 @@
 """Optional dependencies and profiles through the real CLI, on real processes (small Python
-servers and shell scripts), the supervisor detached as a user runs it (issue 13, items 5, 6)."""
+servers and shell scripts), the supervisor detached as a user runs it."""
 
 from __future__ import annotations
 

@@ -559,7 +559,7 @@ def supervisor_alive(project: Project) -> bool:
 
 
 def test_up_that_cannot_spawn_a_resource_stops_the_rest_and_its_supervisor(project: Project) -> None:
-    # Issue 10.16: `up` failing at start leaves nothing starting and no idle supervisor.
+    # `up` failing at start leaves nothing starting and no idle supervisor.
     project.write("""
         [resources.base]
         command = ["sh", "-c", "echo base; exec sleep 1000"]

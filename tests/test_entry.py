@@ -1,7 +1,7 @@
 """The entry point's two ways of running `up`, `down`, `status` and `restart`: the standard-
-library path (entry.py, client_argv.py) and the typer commands (cli.py) accept the same
-arguments, send the supervisor the same requests and answer alike (issues 11 and 14); and the
-standard-library path never imports the CLI framework or the supervisor's own libraries."""
+library path (entry.py, client/argv.py) and the typer commands (cli/app.py) accept the same
+arguments, send the supervisor the same requests and answer alike; and the standard-library
+path never imports the CLI framework or the supervisor's own libraries."""
 
 from __future__ import annotations
 
@@ -27,14 +27,14 @@ from orchestrator.cli.app import app
 from orchestrator.client import spawn
 from orchestrator.client.argv import CLIENT_COMMANDS, ClientCommand, parse
 from orchestrator.client.output import supervisor_line
-from orchestrator.config import RESOURCE_KEYS
+from orchestrator.config.resource import RESOURCE_KEYS
 from tests.conftest import Project, wait_for
 
 # Options of typer's commands that the standard-library path leaves to typer on purpose:
 # `up --foreground` runs the supervisor attached (with its log format), --help prints help.
 LEFT_TO_TYPER = {"up": {"--foreground", "--log-format", "--help"}, "down": {"--help"}, "status": {"--help"},
                  "restart": {"--help"}}
-# What a client command must not import (issue 14.2): the CLI framework and its parts, the
+# What a client command must not import: the CLI framework and its parts, the
 # event loop, logging, Docker, process inspection, HTTP.
 HEAVY = {"typer", "click", "rich", "anyio", "sniffio", "structlog", "docker", "psutil", "httpx", "httpcore", "h11",
          "regex"}
@@ -209,7 +209,9 @@ def test_both_ways_send_the_supervisor_the_same_requests(project: Project) -> No
             agreed[" ".join(args) + (" (VROOLI_PROFILES)" if env else "")] = sent[0][0]
     finally:
         stand_in.close()
-    # ... and what they agree on is what CONTRACT.md asks for.
+    # ... and what they agree on is what each command must send: `up` the --profile names in
+    # order, then those of VROOLI_PROFILES not named yet; `down` its names, --volumes and
+    # --exit; `status` and `restart` their names.
     assert agreed["up"]["profiles"] == []
     assert agreed["up db --no-deps --profile x --profile=y"]["profiles"] == ["x", "y"]
     assert agreed["up (VROOLI_PROFILES)"]["profiles"] == ["ai", "gpu"]
@@ -224,7 +226,7 @@ IDLE = {"pid": 4242, "mode": "detached", "unit": None, "idle": True, "exits_in_s
 
 
 def test_an_idle_warm_supervisor_is_shown_alike_and_not_waited_for(project: Project) -> None:
-    """CONTRACT.md: a warm supervisor holding nothing says so in `status` (exit 3: nothing
+    """A warm supervisor holding nothing says so in `status` (exit 3: nothing
     runs), and `down` does not wait for one that stays (idle) to go away."""
     project.write("""
         [resources.db]
@@ -365,7 +367,7 @@ def test_ctrl_c_while_waiting_is_answered_alike(project: Project) -> None:
     assert answers[:2] == answers[2:]
 
 
-# ------------------------------------------------------------ imports (issue 14.2)
+# ------------------------------------------------------------ imports: the client path loads the standard library only
 
 
 def imported(done: subprocess.CompletedProcess[str]) -> set[str]:
@@ -422,7 +424,7 @@ def test_version_both_ways(project: Project) -> None:
     assert re.fullmatch(r"vrooli \S+\n", fast.stdout)
 
 
-# ------------------------------------------------------------ the supervisor line (CONTRACT.md)
+# ------------------------------------------------------------ the supervisor line: who answers, and how it runs
 
 
 @pytest.mark.parametrize(("supervisor", "line"), [

@@ -1,16 +1,21 @@
-"""One error vocabulary (issue 11): every command that takes resource names rejects an
+"""One error vocabulary: every command that takes resource names rejects an
 unknown one the same way (exit 2, one line), running or not; errors cross the control
 socket as their kind; a supervisor that goes away mid-command is one line, never a traceback."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+import orchestrator
+from orchestrator import errors
 from orchestrator.infra import paths
 from orchestrator.infra.control import Client
 from tests.conftest import Project
@@ -27,6 +32,22 @@ NAMING_COMMANDS = [
     ("up", "nope"), ("down", "nope"), ("restart", "nope"), ("status", "nope"), ("logs", "nope"),
     ("models", "--resource", "nope"),
 ]
+
+
+def test_every_exception_class_is_in_errors_or_a_vrooli_error() -> None:
+    """What the package raises on purpose is in errors.py, or derives from VrooliError (the
+    CLI's one line and exit code); control flow inside a module is a return value, not a
+    private exception."""
+    outside = []
+    for module_info in pkgutil.walk_packages(orchestrator.__path__, "orchestrator."):
+        if module_info.name == "orchestrator.__main__":  # runs the CLI when imported
+            continue
+        module = importlib.import_module(module_info.name)
+        for name, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ == module.__name__ and issubclass(cls, BaseException) \
+                    and module is not errors and not issubclass(cls, errors.VrooliError):
+                outside.append(f"{module.__name__}.{name}")
+    assert outside == []
 
 
 def assert_unknown(done: subprocess.CompletedProcess[str], as_json: bool = False) -> None:

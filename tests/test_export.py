@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, InterpolationError
 from tests.conftest import ROOT, Project, free_port, wait_for
 
 SECRET = "s3cret-from-the-environment-4711"
@@ -1178,7 +1178,7 @@ def test_compose_1_29_reads_every_translated_text_as_the_loader_does() -> None:
         try:
             caveats: list[str] = []
             written = Text(template).for_compose(caveats)
-        except variables.InterpolationError:
+        except InterpolationError:
             continue  # the loader refuses the file: nothing is exported
         if any("no ${VAR:+alt}" in c or "cannot nest" in c for c in caveats):
             continue  # translated with an assumption, said on stderr (tested above)
@@ -1191,7 +1191,7 @@ def test_compose_1_29_reads_every_translated_text_as_the_loader_does() -> None:
     for (template, written, env), (outcome, value) in zip(cases, json.loads(done.stdout), strict=True):
         try:
             expected = variables.interpolate(template, env)
-        except variables.InterpolationError as exc:
+        except InterpolationError as exc:
             if "set it in the environment or .env" in str(exc):
                 continue  # an unset ${VAR} without a default: the loader refuses, compose writes "" and warns
             assert outcome == "required", (template, written, env, str(exc), outcome, value)
@@ -1228,7 +1228,7 @@ def test_kubernetes_command_words_mean_what_the_loader_reads() -> None:
     for template in random_templates(4000, seed=19):
         try:
             tokens = variables.tokenize(template)
-        except variables.InterpolationError:
+        except InterpolationError:
             continue
         needed = secret_keys({}, [tokens])
         word = _Args({}, needed, []).render(tokens)

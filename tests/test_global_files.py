@@ -1,4 +1,4 @@
-"""`vrooli -f FILE [-f OVERRIDE] COMMAND ...`, the compose habit (issue 13.2): files named
+"""`vrooli -f FILE [-f OVERRIDE] COMMAND ...`, the compose habit: files named
 before the command are the command's own files, for every command; for `logs`, a `-f`
 after the command still means follow."""
 

@@ -1,5 +1,5 @@
 """Hardening of what any local user can reach: the health endpoint, the control socket's
-accept loop, public text, and request shapes (issue 10 items 1, 5, 6, 21).
+accept loop, public text, and request shapes.
 
 Every test drives a real supervisor (`vrooli up`, `vrooli daemon`) with real process
 resources; the unit tests at the end use real sockets.

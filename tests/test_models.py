@@ -158,7 +158,7 @@ def httpx_reachable(url: str) -> bool:
     return True
 
 
-# ------------------------------------------------------------ where Ollama answers (issue 10.22)
+# ------------------------------------------------------------ where Ollama answers: probe url, OLLAMA_HOST, ports
 
 def ollama_spec(runtime: str = "process", url: str | None = None, host: str | None = None,
                 ports: tuple[tuple[str, int, int], ...] = (), inside: bool = False) -> ResourceSpec:

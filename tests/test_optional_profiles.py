@@ -1,4 +1,4 @@
-"""Optional dependencies and profiles (issue 13, items 5 and 6): the pure core's decisions,
+"""Optional dependencies and profiles: the pure core's decisions,
 the config's checks, and the supervisor carrying them out on the scripted fake runtime."""
 
 from __future__ import annotations

@@ -320,7 +320,7 @@ async def test_log_probe_caps_lines_and_reads_a_huge_line_once(tmp_path: Path) -
     assert (await run_once(probe, 1)).ok
 
 
-# ---------------------------------------------------------------- containment (issue 10 #7)
+# --------------------------------------------- containment: a probe's bug or bad URL is a failed check, no secret shown
 
 SECRET = "Zq8pwSecret"
 

@@ -137,7 +137,7 @@ main()
 
 
 def test_down_during_a_cold_up_stops_what_that_up_starts(project: Project) -> None:
-    # Issue 10.10: `down` said "nothing is running" and the stack came up anyway.
+    # A `down` during a cold `up` must not say "nothing is running" and let the stack come up anyway.
     import time
 
     project.write("""

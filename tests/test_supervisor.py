@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -14,6 +15,7 @@ from orchestrator.engine.supervisor import Supervisor
 from orchestrator.plan.scheduler import State
 from orchestrator.runtimes import EXIT_UNKNOWN
 from orchestrator.runtimes.fake import FakeRuntime, Script
+from orchestrator.spec import ProjectSpec
 
 pytestmark = pytest.mark.anyio
 
@@ -233,6 +235,45 @@ async def test_unknown_exit_status_is_not_mistaken_for_a_signal(tmp_path: Path) 
                 await sup.wait_change()
         assert sup.records["adopted"].message.startswith("exited;")
         assert sup.records["hungup"].message.startswith("killed by signal 1 (SIGHUP);")
+        sup.shutdown_requested.set()
+
+
+@dataclass
+class ClosingRuntime(FakeRuntime):
+    """A fake that, like the Docker runtime, holds something to close."""
+
+    kind: str = ""
+    closed: bool = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_a_reload_keeps_the_runtimes_still_used_and_closes_the_others(tmp_path: Path) -> None:
+    made: list[ClosingRuntime] = []
+
+    def factory(kind: str, project: object) -> ClosingRuntime:
+        made.append(ClosingRuntime(kind=kind))
+        return made[-1]
+
+    def load(body: str, name: str = "fake") -> ProjectSpec:
+        path = tmp_path / "resources.toml"
+        path.write_text(f'[project]\nname = "{name}"\nstate_dir = "state"\n{body}')
+        return config.load([path], {})
+
+    db = '[resources.db]\nruntime = "docker"\nimage = "postgres:16"\nhealth = { probe = "log", pattern = "ready" }\n'
+    sup = Supervisor(load(res("app") + db), runtime_factory=factory)
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        await run_until_settled(sup)
+        assert sorted(r.kind for r in made) == ["docker", "process"]
+        process = sup.runtime("process")
+        await sup.apply_config(load(res("app", extra='env = { A = "1" }') + res("web")))  # no docker now
+        await run_until_settled(sup)  # app again, and web: on the runtime kept
+        assert sup.runtime("process") is process and len(made) == 2
+        assert [r.kind for r in made if r.closed] == ["docker"]
+        await sup.apply_config(load(res("app", extra='env = { A = "1" }') + res("web"), name="renamed"))
+        assert sup.runtime("process") is not process and not process.closed  # made again; app and web use it
         sup.shutdown_requested.set()
 
 

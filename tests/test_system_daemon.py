@@ -1,4 +1,4 @@
-"""The system daemon as an operator reaches it (issue 15): `vrooli daemon` run by root with
+"""The system daemon as an operator reaches it: `vrooli daemon` run by root with
 systemd's STATE_DIRECTORY, and the CLI run by root, by a member of the control group and by
 a user who is neither — real processes, real uids (setpriv), no systemd needed.
 

@@ -1,4 +1,4 @@
-"""The thin client (issue 14): `status`, `up`, `down` and `restart` asked of the supervisor
+"""The thin client: `status`, `up`, `down` and `restart` asked of the supervisor
 already serving the files, without reading them here; and the way back to reading them
 whenever that supervisor could answer differently from the full client."""
 

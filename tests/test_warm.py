@@ -1,4 +1,4 @@
-"""The warm supervisor (issue 14): after `down` it idles for keep_warm, holding nothing, and
+"""The warm supervisor: after `down` it idles for keep_warm, holding nothing, and
 the next `up` wakes it with that command's files and environment; it never serves a stale
 config, and it ends at once on `down --exit`, on SIGTERM, or when keep_warm has passed."""
 
@@ -371,7 +371,7 @@ sys.exit(main(["-f", sys.argv[2], "--up", ""]))
 
 
 def test_a_cold_supervisor_spawns_its_first_resource_before_heavy_imports(project: Project, tmp_path: Path) -> None:
-    """Issue 14.3: nothing the first spawn does not need is imported before it."""
+    """Nothing the first spawn does not need is imported before it."""
     warm_project(project, SLEEPER, keep_warm="0")
     seen = tmp_path / "modules.json"
     supervisor = subprocess.Popen([sys.executable, "-c", PROBE, str(seen), str(project.file)], cwd=project.dir,

@@ -1,8 +1,8 @@
 """The `vrooli` command: parse, call, print, exit code — nothing else.
 
-Over the ~450-line guide (~490) because the typer declarations of all thirteen commands
-live together, one function each; what they print is in cli_output.py, which project they
-act on in cli_target.py.
+Over the ~450-line guide (~510) because the typer declarations of all the commands live
+together, one function each; what they print is in client/output.py, which project they
+act on in client/target.py.
 
 Heavy imports (anyio, the docker SDK, httpx) happen inside the commands that need them.
 `up`, `down`, `status` and `restart` usually never come here: entry.py runs them (and the

@@ -4,7 +4,7 @@
 asks the supervisor one question: importing typer (and click) for them costs more than
 the question. So entry.py reads their arguments here, with the standard library only,
 and hands everything else — `--help`, anything unusual, every other command — to typer
-(cli.py), which parses and reports errors as it always did. This parser only ever
+(cli/app.py), which parses and reports errors as it always did. This parser only ever
 *accepts* what typer would read the same way (tests/test_entry.py holds the two to it);
 whatever it is unsure of, it declines (None).
 

@@ -1,7 +1,7 @@
 """`vrooli down`, `status` and `restart` as clients of the supervisor: ask, print, exit code.
 
-With `up` (up_client.py) these are the commands a developer runs all day. Both ways of
-running them — entry.py's standard-library path and typer's commands in cli.py — call the
+With `up` (up.py) these are the commands a developer runs all day. Both ways of
+running them — entry.py's standard-library path and typer's commands in cli/app.py — call the
 functions here, so they answer alike; and nothing here imports more than the standard
 library and the project's small client modules (no event loop, no docker, no psutil,
 no CLI framework: tests/test_entry.py checks it on real commands).
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.client import spawn, thin
 from orchestrator.client.argv import ClientCommand
 from orchestrator.client.output import print_not_running, print_status, supervisor_line, supervisor_of
-from orchestrator.client.up import follow, report_error, run_up
+from orchestrator.client.up import follow, follow_thin, report_error, run_up
 from orchestrator.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -84,15 +84,12 @@ def _down(names: list[str], files: list[str], volumes: bool, exit_supervisor: bo
     if served is not None:
         served.client.timeout = None  # a stop takes what it takes (stop_timeout, containers), as below
         try:
-            reply = served.client.call(thin.request(served, "down", names=names, volumes=volumes,
-                                                           exit=exit_supervisor))
+            reply: dict[str, Any] | None = served.client.call(
+                thin.request(served, "down", names=names, volumes=volumes, exit=exit_supervisor))
         except (SupervisorUnavailable, OSError, ValueError):
-            reply = {"declined": "the supervisor went away"}  # the full way finds out what is left
-        try:
-            thin.check_declined(reply)
+            reply = None  # the supervisor went away: the full way finds out what is left
+        if reply is not None and not thin.declined(reply):
             return _stopped(reply, names, served.state_dir, served.first_file)
-        except thin.Declined:
-            pass
     target = target_of(files or None, "stopping the stack with")
     if target.project is not None:
         check_names(target.project.resources, names)
@@ -167,10 +164,9 @@ def _thin_status(served: thin.Served, names: list[str], json_out: bool) -> int |
     """The status of a running stack from the supervisor serving the files; None: take the full way."""
     try:
         reply = served.client.call(thin.request(served, "status", names=names))
-        thin.check_declined(reply)
-    except (SupervisorUnavailable, OSError, ValueError, thin.Declined):
+    except (SupervisorUnavailable, OSError, ValueError):
         return None
-    if not reply.get("ok"):
+    if thin.declined(reply) or not reply.get("ok"):
         return None  # the full client, having read the files, says what is wrong (or "not running")
     supervisor = supervisor_of(reply)
     if supervisor.get("idle"):  # idle since the ping: the full client shows the stopped stack
@@ -236,9 +232,12 @@ def run_restart(names: list[str], files: list[str], json_out: bool) -> int:
         served = thin.find(files, "restart")
         if served is not None:
             try:
-                return follow(served.client, thin.request(served, "restart", names=names), json_out)
-            except (thin.Declined, NotListening):  # declined, or gone since the ping: nothing was done
-                pass
+                code = follow_thin(served.client, thin.request(served, "restart", names=names), json_out)
+            except NotListening:
+                code = None  # gone since the ping
+            if code is not None:
+                return code
+            # declined, or gone: nothing was done; the full way
         target = target_of(files or None, "restarting with")  # a file that does not load here: the supervisor's copy
         if target.project is not None:
             check_names(target.project.resources, names)

@@ -1,5 +1,5 @@
 """What the `vrooli` command prints: the status table, a stack that is not running, model
-lines. Plain functions of the supervisor's replies, apart from cli.py so
+lines. Plain functions of the supervisor's replies, apart from cli/app.py so
 the command module stays about parsing and exit codes."""
 
 from __future__ import annotations

@@ -82,13 +82,10 @@ def request(served: Served, op: str, **fields: Any) -> dict[str, Any]:
     return {"op": op, **fields, "files": served.files, "environ": served.environ, "thin": thin}
 
 
-class Declined(Exception):
-    """The supervisor will not serve this thin request (its reason): take the full way."""
-
-
-def check_declined(message: dict[str, Any]) -> None:
-    if message.get("declined"):
-        raise Declined(str(message["declined"]))
+def declined(reply: dict[str, Any]) -> bool:
+    """Whether the supervisor will not serve this thin request (the reply says why): nothing
+    was done, and the command takes the full way."""
+    return bool(reply.get("declined"))
 
 
 def _system_daemon_may_serve() -> bool:

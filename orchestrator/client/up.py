@@ -47,9 +47,12 @@ def run_up(names: list[str], files: list[str], no_deps: bool, json_out: bool,
         served = thin.find(files, "up")
         if served is not None and not (served.idle and served.code != fingerprint()):
             try:
-                return _thin_up(served, names, no_deps, json_out, profiles)
-            except (thin.Declined, NotListening):
-                pass  # declined, or gone since the ping (keep_warm ended): nothing was done; the full way
+                code = _thin_up(served, names, no_deps, json_out, profiles)  # None: declined
+            except NotListening:
+                code = None  # gone since the ping (keep_warm ended)
+            if code is not None:
+                return code
+            # declined, or gone: nothing was done; the full way
         return _full_up(names, files, no_deps, json_out, profiles)
     except VrooliError as exc:
         report_error(exc, json_out)
@@ -61,11 +64,12 @@ def run_up(names: list[str], files: list[str], no_deps: bool, json_out: bool,
 
 
 def _thin_up(served: thin.Served, names: list[str], no_deps: bool, json_out: bool,
-             profiles: Sequence[str]) -> int:
+             profiles: Sequence[str]) -> int | None:
+    """The exit code, or None: the supervisor declined (take the full way)."""
     request = thin.request(served, "up", names=names, no_deps=no_deps, profiles=profiles)
     if served.idle:  # as below: an idle supervisor's new processes inherit this environment
         request["process_environ"] = dict(os.environ)
-    return follow(served.client, request, json_out)
+    return follow_thin(served.client, request, json_out)
 
 
 def _full_up(names: list[str], files: list[str], no_deps: bool, json_out: bool, profiles: Sequence[str]) -> int:
@@ -93,13 +97,27 @@ def _full_up(names: list[str], files: list[str], no_deps: bool, json_out: bool, 
 
 
 def follow(client: Any, request: dict[str, Any], json_out: bool) -> int:
+    """Send `request` and show its progress to the end; the exit code."""
+    code = _follow(client, request, json_out, declinable=False)
+    assert code is not None  # only a thin request can be declined
+    return code
+
+
+def follow_thin(client: Any, request: dict[str, Any], json_out: bool) -> int | None:
+    """As `follow`, for a thin request (thin.request); None if the supervisor declined it:
+    nothing was done, and the command takes the full way."""
+    return _follow(client, request, json_out, declinable=True)
+
+
+def _follow(client: Any, request: dict[str, Any], json_out: bool, declinable: bool) -> int | None:
     from orchestrator.infra.progress import Progress, one_line
 
     progress = None if json_out else Progress(sys.stderr)
     started = time.monotonic()
     final: dict[str, Any] = {}
     for message in client.stream(request, timeout=0.1):
-        thin.check_declined(message)  # a thin request's first answer, before any output
+        if declinable and thin.declined(message):  # a thin request's first answer, before any output
+            return None
         if message.get("tick"):
             if progress:
                 progress.tick()

@@ -1,6 +1,6 @@
-"""resources.toml → ProjectSpec, as a pipeline of stages, one module each in configfile/:
+"""resources.toml → ProjectSpec, as a pipeline of stages, one module each in this folder:
 
-    read (configfile/read.py) → merge override files (read.py) → expand ${VAR} (here)
+    read (read.py) → merge override files (read.py) → expand ${VAR} (here)
     → validate each table ([project]: project.py; [resources.NAME]: resource.py, its
     health table: health.py) → cross-checks (checks.py).
 
@@ -17,30 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.config.checks import check_dependencies, check_on_host, check_port_conflicts
-from orchestrator.config.project import PROJECT_KEYS, default_state_dir, parse_project
-from orchestrator.config.read import MAX_DEPTH, Origins, dotenv, merge, read_all, read_toml
-from orchestrator.config.resource import RESOURCE_KEYS, parse_resource
-from orchestrator.config.values import (
-    MAX_DURATION,
-    Checker,
-    dotted,
-    home,
-    parse_duration,
-    parse_port,
-    parse_size,
-    type_name,
-)
-from orchestrator.config.variables import InterpolationError, interpolate
-from orchestrator.errors import ConfigError
+from orchestrator.config.project import parse_project
+from orchestrator.config.read import Origins, dotenv, merge, read_all, read_toml
+from orchestrator.config.resource import parse_resource
+from orchestrator.config.values import Checker, dotted, home, type_name
+from orchestrator.config.variables import interpolate
+from orchestrator.errors import ConfigError, InterpolationError
 from orchestrator.infra import paths
 from orchestrator.spec import ProjectSpec, ResourceSpec
-
-# What other modules and tests use of the stages, under the names they always had.
-__all__ = [
-    "DEFAULT_FILE", "MAX_DEPTH", "MAX_DURATION", "PROJECT_KEYS", "RESOURCE_KEYS", "default_state_dir",
-    "expand", "expanded", "find_files", "load", "merge", "parse_duration", "parse_port", "parse_size",
-    "read_merged", "referenced_environ",
-]
 
 DEFAULT_FILE = paths.DEFAULT_FILE
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from orchestrator.config.values import Checker, show, type_name, whole
+from orchestrator.errors import UrlError
 from orchestrator.spec import PortSpec, ProbeSpec
 
 
@@ -79,7 +80,7 @@ def _probe_host(raw: Mapping[str, Any], ports: tuple[PortSpec, ...], path: tuple
     host = check.string(raw, "host", path, default)
     if host is None:
         return default
-    from orchestrator.probes.url import UrlError, check_host
+    from orchestrator.probes.url import check_host
 
     try:
         check_host(host[1:-1] if host.startswith("[") and host.endswith("]") else host)
@@ -92,7 +93,7 @@ def _probe_host(raw: Mapping[str, Any], ports: tuple[PortSpec, ...], path: tuple
 def _check_url(url: str, path: tuple[str, ...], check: Checker) -> None:
     """Parse with the probe's own parser, so a URL that passes here cannot fail it later.
     The line never quotes the URL: it may hold a password."""
-    from orchestrator.probes.url import Target, UrlError
+    from orchestrator.probes.url import Target
 
     try:
         Target.parse(url)

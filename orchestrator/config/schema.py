@@ -12,7 +12,7 @@ loader's alone: dependency cycles and unknown dependency names, two resources on
 port, a duration's range when written as text, and what only this machine knows (a cwd, a
 command on PATH, a user). tests/test_schema.py holds the corpus on which both agree.
 
-The key sets come from the loader (configfile/*.py, probes/kinds.py); tests fail when a key
+The key sets come from the loader (config/*.py, probes/kinds.py); tests fail when a key
 is added there and not here, so the schema cannot fall behind the loader silently.
 """
 

@@ -11,13 +11,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.errors import InterpolationError
+
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*", re.ASCII)
 MAX_NESTED_INTERPOLATION = 10
-
-
-class InterpolationError(ValueError):
-    """A `${...}` that cannot be expanded; the message is one line."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,7 +62,7 @@ Reply = Callable[[dict[str, Any]], Awaitable[None]]
 FOLLOW_POLL = 0.2  # seconds between looks at a followed log
 FOLLOW_ALIVE = 10.0  # seconds between keep-alives: a client that left is noticed on the next send
 THIN_MODES = ("detached", "foreground")  # a system daemon reads its own files, whatever a client sends
-THIN_OPS = ("status", "up", "down", "restart")  # what a thin client sends (client_commands, up_client)
+THIN_OPS = ("status", "up", "down", "restart")  # what a thin client sends (client/commands.py, client/up.py)
 
 
 async def from_thin_client(request: dict[str, Any], state_dir: Path, mode: str,
@@ -73,7 +73,7 @@ async def from_thin_client(request: dict[str, Any], state_dir: Path, mode: str,
     its own load says what is wrong, as it always did). The notice the full client would
     have printed before sending its `up` is sent first, as an event.
 
-    The thin client (client_commands.py) skipped reading the files: it found this
+    The thin client (client/thin.py) skipped reading the files: it found this
     supervisor serving them and sent their paths, the values of the variables they
     referenced when last read here (`ping`'s environ_names), and what it would have
     checked. Here, with everything imported, the files are read as the full client reads
@@ -219,7 +219,11 @@ class Handlers:
                      "resources": self.sup.snapshot(names), "extra": extra})
 
     def supervisor_status(self) -> dict[str, Any]:
-        """The status reply's `supervisor` object (CONTRACT.md): who answers, and how it runs."""
+        """The status reply's `supervisor` object: who answers, and how it runs. Every
+        supervisor answers the same keys, which the client's supervisor line shows
+        (client/output.supervisor_line): `pid`; `mode` (detached, foreground or daemon);
+        `unit`, the systemd unit of a daemon run by one, else None; `idle`, true for a warm
+        supervisor holding nothing; `exits_in_seconds`, the time an idle one has left, else None."""
         status = {"pid": os.getpid(), "mode": self.options.mode, "unit": self.unit,
                   "idle": False, "exits_in_seconds": None}
         if self.host is not None:  # warm.py: idle between sessions, and until when

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from orchestrator.errors import VrooliError
     from orchestrator.spec import ProjectSpec
 
-if "rich" not in sys.modules:  # see cli.py: structlog would import it, for nothing here
+if "rich" not in sys.modules:  # see cli/app.py: structlog would import it, for nothing here
     sys.modules["rich"] = None  # type: ignore[assignment]
 
 

@@ -67,10 +67,6 @@ class Response:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-class _Closed(Exception):
-    """The peer went away or broke the protocol: close the connection quietly."""
-
-
 class HttpServer:
     def __init__(self, sock: socket.socket, handler: Handler, limits: Limits | None = None) -> None:
         self._sock = sock
@@ -137,7 +133,7 @@ class HttpServer:
         try:
             with conn:
                 await self._converse(key, conn)
-        except (_Closed, OSError):
+        except OSError:
             pass  # resets, broken pipes, timeouts: the client's business
         except Exception as exc:
             self._errors.error(type(exc).__name__, "health endpoint connection failed",
@@ -245,7 +241,5 @@ async def _sendall(conn: socket.socket, data: bytes) -> None:
         except BlockingIOError:
             await anyio.wait_writable(conn)
             continue
-        except OSError as exc:
-            raise _Closed(str(exc)) from None
         view = view[sent:]
 

@@ -84,7 +84,9 @@ class Host:
         return self.options.mode == "detached" and project.keep_warm > 0 and not self.exit_requested
 
     def info(self) -> dict[str, Any]:
-        """The status reply's `supervisor` object (CONTRACT.md)."""
+        """The status reply's `supervisor` object as this host knows it (see
+        control_api.supervisor_status): whether it idles, and the seconds left before an idle
+        one exits (None while a session runs)."""
         left = None if self._idle_until is None else max(0.0, round(self._idle_until - time.monotonic(), 1))
         return {"pid": os.getpid(), "mode": self.options.mode, "unit": None, "idle": self.idle,
                 "exits_in_seconds": left if self.idle else None}

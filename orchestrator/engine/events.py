@@ -1,6 +1,6 @@
 """A read-only view of the stack and its changes: what the features that watch it rely on.
 
-Model warm-up (models.py), the systemd reporter (notify.py), the health endpoint (health.py)
+Model warm-up (models.py), the systemd reporter (sd_notify.py), the health endpoint (health.py)
 and memory's health and metrics helpers depend on these Protocols, not on the supervisor or
 the service: the Supervisor satisfies them structurally, and the composition root
 (service.py) hands it to them. A leaf module: it imports nothing of the package at run time,

@@ -259,8 +259,9 @@ class Lifecycle:
                 return hooked
             self._mark_ready(rec)
             return Started.READY
-        # Made in a worker thread: the first HTTP probe imports httpx (~60 ms), which must
-        # not stall the event loop while other resources are starting and probing.
+        # Made in a worker thread: the first probe of a kind imports its checker (probes/kinds.py:
+        # psutil for exec, regex for log, ssl for http; tens of ms), which must not stall the
+        # event loop while other resources are starting and probing.
         probe = await anyio.to_thread.run_sync(
             make_probe, spec.health,
             ProbeContext(log=self.owner.output(spec.name), exec_inside=instance.exec_inside, log_start=rec.log_start))

@@ -265,11 +265,9 @@ class Adoption:
                           timeout: float = 10.0) -> None:
         """A resource left running that the config no longer declares (or not like this): stop it."""
         if record.kind != "process":
-            return
-        from orchestrator.runtimes.process import ProcessInstance
-
-        instance = ProcessInstance(int(record.ident), record.create_time, record.config_hash)
-        if instance._same_process_alive():
+            return  # no other runtime stops a leftover without its spec: none is made to say so
+        instance = await self.owner.runtime(record.kind).reclaim(record)
+        if instance is not None:
             log.info("stopping a leftover we cannot take back", resource=name, pid=instance.pid)
             await instance.stop(signal_name, timeout)
 

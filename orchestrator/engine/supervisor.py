@@ -52,7 +52,7 @@ class Supervisor:
     """The records and the commands on them (up, stop, restart, reload) and their change feed.
 
     Bigger than the ~300-line guide (~420): its public surface (the attributes and methods
-    service.py, models.py, health.py and notify.py use) is kept as it was; what it does
+    service.py, models.py, health.py and sd_notify.py use) is kept as it was; what it does
     beyond owning the records (one resource's life, the state dir, adoption, the rules)
     lives in lifecycle.py, state_store.py and policy.py.
     """
@@ -265,7 +265,8 @@ class Supervisor:
 
     async def _watch_memory(self) -> None:
         # Its module is imported in a worker thread, as the health endpoint's is: the event
-        # loop goes on to a cold start's first spawn meanwhile (issue 14, item 3).
+        # loop goes on to a cold start's first spawn meanwhile, which waits for no import it
+        # does not need.
         await anyio.to_thread.run_sync(importlib.import_module, "orchestrator.engine.memory")
         await self.memory.run()
 
@@ -306,10 +307,21 @@ class Supervisor:
     def release_runtimes(self) -> None:
         """Let go of the runtimes' connections (the Docker engine's) once nothing runs."""
         for rt in self._runtimes.values():
-            close = getattr(rt, "close", None)
-            if close is not None:
-                close()
+            _close(rt)
         self._runtimes.clear()
+
+    def _keep_runtimes(self, project: ProjectSpec) -> None:
+        """For a new declaration: keep the runtime of each kind its resources still use, and
+        close and let go of the others (nothing runs on them: a resource that went, or changed
+        kind, was stopped already). Under a new project name the kept ones are let go too, not
+        closed: they are made again with the new name (the Docker runtime names containers,
+        network and volumes after the project), and what still runs keeps using the old one."""
+        kinds = {r.runtime for r in project.resources.values()}
+        for kind in list(self._runtimes):
+            if kind not in kinds:
+                _close(self._runtimes.pop(kind))
+            elif project.name != self.project.name:
+                del self._runtimes[kind]
 
     async def cleanup_runtimes(self, remove_volumes: bool, *, every_kind: bool = True) -> None:
         """Remove what the runtimes keep for the project (containers, network; volumes if
@@ -447,6 +459,7 @@ class Supervisor:
             await self.stop(removed)
         if restart_now:
             await self.stop(restart_now, remove_wanted=False)
+        self._keep_runtimes(project)
         self.project = project
         for name in removed:
             del self.records[name]
@@ -459,7 +472,6 @@ class Supervisor:
             else:
                 self.records[name] = Record(spec)
         self.wanted &= set(self.records)
-        self._runtimes.clear()
         for name, manager in self.models.items():
             if name in project.resources and project.resources[name].models is not None:
                 manager.spec = project.resources[name].models  # type: ignore[assignment]
@@ -534,9 +546,9 @@ class Supervisor:
         rec.warmup = (rec.started_at, began, ended)
         state_store.add_warmup(self.state_dir, rec)
 
-    def summary(self) -> dict[str, Any]:
-        wanted = [r for n, r in self.records.items() if n in self.wanted]
-        ready = [r for r in wanted if r.state in scheduler.SETTLED_OK]
-        return {"ready": len(ready), "wanted": len(wanted),
-                "not_ready": [(r.spec.name, r.state.value, r.message) for r in wanted
-                              if r.state not in scheduler.SETTLED_OK]}
+
+def _close(runtime: Runtime) -> None:
+    """Close what a runtime holds open (the Docker runtime: its engine client), if anything."""
+    close = getattr(runtime, "close", None)
+    if close is not None:
+        close()

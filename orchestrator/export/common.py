@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 
 from orchestrator import config
 from orchestrator.config.variables import (
-    InterpolationError,
     Literal,
     Reference,
     Token,
@@ -29,7 +28,7 @@ from orchestrator.config.variables import (
     read_env_file,
     tokenize,
 )
-from orchestrator.errors import ConfigError, UsageError
+from orchestrator.errors import ConfigError, InterpolationError, UsageError
 from orchestrator.spec import ProbeSpec, ProjectSpec, ResourceSpec, VolumeSpec
 
 FORMATS = ("compose", "kubernetes")

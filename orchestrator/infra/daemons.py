@@ -39,7 +39,6 @@ from orchestrator.errors import UsageError, VrooliError
 from orchestrator.infra import paths
 from orchestrator.infra.registry import canonical
 
-DEFAULT_DIR = paths.DAEMON_DIR
 DEFAULT_GROUP = "vrooli"
 MAX_RECORD = 64 * 1024
 SOCKET_MODE, RECORD_MODE, DIR_MODE = 0o660, 0o640, 0o750

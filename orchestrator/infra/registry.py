@@ -4,7 +4,7 @@
 the state dir comes from resources.toml. While that file is broken (a typo mid-edit), the
 running stack must still be visible and stoppable: so every start records, per user, the
 first file's absolute path -> the state dir. The supervisor it leads to proves itself by
-answering with the same files (see `cli_target.running_despite`).
+answering with the same files (see `client.target.running_despite`).
 
 One small JSON file per project in `$XDG_STATE_HOME/vrooli/.registry/` (a name no
 project can have: project names start with a letter or digit), 0600 in a 0700 directory.

@@ -13,18 +13,15 @@ import ssl
 import anyio
 from anyio.abc import ByteStream
 
+from orchestrator.errors import UrlError
 from orchestrator.probes import ProbeResult, _os_error
-from orchestrator.probes.url import Target, UrlError, check_host
+from orchestrator.probes.url import Target, check_host
 from orchestrator.spec import ProbeSpec
 
 __all__ = ["HttpProbe", "Target", "UrlError", "check_host"]
 
 MAX_HEAD = 64 * 1024  # a status line and headers beyond this are not a health answer
 MAX_KEPT_BODY = 64 * 1024  # larger bodies are not read; the connection is dropped instead
-
-
-class ProtocolError(Exception):
-    """The peer answered, but not with HTTP/1.x."""
 
 
 class HttpProbe:
@@ -45,7 +42,7 @@ class HttpProbe:
         shown = self.target.shown
         reused = self._stream is not None
         try:
-            code = await self._exchange()
+            answer = await self._exchange()
         except (OSError, anyio.BrokenResourceError, anyio.EndOfStream, ssl.SSLError) as exc:
             await self._drop()
             if reused and isinstance(exc, anyio.EndOfStream | anyio.BrokenResourceError | ConnectionResetError):
@@ -53,25 +50,29 @@ class HttpProbe:
                 # (an idle timeout, a restart): that says nothing about its health now.
                 return await self.check()
             return ProbeResult(False, f"http {shown}: {_reason(exc)}")
-        except ProtocolError as exc:
-            await self._drop()
-            return ProbeResult(False, f"http {shown}: {exc}")
         except BaseException:
             await self._drop()  # cancelled (the probe timed out) mid-response: start clean
             raise
+        if isinstance(answer, str):  # the peer answered, but not with HTTP/1.x
+            await self._drop()
+            return ProbeResult(False, f"http {shown}: {answer}")
+        code = answer
         ok = code in self.spec.expect_status if self.spec.expect_status else 200 <= code < 400
         return ProbeResult(ok, f"http {shown} {code}")
 
-    async def _exchange(self) -> int:
+    async def _exchange(self) -> int | str:
+        """The status code; or, when the peer answered but not with HTTP/1.x, what it did."""
         if self._stream is None:
             self._stream = await self._connect()
             self._buffer = b""
         await self._stream.send(self.target.request)
         head = await self._read_head()
+        if head is None:
+            return "response headers too large"
         lines = head.split(b"\r\n")
         status = lines[0].split(None, 2)
         if len(status) < 2 or not status[0].startswith(b"HTTP/1.") or not status[1].isdigit():
-            raise ProtocolError(f"not an HTTP response: {lines[0][:60]!r}")
+            return f"not an HTTP response: {lines[0][:60]!r}"
         code = int(status[1])
         headers = {}
         for line in lines[1:]:
@@ -80,11 +81,12 @@ class HttpProbe:
         await self._finish_body(code, status[0], headers)
         return code
 
-    async def _read_head(self) -> bytes:
+    async def _read_head(self) -> bytes | None:
+        """The status line and headers; None if they grow past MAX_HEAD."""
         assert self._stream is not None
         while b"\r\n\r\n" not in self._buffer:
             if len(self._buffer) > MAX_HEAD:
-                raise ProtocolError("response headers too large")
+                return None
             self._buffer += await self._stream.receive()
         head, _, self._buffer = self._buffer.partition(b"\r\n\r\n")
         return head

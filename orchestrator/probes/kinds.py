@@ -1,7 +1,7 @@
 """Every probe kind, declared once: the keys it reads, their defaults, what it requires of
 its table, and the checker that runs it.
 
-configfile/health.py validates a `health` table and probes/__init__.py builds the checker
+config/health.py validates a `health` table and probes/__init__.py builds the checker
 from this table alone, so a new kind is one entry here (and its checker module). The module
 stays free of the event loop: loading a resources.toml imports it, and must not pay for anyio.
 """

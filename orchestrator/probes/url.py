@@ -11,15 +11,11 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
+from orchestrator.errors import UrlError
+
 URL_SAFE = "/?&=%:@!$'()*+,;~-._"
 MAX_URL = 8192
 _HOST_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?", re.ASCII)
-
-
-class UrlError(ValueError):
-    """A health URL the probe cannot use. The message never repeats the URL: it may hold a password."""
-
-    shows_no_secret = True
 
 
 @dataclass(frozen=True, slots=True)

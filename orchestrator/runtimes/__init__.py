@@ -96,6 +96,12 @@ class Runtime(Protocol):
         """Take back a resource left running by an earlier supervisor, if it is still ours."""
         ...
 
+    async def reclaim(self, record: Adoptable) -> Instance | None:
+        """What a record left by an earlier supervisor names, only to stop it: the config no
+        longer declares that resource (or not like this), so there is no spec to adopt it
+        with. None if it is gone, or not this runtime's to stop that way."""
+        ...
+
     async def cleanup(self, project: ProjectSpec, remove_volumes: bool) -> None:
         """After a full `down`: remove what the runtime made for the project (networks, volumes)."""
         ...

@@ -433,6 +433,11 @@ class DockerRuntime:
         instance.follow_logs(output, tasks, since=int(time.time()))
         return instance
 
+    async def reclaim(self, record: Adoptable) -> DockerInstance | None:
+        """None: a leftover container is not stopped one by one; `cleanup` removes every
+        container labelled with the project."""
+        return None
+
     async def cleanup(self, project: ProjectSpec, remove_volumes: bool) -> None:
         def work() -> None:
             client = self.client()

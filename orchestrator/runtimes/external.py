@@ -82,5 +82,8 @@ class ExternalRuntime:
         # Nothing of ours runs, so there is nothing to lose: watch it again.
         return ExternalInstance(spec)
 
+    async def reclaim(self, record: Adoptable) -> ExternalInstance | None:
+        return None  # nothing of ours runs: there is nothing to stop
+
     async def cleanup(self, project: ProjectSpec, remove_volumes: bool) -> None:
         return None

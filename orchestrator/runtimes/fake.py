@@ -64,6 +64,9 @@ class FakeRuntime:
                     tasks: TaskGroup) -> FakeInstance | None:
         return None
 
+    async def reclaim(self, record: Adoptable) -> FakeInstance | None:
+        return None
+
     async def cleanup(self, project: ProjectSpec, remove_volumes: bool) -> None:
         return None
 

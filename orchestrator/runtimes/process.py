@@ -475,5 +475,12 @@ class ProcessRuntime:
                                    cgroup=cgroups.cgroup_of(spec, int(record.ident)))
         return instance if instance._same_process_alive() else None
 
+    async def reclaim(self, record: Adoptable) -> ProcessInstance | None:
+        """The process, if the same one still runs (its start time matches the record's)."""
+        if record.kind != "process":
+            return None
+        instance = ProcessInstance(int(record.ident), record.create_time, record.config_hash)
+        return instance if instance._same_process_alive() else None
+
     async def cleanup(self, project: ProjectSpec, remove_volumes: bool) -> None:
         await anyio.to_thread.run_sync(cgroups.sweep, project)
