@@ -267,7 +267,8 @@ async def test_a_reload_keeps_the_runtimes_still_used_and_closes_the_others(tmp_
         await tg.start(sup.run)
         await run_until_settled(sup)
         assert sorted(r.kind for r in made) == ["docker", "process"]
-        process = sup.runtime("process")
+        process = made[[r.kind for r in made].index("process")]
+        assert sup.runtime("process") is process
         await sup.apply_config(load(res("app", extra='env = { A = "1" }') + res("web")))  # no docker now
         await run_until_settled(sup)  # app again, and web: on the runtime kept
         assert sup.runtime("process") is process and len(made) == 2
