@@ -136,6 +136,51 @@ def postgres_template() -> Path:
     return _PG_TEMPLATE["path"]
 
 
+# The two lanes. `e2e`: a test that starts processes or servers (the real CLI, Postgres,
+# redis-server, Docker, systemd); `unit`: everything else, no subprocess and no server,
+# `python3 -m pytest -m unit` in well under a minute. A test is e2e when its module is
+# listed here (every test in it starts something), when it uses one of these fixtures, or
+# when it is marked `@pytest.mark.e2e` (or `docker`). A unit test that starts a process
+# fails and says so, so the fast lane stays fast.
+E2E_MODULES = frozenset({
+    "test_cli", "test_config_view", "test_daemon", "test_docker", "test_e2e_optional_profiles", "test_e2e_process",
+    "test_error_vocabulary", "test_export", "test_external", "test_import_contract", "test_install_systemd",
+    "test_memory", "test_report", "test_running_records", "test_setup_script", "test_state_dir_deleted",
+    "test_state_safety", "test_systemd_real", "test_thin_client", "test_warm",
+})
+E2E_FIXTURES = frozenset({"project", "shared_tmp", "need_docker", "system_daemon"})
+SPAWNING = ("subprocess.Popen", "os.fork", "os.forkpty", "os.posix_spawn", "os.exec", "os.spawn", "os.system")
+_UNIT_RUNNING: list[str] = []  # the unit test running now, if one is
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.path.stem
+        e2e = (module in E2E_MODULES or bool(E2E_FIXTURES & set(getattr(item, "fixturenames", ())))
+               or item.get_closest_marker("e2e") is not None or item.get_closest_marker("docker") is not None)
+        item.add_marker(pytest.mark.e2e if e2e else pytest.mark.unit)
+
+
+def _no_process_in_a_unit_test(event: str, args: tuple[Any, ...]) -> None:
+    if _UNIT_RUNNING and event in SPAWNING:
+        raise RuntimeError(f"{_UNIT_RUNNING[0]} starts a process ({event}): a unit test may not; "
+                           "mark it @pytest.mark.e2e (tests/conftest.py says which lane is which)")
+
+
+sys.addaudithook(_no_process_in_a_unit_test)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    if item.get_closest_marker("unit") is None:
+        return (yield)
+    _UNIT_RUNNING.append(item.nodeid)
+    try:
+        return (yield)
+    finally:
+        _UNIT_RUNNING.clear()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # Run from a background job (`scripts/test.sh &`, nohup), this process inherits SIGINT
     # ignored, and so would every `vrooli` a test starts: the tests that press Ctrl-C on one

@@ -33,6 +33,7 @@ def write(tmp_path: Path, text: str, name: str = "resources.toml") -> Path:
     return path
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
 def test_bad_config_gives_one_line_naming_file_and_key(path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "orchestrator", "validate", "-f", str(path)],
@@ -151,6 +152,7 @@ health = { probe = "postgres" }
     assert pg.stop_timeout == 10.0 and pg.start_timeout == 60.0
 
 
+@pytest.mark.e2e
 def test_shipped_resources_toml_validates_and_shows_waves() -> None:
     done = subprocess.run([sys.executable, "-m", "orchestrator", "graph", "--json", "-f",
                            str(ROOT / "resources.toml")], capture_output=True, text=True)

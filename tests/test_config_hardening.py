@@ -157,6 +157,7 @@ def test_good_probe_url_loads_and_the_probe_never_shows_the_password(tmp_path: P
     assert PASSWORD.encode() not in target.request  # only inside the base64 of Basic auth
 
 
+@pytest.mark.e2e
 def test_validate_line_for_a_password_url_exits_2_without_the_password(tmp_path: Path) -> None:
     path = tmp_path / "resources.toml"
     path.write_text(http_probe(f"http://app:{PASSWORD}/x@127.0.0.1:5432/"))
@@ -415,6 +416,7 @@ def test_project_name_is_checked_before_a_path_is_made_of_it(tmp_path: Path, nam
     assert len(line) < 300
 
 
+@pytest.mark.e2e
 def test_project_name_of_300_characters_does_not_reach_the_file_system(tmp_path: Path) -> None:
     path = tmp_path / "resources.toml"
     path.write_text(f'[project]\nname = "{"p" * 300}"\n[resources.a]\ncommand = ["true"]\n')
@@ -674,6 +676,7 @@ def test_validate_accepts_what_a_start_would_accept(tmp_path: Path, script: Path
     assert problems(tmp_path, body, {"PATH": os.defpath}, host_checks=True) == []
 
 
+@pytest.mark.e2e
 def test_host_checks_are_for_validate_only(tmp_path: Path) -> None:
     """`down` and `status` must still work for a stack whose program was since uninstalled."""
     body = '[resources.a]\ncommand = ["vrooli-no-such-program"]\ncwd = "gone"\n'

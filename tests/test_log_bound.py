@@ -158,6 +158,7 @@ def test_no_older_files_with_log_max_files_zero(log_dir: Path) -> None:
     assert output.read_all() == ["b" * 4000]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("inotify", [True, False], ids=["inotify", "polling"])
 def test_keeper_bounds_a_fast_writer(log_dir: Path, monkeypatch: pytest.MonkeyPatch, inotify: bool) -> None:
     if not inotify:  # as on a system without inotify (or out of instances): it polls

@@ -93,6 +93,7 @@ def test_every_kind_declares_its_keys_defaults_requirements_and_checker() -> Non
         assert callable(kind.build)
 
 
+@pytest.mark.e2e
 def test_loading_a_config_imports_no_event_loop() -> None:
     """config → probes.kinds must not pull anyio in: every CLI command loads a config."""
     code = ("import sys; from pathlib import Path; from orchestrator import config; "

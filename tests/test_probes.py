@@ -57,6 +57,7 @@ def redis_server() -> Iterator[int]:
         proc.wait(10)
 
 
+@pytest.mark.e2e
 async def test_redis_probe_waits_for_pong(redis_server: int) -> None:
     spec = ProbeSpec("redis", port=redis_server)
     probe = make_probe(spec, ProbeContext())
@@ -176,6 +177,7 @@ async def test_tcp_probe() -> None:
     assert not (await check(ProbeSpec("tcp", port=server.port)))[0]
 
 
+@pytest.mark.e2e
 async def test_exec_probe_reports_exit_and_output(tmp_path: Path) -> None:
     assert (await check(ProbeSpec("exec", command=("true",))))[0]
     ok, message = await check(ProbeSpec("exec", command=("sh", "-c", "echo not yet; exit 4")))
@@ -184,6 +186,7 @@ async def test_exec_probe_reports_exit_and_output(tmp_path: Path) -> None:
     assert not ok and "not found" in message
 
 
+@pytest.mark.e2e
 async def test_hung_probe_is_cut_at_its_timeout() -> None:
     started = time.monotonic()
     ok, message = await check(ProbeSpec("exec", command=("sleep", "10"), timeout=0.2))
@@ -245,6 +248,7 @@ def live_sleepers(token: str) -> list[psutil.Process]:
     return found
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("script", ["sleep 1000", "setsid sleep 1000"])
 async def test_hung_exec_probe_is_killed_with_its_whole_group(no_leaked_processes: str, script: str) -> None:
     # `sh -c 'sleep 1000'`: cutting the probe at its timeout must take the sleep along,
@@ -266,6 +270,7 @@ async def test_hung_exec_probe_is_killed_with_its_whole_group(no_leaked_processe
     assert live_sleepers(no_leaked_processes) == []
 
 
+@pytest.mark.e2e
 async def test_exec_probe_leaves_no_background_child_of_a_passing_check(no_leaked_processes: str) -> None:
     spec = ProbeSpec("exec", command=("sh", "-c", "sleep 1000 & echo started"), timeout=5)
     ok, message = await check(spec)

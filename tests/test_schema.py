@@ -50,6 +50,7 @@ def test_the_schema_is_valid_draft_2020_12() -> None:
     assert schema.schema()["$schema"] == "https://json-schema.org/draft/2020-12/schema"
 
 
+@pytest.mark.e2e
 def test_docs_copy_and_vrooli_schema_print_the_same_schema() -> None:
     shipped = (ROOT / "docs" / "resources.schema.json").read_text()
     assert shipped == schema.text(), "regenerate: vrooli schema > docs/resources.schema.json"

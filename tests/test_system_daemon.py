@@ -329,6 +329,7 @@ def test_the_daemon_refuses_a_stranger_even_through_an_open_socket(system_daemon
            f"{system_daemon.group.gr_name}" in done.stderr, done.stderr
 
 
+@pytest.mark.e2e
 def test_the_daemon_keeps_its_own_environment(world_readable_site: Path) -> None:
     """Secrets come from the unit (EnvironmentFile=), not from an operator's shell: a member
     whose shell lacks them still sees, restarts and reloads the stack, and a reload from a
@@ -423,6 +424,7 @@ os.execv(sys.executable, [sys.executable, "-m", "orchestrator", *sys.argv[1:]])
 """
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="the seccomp filter is written for x86_64")
 def test_a_denied_setrlimit_does_not_fail_the_start(tmp_path: Path) -> None:
     base = Path(tempfile.mkdtemp(prefix="vrooli-rlimit-", dir="/tmp"))
@@ -447,6 +449,7 @@ def test_a_denied_setrlimit_does_not_fail_the_start(tmp_path: Path) -> None:
         shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.mark.e2e
 def test_user_is_refused_at_start_when_the_daemon_cannot_switch_users() -> None:
     """As under NoNewPrivileges=yes with an empty CapabilityBoundingSet: one line, exit 2."""
     base = Path(tempfile.mkdtemp(prefix="vrooli-nnp-", dir="/tmp"))
