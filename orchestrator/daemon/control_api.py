@@ -2,6 +2,10 @@
 
 Served by control.serve inside the supervisor process (service.py wires it); every error
 a request meets is answered with its kind and exit code (errors.VrooliError.reply).
+
+Over the ~450-line module guide (and `Handlers` over the ~300-line class guide): every
+operation shares the session's supervisor, options and the start that a forking `up`
+claimed; split by operation, each piece would reach back into the others' state.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ are woken, and the adoption record on disk stays current.
 Its neighbours: lifecycle.py runs each resource's starts (it changes state only through
 this owner), state_store.py keeps the state dir and what is written to it (running.json,
 adoption, last_start.json), policy.py decides restarts, backoff, liveness and the reload plan.
+
+Over the ~450-line module guide: it is one class (see `Supervisor` for why that is one piece).
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ Every start carries a token in its environment (`VROOLI_INSTANCE`) that its desc
 inherit: a daemon that double-forks out of the session and the process group is still
 found by it. A main process that exits 0 while such members live on has daemonized;
 the instance then follows the eldest of them instead of counting as finished.
+
+Over the ~450-line module guide: finding a process tree's members (by group, session and
+token), signalling them and switching users are one mechanism, used by start, stop and
+adoption alike; apart, each half would re-derive who the members are.
 """
 
 from __future__ import annotations
