@@ -16,6 +16,7 @@ Used from pyproject.toml, [tool.importlinter]; run by `lint-imports` from the re
 from __future__ import annotations
 
 import ast
+import importlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -60,10 +61,7 @@ class StandardLibraryOnlyContract(Contract):
 
     def check(self, graph: Any, verbose: bool) -> ContractCheck:
         root = str(self.session_options["root_packages"][0])
-        package_dir = Path(str(sys.modules[root].__file__)).parent if root in sys.modules else None
-        if package_dir is None:
-            __import__(root)
-            package_dir = Path(str(sys.modules[root].__file__)).parent
+        package_dir = Path(str(importlib.import_module(root).__file__)).parent
         modules = {m for m in graph.modules if m == root or m.startswith(root + ".")}
         sources = sorted({m for pattern in self.source_modules for m in modules  # type: ignore[attr-defined]
                           if m == pattern or m.startswith(pattern + ".")})

@@ -184,18 +184,17 @@ def _spawn(project: ProjectSpec, up: list[str] | None, no_deps: bool, profiles: 
         os.close(spawn_lock)
         raise
     offset = os.fstat(log_fd).st_size
-    up_names = invoked_at = claim = None
+    invoked_at = claim = None
     if up is None:
         no_deps, profiles = False, []  # they shape only the start a forking `up` asks for
     else:
-        up_names = ",".join(up)
         invoked_at = process_started_at()
         claim = os.urandom(8).hex()
 
     def serve() -> int:  # in the child: what it needs passes as values, the loaded project too
         from orchestrator.daemon.detached import serve
 
-        return serve(list(project.files), up_names=up_names, no_deps=no_deps, profiles=profiles,
+        return serve(list(project.files), up=up, no_deps=no_deps, profiles=profiles,
                      invoked_at=invoked_at, claim=claim, project=project)
 
     try:

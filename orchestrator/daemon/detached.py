@@ -56,25 +56,25 @@ def main(argv: list[str] | None = None) -> int:
         found = config.find_files(files) if files else [Path(os.getcwd()) / config.DEFAULT_FILE]
     except VrooliError as exc:
         return _failed(exc)
-    return serve(found, log_format, up_names, no_deps, profiles, invoked_at, claim)
+    up = None if up_names is None else [n for n in up_names.split(",") if n]
+    return serve(found, log_format, up, no_deps, profiles, invoked_at, claim)
 
 
-def serve(files: list[Path], log_format: str = "json", up_names: str | None = None, no_deps: bool = False,
+def serve(files: list[Path], log_format: str = "json", up: list[str] | None = None, no_deps: bool = False,
           profiles: list[str] | None = None, invoked_at: float | None = None, claim: str | None = None,
           project: ProjectSpec | None = None) -> int:
-    """Be the detached supervisor of `files` until it ends; its exit code. `up_names` ("" =
-    all) are started before any client asks. `project`: the files as the forking `vrooli up`
-    read them a moment ago, so that this process does not read them again."""
+    """Be the detached supervisor of `files` until it ends; its exit code. `up` ([] = all)
+    is started before any client asks. `project`: the files as the forking `vrooli up` read
+    them a moment ago, so that this process does not read them again."""
     from orchestrator.daemon import service
     from orchestrator.errors import VrooliError
     from orchestrator.infra.logger import configure
 
     configure(log_format, sys.stderr)
-    names = [n for n in (up_names or "").split(",") if n]
     try:
         return service.run(service.Options(
-            files=files, mode="detached", names=names, no_deps=no_deps, profiles=profiles or [],
-            up_at_start=up_names is not None, invoked_at=invoked_at, claim=claim), project)
+            files=files, mode="detached", names=up or [], no_deps=no_deps, profiles=profiles or [],
+            up_at_start=up is not None, invoked_at=invoked_at, claim=claim), project)
     except VrooliError as exc:
         return _failed(exc)
 
